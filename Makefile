@@ -1,0 +1,50 @@
+# ottrecon developer commands. `make run` and `make test` are the two that matter.
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+# Find or start Postgres and Redis (scripts/local_services.sh); fail loudly if it cannot.
+SERVICES = services="$$(scripts/local_services.sh env)" && eval "$$services"
+
+.PHONY: run test check lint format typecheck unit bench demo-callback clean-data
+
+$(BIN)/.installed: pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "ottrecon needs Python 3.11 or newer")'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $@
+
+## run: install, migrate, and run the receiver and the worker in the foreground (Ctrl-C stops both)
+run: $(BIN)/.installed
+	@scripts/dev_env.sh
+	$(SERVICES) && PATH="$(CURDIR)/$(BIN):$$PATH" && \
+		$(BIN)/ottrecon migrate && \
+		exec $(BIN)/honcho -f Procfile start web worker
+
+## test: format check, lint, type check, then the whole suite against real Postgres and Redis
+test: $(BIN)/.installed check
+	$(SERVICES) && $(BIN)/pytest
+
+check: $(BIN)/.installed
+	$(BIN)/ruff format --check .
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+
+## unit: only the pure tests (no services needed)
+unit: $(BIN)/.installed
+	$(BIN)/pytest tests/unit
+
+format: $(BIN)/.installed
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+## bench: receiver and worker throughput (see docs/BENCHMARKS.md)
+bench: $(BIN)/.installed
+	$(SERVICES) && $(BIN)/python -m bench.run_all
+
+## clean-data: stop and delete the throwaway Postgres/Redis under .data (if any were started)
+clean-data:
+	scripts/local_services.sh stop
+	rm -rf .data

@@ -1,0 +1,108 @@
+"""OTT Pay callback bodies and field parsing: shape checks, a callback builder, amounts and times (PROTOCOL §4)."""
+
+import re
+from collections.abc import Mapping
+from datetime import datetime, tzinfo
+from zoneinfo import ZoneInfo
+
+from ottpay.envelope import seal
+
+CALLBACK_FIELDS: tuple[str, ...] = ("rsp_code", "rsp_msg", "merchant_id", "data", "md5")
+
+# The acknowledgement is not documented by OTT Pay; this mirrors its own success envelope.
+SUCCESS_ACK: dict[str, str] = {"rsp_code": "SUCCESS", "rsp_msg": "success"}
+
+_NON_EMPTY_FIELDS = ("merchant_id", "data", "md5")
+
+# Integer cents only: "100" is 1.00. [0-9] rather than \d, which also matches other scripts' digits.
+_CENTS = re.compile(r"[0-9]{1,15}")
+
+_COMPACT_TIME = re.compile(r"[0-9]{14}")
+# A trailing zone name such as "CST" is ambiguous (China, US Central, Cuba) and OTT Pay's is
+# not reliable anyway; numeric offsets and ISO "Z" are not letters-after-space and survive.
+_ZONE_NAME = re.compile(r"\s*[A-Za-z]{2,5}\Z")
+
+_OTTPAY_ZONE = ZoneInfo("America/Toronto")
+
+
+def callback_shape_problems(body: object) -> list[str]:
+    """Return what is wrong with the shape of a parsed callback body; an empty list means usable.
+
+    Cheap and key-free, for the receiver to run before queueing: the body is a JSON object,
+    every callback field is present as a string, and merchant_id, data and md5 are not empty.
+    Extra fields are allowed. Problems name fields and JSON types, never echo values.
+    """
+    if not isinstance(body, dict):
+        return [f"body must be a JSON object, not {_json_type(body)}"]
+    problems: list[str] = []
+    for field in CALLBACK_FIELDS:
+        if field not in body:
+            problems.append(f"missing field {field!r}")
+        elif not isinstance(body[field], str):
+            problems.append(f"field {field!r} must be a string, not {_json_type(body[field])}")
+        elif field in _NON_EMPTY_FIELDS and not body[field]:
+            problems.append(f"field {field!r} must not be empty")
+    return problems
+
+
+def build_callback(
+    data: Mapping[str, str], merchant_id: str, signkey: str, rsp_code: str = "SUCCESS", rsp_msg: str = "success"
+) -> dict[str, str]:
+    """Return a callback body exactly as OTT Pay would POST it, with data sealed under signkey.
+
+    data is encrypted as given: include "merchant_id" in it to mirror real callbacks.
+    Raises like seal for non-string values.
+    """
+    data_b64, md5 = seal(data, signkey)
+    return {"rsp_code": rsp_code, "rsp_msg": rsp_msg, "merchant_id": merchant_id, "data": data_b64, "md5": md5}
+
+
+def parse_cents(raw: str) -> int:
+    """Return the integer cents of an OTT Pay amount string ("100" is 1.00).
+
+    Accepts 1 to 15 ASCII digits, optionally surrounded by whitespace; anything else (sign,
+    decimal point, exponent, separators, other scripts' digits) raises ValueError.
+    """
+    text = raw.strip()
+    if not _CENTS.fullmatch(text):
+        raise ValueError(f"not an OTT Pay amount in integer cents (1-15 ASCII digits): {raw[:40]!r}")
+    return int(text)
+
+
+def parse_finish_time(raw: str, *, default_tz: tzinfo = _OTTPAY_ZONE) -> datetime | None:
+    """Parse OTT Pay's finish_time leniently; return an aware datetime, or None. Never raises.
+
+    Accepted: "20200416050429", "2023-03-23 01:21:53", "2024-01-08 16:29:03 CST", and ISO-8601
+    date-times with "T" and/or an offset. The zone OTT Pay reports is not reliable, so a trailing
+    zone name (CST, EST, UTC, GMT, ...) is ignored and the wall time is read in default_tz
+    (America/Toronto unless given); an explicit numeric offset ("+08:00") or ISO "Z" is honoured.
+    A date without a time is rejected. Use the result for display and reconciliation, not for
+    business deadlines: those run on the receipt time.
+    """
+    if not isinstance(raw, str) or not raw.isascii():
+        return None
+    text = _ZONE_NAME.sub("", raw.strip())
+    try:
+        if _COMPACT_TIME.fullmatch(text):
+            parsed = datetime.strptime(text, "%Y%m%d%H%M%S")
+        elif "T" in text or " " in text:
+            parsed = datetime.fromisoformat(text)
+        else:
+            return None
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=default_tz)
+
+
+def _json_type(value: object) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int | float):
+        return "number"
+    if isinstance(value, list):
+        return "array"
+    if isinstance(value, dict):
+        return "object"
+    return type(value).__name__

@@ -1,0 +1,1 @@
+"""ottrecon: OTT Pay callbacks in, a reconciled payment ledger out."""

@@ -1,0 +1,174 @@
+"""The `ottrecon` command: the operator's entry point and the only place that reads the environment."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+
+from ottrecon import logs
+from webhook.errors import ConfigError as WebhookConfigError
+from worker.errors import ConfigError as WorkerConfigError
+from worker.errors import WorkerError
+
+
+class UsageError(Exception):
+    """Missing or invalid configuration for the chosen command."""
+
+
+def main(argv: Sequence[str] | None = None, env: Mapping[str, str] = os.environ) -> int:
+    """Run one subcommand; returns the process exit code (2 for configuration errors)."""
+    args = _parser().parse_args(argv)
+    logs.configure(env.get("LOG_LEVEL", "INFO"))
+    try:
+        result: int = args.run(args, env)
+    except (UsageError, WebhookConfigError, WorkerConfigError) as exc:
+        print(f"ottrecon {args.command}: {exc}", file=sys.stderr)
+        return 2
+    except WorkerError as exc:
+        print(f"ottrecon {args.command}: {exc}", file=sys.stderr)
+        return 1
+    return result
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ottrecon", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name: str, run: object, help_text: str) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, help=help_text, description=help_text)
+        sub.set_defaults(run=run)
+        return sub
+
+    command("migrate", _migrate, "apply pending SQL migrations (needs DATABASE_URL)")
+    command("web", _web, "run the public callback receiver (needs REDIS_URL; PORT, default 8080)")
+    command("worker", _worker, "run the callback worker (needs DATABASE_URL, REDIS_URL, OTTPAY_MERCHANTS)")
+    command("replay-rejected", _replay, "re-verify rejected callbacks with the current keys")
+    command("requeue-dead", _requeue_dead, "put dead-lettered callbacks back on the queue (needs REDIS_URL)")
+    export = command("export", _export, "write payments or rejected callbacks as CSV to stdout")
+    export.add_argument("what", choices=["payments", "rejected"])
+    export.add_argument("--format", choices=["csv"], default="csv")
+    sample = command("make-callback", _make_callback, "print a correctly encrypted callback (for testing a setup)")
+    sample.add_argument("--merchant", required=True, help="a merchant id configured in OTTPAY_MERCHANTS")
+    sample.add_argument("--order-id", required=True)
+    sample.add_argument("--amount", required=True, help="integer cents, e.g. 1250 for 12.50")
+    sample.add_argument("--tip", default="0", help="integer cents")
+    return parser
+
+
+def _require(env: Mapping[str, str], *names: str) -> list[str]:
+    missing = [name for name in names if not env.get(name, "").strip()]
+    if missing:
+        raise UsageError("invalid configuration: " + "; ".join(f"{name} is not set" for name in missing))
+    return [env[name].strip() for name in names]
+
+
+def _migrate(args: argparse.Namespace, env: Mapping[str, str]) -> int:
+    from worker.migrations import migrate
+
+    (database_url,) = _require(env, "DATABASE_URL")
+    applied = asyncio.run(migrate(database_url))
+    names = ", ".join(f"{m.version:04d}_{m.name}" for m in applied) or "nothing to do"
+    print(f"migrations applied: {names}", file=sys.stderr)
+    return 0
+
+
+def _web(args: argparse.Namespace, env: Mapping[str, str]) -> int:
+    from aiohttp import web
+
+    from webhook.app import create_app
+    from webhook.settings import WebhookSettings
+
+    settings = WebhookSettings.from_env(env)
+    web.run_app(create_app(settings), host=settings.host, port=settings.port, access_log=None, print=None)
+    return 0
+
+
+def _worker(args: argparse.Namespace, env: Mapping[str, str]) -> int:
+    from worker.main import create_worker
+    from worker.settings import WorkerSettings
+
+    create_worker(WorkerSettings.from_env(env)).run()
+    return 0
+
+
+def _replay(args: argparse.Namespace, env: Mapping[str, str]) -> int:
+    from worker import db
+    from worker.replay import replay_rejected
+    from worker.settings import WorkerSettings
+
+    settings = WorkerSettings.from_env(env)
+
+    async def run() -> None:
+        pool = await db.create_pool(settings.database_url, 2)
+        try:
+            report = await replay_rejected(pool, settings.merchants)
+        finally:
+            await pool.close()
+        print(
+            f"recorded {report.recorded}, already recorded {report.duplicate}, still rejected {report.still_rejected}"
+        )
+
+    asyncio.run(run())
+    return 0
+
+
+def _requeue_dead(args: argparse.Namespace, env: Mapping[str, str]) -> int:
+    from worker.deadletter import requeue_dead
+
+    (redis_url,) = _require(env, "REDIS_URL")
+    moved = asyncio.run(requeue_dead(redis_url))
+    print(f"requeued {moved} dead-lettered job(s)")
+    return 0
+
+
+def _export(args: argparse.Namespace, env: Mapping[str, str]) -> int:
+    from worker import db
+    from worker.export import export_csv
+
+    (database_url,) = _require(env, "DATABASE_URL")
+
+    async def run() -> int:
+        pool = await db.create_pool(database_url, 1)
+        try:
+            return await export_csv(pool, args.what, sys.stdout)
+        finally:
+            await pool.close()
+
+    rows = asyncio.run(run())
+    print(f"exported {rows} row(s)", file=sys.stderr)
+    return 0
+
+
+def _make_callback(args: argparse.Namespace, env: Mapping[str, str]) -> int:
+    from ottpay.keys import parse_merchant_keys
+    from ottpay.messages import build_callback, parse_cents
+
+    (merchants_text,) = _require(env, "OTTPAY_MERCHANTS")
+    try:
+        keys = parse_merchant_keys(merchants_text).keys_for(args.merchant)
+        parse_cents(args.amount)
+        parse_cents(args.tip)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from exc
+    if not keys:
+        raise UsageError(f"merchant {args.merchant} is not in OTTPAY_MERCHANTS")
+    data = {
+        "amount": args.amount,
+        "bizpay_order_id": "AL" + datetime.now(UTC).strftime("%Y%m%d%H%M%S%f"),
+        "tip": args.tip,
+        "merchant_id": args.merchant,
+        "order_id": args.order_id,
+        "finish_time": datetime.now(UTC).strftime("%Y%m%d%H%M%S"),
+    }
+    # The newest configured key signs, as OTT Pay would after a rotation.
+    print(json.dumps(build_callback(data, args.merchant, keys[-1])))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

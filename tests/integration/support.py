@@ -1,0 +1,112 @@
+"""Helpers for integration tests: real callbacks, a burst worker, the receiver over HTTP, a TCP proxy."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+from collections.abc import AsyncIterator
+from typing import Any
+
+from aiohttp.test_utils import TestClient, TestServer
+
+from ottpay.keys import MerchantKeys
+from ottpay.messages import build_callback
+from tests.conftest import MERCHANT, OLD_KEY
+from webhook.app import create_app
+from webhook.settings import WebhookSettings
+from worker.main import create_worker
+from worker.settings import WorkerSettings
+
+
+def make_callback(
+    order_id: str,
+    amount: str = "100",
+    *,
+    merchant_id: str = MERCHANT,
+    key: str = OLD_KEY,
+    **fields: str,
+) -> dict[str, str]:
+    """A callback body encrypted and signed for real, as OTT Pay sends it."""
+    data = {"amount": amount, "bizpay_order_id": f"AL{order_id}", "tip": "0", "merchant_id": merchant_id}
+    data.update({"order_id": order_id, "finish_time": "20200416050429"})
+    data.update(fields)
+    return build_callback(data, merchant_id, key)
+
+
+def worker_settings(database_url: str, redis_url: str, merchants: MerchantKeys, **overrides: Any) -> WorkerSettings:
+    """Settings for a test worker: short retry delays so retry paths run in seconds."""
+    settings = WorkerSettings(
+        database_url=database_url,
+        redis_url=redis_url,
+        merchants=merchants,
+        retry_window_s=30,
+        retry_base_delay_s=0.05,
+        retry_max_delay_s=0.2,
+    )
+    return dataclasses.replace(settings, **overrides)
+
+
+async def drain(settings: WorkerSettings) -> Any:
+    """Run a worker until the queue is empty (arq's burst mode), as arq tests its own workers."""
+    worker = create_worker(settings, burst=True, poll_delay=0, handle_signals=False)
+    try:
+        await worker.main()
+    finally:
+        await worker.close()
+    return worker
+
+
+@contextlib.asynccontextmanager
+async def receiver(redis_url: str) -> AsyncIterator[TestClient[Any, Any]]:
+    """The real receiver app on a loopback port, with an HTTP client for it."""
+    app = create_app(WebhookSettings(redis_url=redis_url, enqueue_timeout_s=1.0))
+    async with TestClient(TestServer(app)) as client:
+        yield client
+
+
+class TcpProxy:
+    """Forwards a local port to a server; `cut()` drops every connection and refuses new ones.
+
+    Lets a test take Postgres "down" and "up" again without touching the real server.
+    """
+
+    def __init__(self, target_host: str, target_port: int) -> None:
+        self.target = (target_host, target_port)
+        self.port = 0
+        self._server: asyncio.Server | None = None
+        self._writers: set[asyncio.StreamWriter] = set()
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._handle, "127.0.0.1", self.port)
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    async def cut(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+            self._server = None
+        for writer in list(self._writers):
+            writer.close()
+        self._writers.clear()
+
+    async def _handle(self, client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter) -> None:
+        try:
+            server_reader, server_writer = await asyncio.open_connection(*self.target)
+        except OSError:
+            client_writer.close()
+            return
+        self._writers.update({client_writer, server_writer})
+        await asyncio.gather(
+            _pipe(client_reader, server_writer), _pipe(server_reader, client_writer), return_exceptions=True
+        )
+        self._writers.difference_update({client_writer, server_writer})
+
+
+async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    try:
+        while chunk := await reader.read(65536):
+            writer.write(chunk)
+            await writer.drain()
+    finally:
+        writer.close()

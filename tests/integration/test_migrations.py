@@ -1,0 +1,73 @@
+"""The migration runner: idempotent, safe concurrently, refuses a database from newer code."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from tests.conftest import with_database
+from worker.errors import MigrationError
+from worker.migrations import check_schema, discover, migrate
+
+
+@pytest.fixture
+async def empty_database(admin_url: str) -> AsyncIterator[str]:
+    name = f"ottrecon_m_{uuid.uuid4().hex[:12]}"
+    conn = await asyncpg.connect(admin_url)
+    await conn.execute(f'CREATE DATABASE "{name}"')
+    await conn.close()
+    yield with_database(admin_url, name)
+    conn = await asyncpg.connect(admin_url)
+    await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    await conn.close()
+
+
+async def test_migrate_applies_everything_once_even_when_run_concurrently(empty_database: str) -> None:
+    results = await asyncio.gather(*(migrate(empty_database) for _ in range(3)))
+    applied = sorted(len(r) for r in results)
+    assert applied == [0, 0, len(discover())]
+    assert await migrate(empty_database) == []
+    conn = await asyncpg.connect(empty_database)
+    try:
+        await check_schema(conn)
+        versions = [r["version"] for r in await conn.fetch("SELECT version FROM schema_migrations ORDER BY 1")]
+    finally:
+        await conn.close()
+    assert versions == [m.version for m in discover()]
+
+
+async def test_migrate_refuses_a_database_from_newer_code(empty_database: str) -> None:
+    await migrate(empty_database)
+    conn = await asyncpg.connect(empty_database)
+    try:
+        await conn.execute("INSERT INTO schema_migrations (version, name) VALUES (9999, 'from_the_future')")
+        with pytest.raises(MigrationError, match="9999"):
+            await check_schema(conn)
+    finally:
+        await conn.close()
+    with pytest.raises(MigrationError, match="does not know"):
+        await migrate(empty_database)
+
+
+async def test_check_schema_asks_for_migrate_on_a_fresh_database(empty_database: str) -> None:
+    conn = await asyncpg.connect(empty_database)
+    try:
+        with pytest.raises(MigrationError, match="ottrecon migrate"):
+            await check_schema(conn)
+    finally:
+        await conn.close()
+
+
+def test_discover_rejects_badly_named_or_gapped_files(tmp_path: Path) -> None:
+    (tmp_path / "0001_first.sql").write_text("SELECT 1")
+    (tmp_path / "0003_third.sql").write_text("SELECT 1")
+    with pytest.raises(MigrationError, match="without gaps"):
+        discover(tmp_path)
+    (tmp_path / "0002 bad name.sql").write_text("SELECT 1")
+    with pytest.raises(MigrationError, match="NNNN_description"):
+        discover(tmp_path)

@@ -1,0 +1,77 @@
+"""The public receiver: what it accepts, what it refuses, and what it says when Redis is away."""
+
+from __future__ import annotations
+
+import socket
+
+from aiohttp.test_utils import TestClient, TestServer
+from arq import ArqRedis
+
+from tests.integration.support import make_callback, receiver
+from webhook.app import create_app
+from webhook.settings import WebhookSettings
+
+
+async def test_receiver_queues_callback_and_acknowledges(redis_url: str, redis: ArqRedis) -> None:
+    async with receiver(redis_url) as client:
+        response = await client.post("/ottpay/callback", json=make_callback("R1"))
+        assert response.status == 200
+        assert await response.json() == {"rsp_code": "SUCCESS", "rsp_msg": "success"}
+    assert await redis.zcard("ottrecon:callbacks") == 1
+
+
+async def test_receiver_accepts_any_merchant_without_keys(redis_url: str, redis: ArqRedis) -> None:
+    # The receiver holds no keys: verification is the worker's job, so unknown merchants queue too.
+    body = make_callback("R2", merchant_id="ZZ99999999", key="FFFFFFFFFFFFFFFF")
+    async with receiver(redis_url) as client:
+        assert (await client.post("/ottpay/callback", json=body)).status == 200
+    assert await redis.zcard("ottrecon:callbacks") == 1
+
+
+async def test_receiver_rejects_bodies_that_are_not_callbacks(redis_url: str, redis: ArqRedis) -> None:
+    missing_md5 = {k: v for k, v in make_callback("R3").items() if k != "md5"}
+    numeric = {**make_callback("R4"), "merchant_id": 12345}
+    async with receiver(redis_url) as client:
+        for body in (b"not json", b"[1, 2]", b"null", b"\xff\xfe"):
+            response = await client.post("/ottpay/callback", data=body)
+            assert response.status == 400
+            assert (await response.json())["error"] == "not_a_callback"
+        for obj in (missing_md5, numeric):
+            response = await client.post("/ottpay/callback", json=obj)
+            assert response.status == 400
+            problems = (await response.json())["problems"]
+            assert any("md5" in p or "merchant_id" in p for p in problems), problems
+        nul = {**make_callback("R5"), "rsp_msg": "a\u0000b"}
+        assert (await client.post("/ottpay/callback", json=nul)).status == 400
+    assert await redis.zcard("ottrecon:callbacks") == 0
+
+
+async def test_receiver_refuses_oversized_bodies_with_413(redis_url: str, redis: ArqRedis) -> None:
+    body = {**make_callback("R6"), "padding": "x" * (70 * 1024)}
+    async with receiver(redis_url) as client:
+        response = await client.post("/ottpay/callback", json=body)
+        assert response.status == 413
+        assert (await response.json())["error"] == "body_too_large"
+    assert await redis.zcard("ottrecon:callbacks") == 0
+
+
+async def test_receiver_answers_503_when_redis_is_down() -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        dead_port = probe.getsockname()[1]
+    # Nothing listens on dead_port now: every enqueue fails to connect.
+    app = create_app(WebhookSettings(redis_url=f"redis://127.0.0.1:{dead_port}/0", enqueue_timeout_s=0.5))
+    async with TestClient(TestServer(app)) as client:
+        response = await client.post("/ottpay/callback", json=make_callback("R7"))
+        assert response.status == 503
+        assert (await response.json())["error"] == "queue_unavailable"
+        assert (await client.get("/readyz")).status == 503
+        assert (await client.get("/healthz")).status == 200
+
+
+async def test_receiver_health_endpoints_when_redis_is_up(redis_url: str) -> None:
+    async with receiver(redis_url) as client:
+        assert (await client.get("/healthz")).status == 200
+        ready = await client.get("/readyz")
+        assert ready.status == 200
+        assert await ready.json() == {"status": "ok"}

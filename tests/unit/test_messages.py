@@ -1,0 +1,220 @@
+"""Unit tests for ottpay.messages: callback shape, the callback builder, amounts and finish times."""
+
+import base64
+import json
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from ottpay import (
+    CALLBACK_FIELDS,
+    SUCCESS_ACK,
+    build_callback,
+    callback_shape_problems,
+    open_envelope,
+    parse_cents,
+    parse_finish_time,
+)
+
+FIXTURES = Path(__file__).parent.parent / "fixtures" / "ottpay_published_examples.json"
+CALLBACK_EXAMPLE: dict[str, Any] = json.loads(FIXTURES.read_text(encoding="utf-8"))["callback_example"]
+TORONTO = ZoneInfo("America/Toronto")
+SIGNKEY = "6698851A525C9433"
+PAID = {"order_id": "A1", "amount": "1999", "tip": "0", "merchant_id": "ON00004652", "remarks": "谢谢"}
+
+
+def valid_body() -> dict[str, Any]:
+    return build_callback(PAID, "ON00004652", SIGNKEY)
+
+
+def test_callback_fields_and_ack_are_the_documented_ones() -> None:
+    assert CALLBACK_FIELDS == ("rsp_code", "rsp_msg", "merchant_id", "data", "md5")
+    assert json.dumps(SUCCESS_ACK, separators=(",", ":")) == '{"rsp_code":"SUCCESS","rsp_msg":"success"}'
+
+
+def test_callback_example_body_parses_escaped_equals_signs() -> None:
+    text = CALLBACK_EXAMPLE["body_text"]
+    assert "\\u003d\\u003d" in text and "==" not in text
+    body = json.loads(text)
+    assert body["data"].endswith("==")
+    assert body["md5"] == CALLBACK_EXAMPLE["md5"]
+    assert callback_shape_problems(body) == []
+
+
+def test_callback_example_ciphertext_length_matches_compact_plaintext() -> None:
+    # The signkey is unpublished, but the length still pins the serialization: compact JSON in
+    # the published key order pads to exactly the ciphertext length, spaced JSON would not.
+    ciphertext = base64.b64decode(json.loads(CALLBACK_EXAMPLE["body_text"])["data"], validate=True)
+    plaintext = json.loads(CALLBACK_EXAMPLE["decrypted_data_text"])
+    compact = json.dumps(plaintext, separators=(",", ":"), ensure_ascii=False).encode()
+    spaced = json.dumps(plaintext).encode()
+    assert len(ciphertext) == (len(compact) // 16 + 1) * 16
+    assert len(ciphertext) != (len(spaced) // 16 + 1) * 16
+
+
+@pytest.mark.parametrize("body", [None, [], "text", 3, True])
+def test_callback_shape_problems_non_object_body_is_reported(body: object) -> None:
+    problems = callback_shape_problems(body)
+    assert len(problems) == 1
+    assert "JSON object" in problems[0]
+
+
+@pytest.mark.parametrize("field", CALLBACK_FIELDS)
+def test_callback_shape_problems_missing_field_is_reported(field: str) -> None:
+    body = valid_body()
+    del body[field]
+    assert callback_shape_problems(body) == [f"missing field {field!r}"]
+
+
+@pytest.mark.parametrize(("value", "kind"), [(None, "null"), (1, "number"), ({}, "object"), ([], "array")])
+def test_callback_shape_problems_non_string_field_is_reported(value: object, kind: str) -> None:
+    body = valid_body()
+    body["md5"] = value
+    assert callback_shape_problems(body) == [f"field 'md5' must be a string, not {kind}"]
+
+
+@pytest.mark.parametrize("field", ["merchant_id", "data", "md5"])
+def test_callback_shape_problems_empty_required_field_is_reported(field: str) -> None:
+    body = valid_body()
+    body[field] = ""
+    assert callback_shape_problems(body) == [f"field {field!r} must not be empty"]
+
+
+def test_callback_shape_problems_empty_rsp_msg_and_extra_fields_are_allowed() -> None:
+    body = valid_body() | {"rsp_msg": "", "sign_type": "MD5", "extra": {"nested": 1}}
+    assert callback_shape_problems(body) == []
+
+
+def test_callback_shape_problems_reports_every_problem_at_once() -> None:
+    assert len(callback_shape_problems({"rsp_code": 1, "data": ""})) == 5
+
+
+def test_build_callback_opens_with_the_same_key() -> None:
+    body = build_callback(PAID, "ON00004652", SIGNKEY, rsp_msg="ok")
+    assert tuple(body) == CALLBACK_FIELDS
+    assert (body["rsp_code"], body["rsp_msg"], body["merchant_id"]) == ("SUCCESS", "ok", "ON00004652")
+    assert open_envelope(body["data"], body["md5"], SIGNKEY, body["merchant_id"]) == PAID
+
+
+def test_build_callback_survives_gson_style_escaping() -> None:
+    # OTT Pay's JSON encoder escapes '=' as \u003d (and could escape anything else).
+    wire = json.dumps(valid_body()).replace("=", "\\u003d")
+    body = json.loads(wire)
+    assert callback_shape_problems(body) == []
+    assert open_envelope(body["data"], body["md5"], SIGNKEY, body["merchant_id"]) == PAID
+
+
+@pytest.mark.parametrize(
+    ("raw", "cents"),
+    [("100", 100), ("1", 1), ("0", 0), ("007", 7), (" 1999\n", 1999), ("999999999999999", 999_999_999_999_999)],
+)
+def test_parse_cents_digit_strings_are_integer_cents(raw: str, cents: int) -> None:
+    assert parse_cents(raw) == cents
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "",
+        "   ",
+        "1.00",
+        "1.",
+        "-1",
+        "+1",
+        "1e3",
+        "1,000",
+        "1_000",
+        "1 000",
+        "0x10",
+        "NaN",
+        "Infinity",
+        "1000000000000000",
+        "\u0661\u0662\u0663",
+        "\uff11\uff12",
+        "12\u00b2",
+    ],
+)
+def test_parse_cents_anything_else_raises_value_error(raw: str) -> None:
+    with pytest.raises(ValueError, match="integer cents"):
+        parse_cents(raw)
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("20200416050429", datetime(2020, 4, 16, 5, 4, 29, tzinfo=TORONTO)),
+        ("2023-03-23 01:21:53", datetime(2023, 3, 23, 1, 21, 53, tzinfo=TORONTO)),
+        ("2024-01-08 16:29:03 CST", datetime(2024, 1, 8, 16, 29, 3, tzinfo=TORONTO)),
+        ("2024-01-08 16:29:03 UTC", datetime(2024, 1, 8, 16, 29, 3, tzinfo=TORONTO)),
+        ("2024-01-08 16:29:03 GMT", datetime(2024, 1, 8, 16, 29, 3, tzinfo=TORONTO)),
+        ("2024-07-08 16:29:03EST", datetime(2024, 7, 8, 16, 29, 3, tzinfo=TORONTO)),
+        ("  20200416050429 \n", datetime(2020, 4, 16, 5, 4, 29, tzinfo=TORONTO)),
+        ("2024-01-08T16:29:03", datetime(2024, 1, 8, 16, 29, 3, tzinfo=TORONTO)),
+        ("2024-01-08T16:29:03.250", datetime(2024, 1, 8, 16, 29, 3, 250000, tzinfo=TORONTO)),
+        ("2024-01-08T16:29:03+08:00", datetime(2024, 1, 8, 8, 29, 3, tzinfo=UTC)),
+        ("2024-01-08 16:29:03+0800", datetime(2024, 1, 8, 8, 29, 3, tzinfo=UTC)),
+        ("2024-01-08T16:29:03-05:00", datetime(2024, 1, 8, 21, 29, 3, tzinfo=UTC)),
+        ("2024-01-08T16:29:03Z", datetime(2024, 1, 8, 16, 29, 3, tzinfo=UTC)),
+    ],
+)
+def test_parse_finish_time_known_formats_are_parsed(raw: str, expected: datetime) -> None:
+    parsed = parse_finish_time(raw)
+    assert parsed is not None
+    assert parsed.utcoffset() is not None
+    assert parsed == expected
+
+
+def test_parse_finish_time_naive_wall_time_uses_toronto_daylight_saving() -> None:
+    summer = parse_finish_time("20200416050429")
+    winter = parse_finish_time("20200116050429")
+    assert summer is not None and winter is not None
+    assert summer.utcoffset() == timedelta(hours=-4)
+    assert winter.utcoffset() == timedelta(hours=-5)
+
+
+def test_parse_finish_time_default_tz_replaces_zone_name() -> None:
+    shanghai = ZoneInfo("Asia/Shanghai")
+    parsed = parse_finish_time("2024-01-08 16:29:03 CST", default_tz=shanghai)
+    assert parsed == datetime(2024, 1, 8, 8, 29, 3, tzinfo=UTC)
+
+
+def test_parse_finish_time_explicit_offset_beats_default_tz() -> None:
+    parsed = parse_finish_time("2024-01-08T16:29:03+08:00", default_tz=UTC)
+    assert parsed is not None
+    assert parsed.utcoffset() == timedelta(hours=8)
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "",
+        "   ",
+        "garbage",
+        "CST",
+        "0",
+        "2024-01-08",
+        "20240108",
+        "16:29:03",
+        "2020041605042",
+        "202004160504299",
+        "20201340050429",
+        "2024-13-01 00:00:00",
+        "2024-02-30 10:00:00",
+        "2024-01-08 25:00:00",
+        "2024-01-08 16:29:03 America/Toronto",
+        "2024-01-08 16:29:03 CST+8",
+        "\uff12\uff10\uff12\uff10-04-16 05:04:29",
+        "1586995469",
+        "yesterday at noon",
+    ],
+)
+def test_parse_finish_time_garbage_is_none(raw: str) -> None:
+    assert parse_finish_time(raw) is None
+
+
+def test_parse_finish_time_non_string_is_none() -> None:
+    assert parse_finish_time(None) is None  # type: ignore[arg-type]
+    assert parse_finish_time(20200416050429) is None  # type: ignore[arg-type]

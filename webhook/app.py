@@ -1,0 +1,94 @@
+"""The receiver's aiohttp application: POST /ottpay/callback, /healthz and /readyz."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+from aiohttp import web
+from arq import ArqRedis
+from redis.exceptions import RedisError
+
+from ottpay.messages import SUCCESS_ACK, callback_shape_problems
+from webhook.errors import QueueUnavailable
+from webhook.queue import connect, enqueue_callback
+from webhook.settings import WebhookSettings
+
+logger = logging.getLogger("ottrecon.webhook")
+
+SETTINGS = web.AppKey("settings", WebhookSettings)
+REDIS = web.AppKey("redis", ArqRedis)
+_NOT_JSON = object()
+
+
+def create_app(settings: WebhookSettings) -> web.Application:
+    """The receiver app. It only checks a body's shape: verifying needs the sign keys, which
+    live in the worker (docs/decisions/0001-receiver-does-not-verify.md)."""
+    app = web.Application(client_max_size=settings.max_body_bytes)
+    app[SETTINGS] = settings
+    app.cleanup_ctx.append(_redis_client)
+    app.router.add_post("/ottpay/callback", receive_callback)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    return app
+
+
+async def _redis_client(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    app[REDIS] = connect(settings.redis_url, settings.enqueue_timeout_s)
+    yield
+    await app[REDIS].aclose(close_connection_pool=True)
+
+
+async def receive_callback(request: web.Request) -> web.Response:
+    """Queue a callback; 200 only once Redis has it, 503 if not, 400/413 for non-callbacks."""
+    try:
+        raw = await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        return _error(413, "body_too_large", [f"limit is {request.app[SETTINGS].max_body_bytes} bytes"])
+    body = _parse_json(raw)
+    problems = callback_shape_problems(body) if body is not _NOT_JSON else ["body is not valid UTF-8 JSON"]
+    # Postgres text cannot hold NUL; refuse it here rather than fail later in the worker.
+    if not problems and (b"\\u0000" in raw or b"\x00" in raw):
+        problems = ["body contains a NUL character"]
+    if problems:
+        return _error(400, "not_a_callback", problems)
+    envelope: dict[str, Any] = body  # shape checked above
+    settings = request.app[SETTINGS]
+    try:
+        fresh = await enqueue_callback(request.app[REDIS], envelope, settings.enqueue_timeout_s)
+    except QueueUnavailable as exc:
+        logger.error("callback not queued", extra={"merchant_id": envelope["merchant_id"], "error": str(exc)})
+        return _error(503, "queue_unavailable", ["the callback was not kept; please retry"])
+    logger.info(
+        "callback queued" if fresh else "callback already queued",
+        extra={"merchant_id": envelope["merchant_id"], "md5": envelope["md5"]},
+    )
+    return web.json_response(SUCCESS_ACK)
+
+
+async def healthz(request: web.Request) -> web.Response:
+    """The process is alive (does not touch Redis)."""
+    return web.json_response({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    """Ready when Redis answers a PING, i.e. callbacks can be queued."""
+    try:
+        await request.app[REDIS].ping()
+    except (RedisError, OSError, TimeoutError) as exc:
+        return web.json_response({"status": "unavailable", "redis": exc.__class__.__name__}, status=503)
+    return web.json_response({"status": "ok"})
+
+
+def _parse_json(raw: bytes) -> Any:
+    try:
+        return json.loads(raw)
+    except (UnicodeDecodeError, ValueError):
+        return _NOT_JSON
+
+
+def _error(status: int, code: str, problems: list[str]) -> web.Response:
+    return web.json_response({"error": code, "problems": problems}, status=status)

@@ -1,0 +1,37 @@
+"""Receiver configuration, read once from the environment by the composition root."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from webhook.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class WebhookSettings:
+    """What the public receiver needs: a queue and a port. Deliberately no keys, no database."""
+
+    redis_url: str = field(repr=False)
+    port: int = 8080
+    host: str = "0.0.0.0"
+    # A real callback is well under 2 KiB; anything near this limit is not a callback.
+    max_body_bytes: int = 64 * 1024
+    # Redis must confirm within this time or the sender gets a 503 and retries.
+    enqueue_timeout_s: float = 2.0
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] = os.environ) -> WebhookSettings:
+        """Build settings from environment variables, reporting every problem in one ConfigError."""
+        problems = []
+        redis_url = env.get("REDIS_URL", "").strip()
+        if not redis_url:
+            problems.append("REDIS_URL is not set")
+        port_text = env.get("PORT", "").strip() or str(cls.port)
+        if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+            problems.append(f"PORT must be a TCP port number, got {port_text!r}")
+            port_text = str(cls.port)
+        if problems:
+            raise ConfigError("invalid configuration: " + "; ".join(problems))
+        return cls(redis_url=redis_url, port=int(port_text), host=env.get("HOST", "").strip() or cls.host)

@@ -1,0 +1,1 @@
+"""arq workers: verify, de-duplicate and record OTT Pay callbacks in Postgres."""

@@ -1,0 +1,156 @@
+"""Postgres access for the worker: the only module that knows asyncpg's errors and the SQL."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
+
+import asyncpg
+
+from worker.errors import DatabaseUnavailable
+from worker.verify import RejectedCallback, VerifiedCallback
+
+# Errors after which the same work can succeed later: the server or network is away,
+# restarting, overloaded, or the transaction lost a race it can win next time.
+_TRANSIENT = (
+    OSError,
+    asyncio.TimeoutError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.TooManyConnectionsError,
+    asyncpg.AdminShutdownError,
+    asyncpg.CrashShutdownError,
+    asyncpg.DeadlockDetectedError,
+    asyncpg.SerializationError,
+)
+
+# Insert new verified callbacks and, in the same statement, the payments they report.
+# Duplicates (same merchant + md5) insert nothing; a payment already at an equal or higher
+# status is left alone, so state never moves backwards. Returns the md5s newly recorded.
+RECORD_VERIFIED = """
+WITH incoming AS (
+    SELECT * FROM unnest(
+        $1::text[], $2::text[], $3::text[], $4::text[], $5::jsonb[], $6::jsonb[], $7::int2[], $8::timestamptz[],
+        $9::bool[], $10::int8[], $11::int8[], $12::text[], $13::text[], $14::timestamptz[]
+    ) WITH ORDINALITY AS t(
+        merchant_id, md5, order_id, rsp_code, envelope, data, signkey_index, received_at,
+        reports_payment, amount, tip, bizpay_order_id, finish_time_raw, finish_time, position
+    )
+), inserted AS (
+    INSERT INTO callbacks (merchant_id, md5, order_id, rsp_code, envelope, data, signkey_index, received_at)
+    SELECT merchant_id, md5, order_id, rsp_code, envelope, data, signkey_index, received_at
+    FROM incoming ORDER BY position
+    ON CONFLICT ON CONSTRAINT callbacks_merchant_md5_key DO NOTHING
+    RETURNING id, merchant_id, md5
+), paid AS (
+    INSERT INTO payments (
+        merchant_id, order_id, status, amount, tip, bizpay_order_id, finish_time_raw, finish_time, source, callback_id
+    )
+    SELECT DISTINCT ON (i.merchant_id, i.order_id)
+        i.merchant_id, i.order_id, 'paid', i.amount, i.tip, i.bizpay_order_id, i.finish_time_raw, i.finish_time,
+        'callback', ins.id
+    FROM inserted ins JOIN incoming i USING (merchant_id, md5)
+    WHERE i.reports_payment
+    -- Sorted so that concurrent batches lock payment rows in the same order (no deadlocks).
+    ORDER BY i.merchant_id, i.order_id, ins.id
+    ON CONFLICT ON CONSTRAINT payments_merchant_order_key DO UPDATE
+        SET status = EXCLUDED.status, updated_at = now()
+        WHERE payment_status_rank(payments.status) < payment_status_rank(EXCLUDED.status)
+)
+SELECT merchant_id, md5 FROM inserted
+"""
+
+# Keep rejected callbacks, one row per exact body; a repeat only bumps the counters.
+RECORD_REJECTED = """
+INSERT INTO rejected_callbacks (
+    merchant_id, md5, envelope, envelope_sha256, reason, detail, received_at, last_received_at
+)
+SELECT DISTINCT ON (sha) merchant_id, md5, envelope, sha, reason, detail, received_at, received_at
+FROM unnest($1::text[], $2::text[], $3::jsonb[], $4::text[], $5::text[], $6::text[], $7::timestamptz[])
+    AS t(merchant_id, md5, envelope, sha, reason, detail, received_at)
+ORDER BY sha, received_at
+ON CONFLICT ON CONSTRAINT rejected_callbacks_envelope_key DO UPDATE
+    SET times_received = rejected_callbacks.times_received + 1,
+        last_received_at = greatest(rejected_callbacks.last_received_at, EXCLUDED.last_received_at)
+"""
+
+
+@asynccontextmanager
+async def translate_errors() -> AsyncIterator[None]:
+    """Re-raise connection-level failures as DatabaseUnavailable; let real bugs through."""
+    try:
+        yield
+    except _TRANSIENT as exc:
+        raise DatabaseUnavailable(f"Postgres unavailable: {exc.__class__.__name__}") from exc
+
+
+async def create_pool(dsn: str, max_size: int) -> asyncpg.Pool:
+    """A lazily connecting pool: the worker starts even while Postgres is down and retries later."""
+    pool: asyncpg.Pool = await asyncpg.create_pool(
+        dsn, min_size=0, max_size=max_size, command_timeout=30, timeout=10, max_inactive_connection_lifetime=60
+    )
+    return pool
+
+
+async def record(
+    pool: asyncpg.Pool, verified: Sequence[VerifiedCallback], rejected: Sequence[RejectedCallback]
+) -> set[tuple[str, str]]:
+    """Store a batch in one transaction; return the (merchant_id, md5) of newly recorded callbacks.
+
+    Idempotent: running it again with the same batch records nothing new. Raises
+    DatabaseUnavailable when the work should be retried later.
+    """
+    async with translate_errors(), pool.acquire() as conn, conn.transaction():
+        return await record_on(conn, verified, rejected)
+
+
+async def record_on(
+    conn: asyncpg.Connection, verified: Sequence[VerifiedCallback], rejected: Sequence[RejectedCallback]
+) -> set[tuple[str, str]]:
+    """record() on a connection whose transaction the caller owns."""
+    new: set[tuple[str, str]] = set()
+    if verified:
+        rows = await conn.fetch(RECORD_VERIFIED, *_verified_columns(verified))
+        new = {(row["merchant_id"], row["md5"]) for row in rows}
+    if rejected:
+        await conn.execute(RECORD_REJECTED, *_rejected_columns(rejected))
+    return new
+
+
+def _verified_columns(batch: Sequence[VerifiedCallback]) -> list[list[Any]]:
+    return [
+        [c.merchant_id for c in batch],
+        [c.md5 for c in batch],
+        [c.order_id for c in batch],
+        [c.rsp_code for c in batch],
+        [_json(c.envelope) for c in batch],
+        [_json(c.data) for c in batch],
+        [c.signkey_index for c in batch],
+        [c.received_at for c in batch],
+        [c.reports_payment for c in batch],
+        [c.amount for c in batch],
+        [c.tip for c in batch],
+        [c.bizpay_order_id for c in batch],
+        [c.finish_time_raw for c in batch],
+        [c.finish_time for c in batch],
+    ]
+
+
+def _rejected_columns(batch: Sequence[RejectedCallback]) -> list[list[Any]]:
+    return [
+        [c.merchant_id for c in batch],
+        [c.md5 for c in batch],
+        [_json(c.envelope) for c in batch],
+        [c.fingerprint for c in batch],
+        [c.reason for c in batch],
+        [c.detail for c in batch],
+        [c.received_at for c in batch],
+    ]
+
+
+def _json(value: object) -> str:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))

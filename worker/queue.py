@@ -1,0 +1,22 @@
+"""The worker's side of the callback queue contract (pinned against webhook/queue.py by a test)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+# These must equal webhook/queue.py's; tests/integration/test_queue_contract.py checks it.
+QUEUE_NAME = "ottrecon:callbacks"
+INGEST_JOB = "ingest_callbacks"
+# Callbacks whose processing could not finish even after every retry, kept for `ottrecon requeue-dead`.
+DEAD_LETTER_KEY = "ottrecon:callbacks:dead"
+
+
+def serialize(obj: Any) -> bytes:
+    """arq job serializer: JSON, never pickle (a queue entry must not be able to run code)."""
+    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+def deserialize(raw: bytes) -> Any:
+    """arq job deserializer, the inverse of serialize."""
+    return json.loads(raw)

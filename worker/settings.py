@@ -1,0 +1,98 @@
+"""Worker configuration, read once from the environment by the composition root."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from ottpay.keys import MerchantKeys, parse_merchant_keys
+from worker.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class WorkerSettings:
+    """Everything the callback worker needs; URLs may hold passwords, so they are hidden from repr."""
+
+    database_url: str = field(repr=False)
+    redis_url: str = field(repr=False)
+    merchants: MerchantKeys
+    # How long a callback is retried while Postgres is unreachable before it is dead-lettered.
+    retry_window_s: float = 900.0
+    retry_base_delay_s: float = 1.0
+    retry_max_delay_s: float = 60.0
+    # arq polls Redis every poll_delay_s and runs up to max_jobs jobs at once (see docs/decisions).
+    max_jobs: int = 256
+    poll_delay_s: float = 0.05
+    # Largest number of callbacks written in one Postgres statement (group commit).
+    write_batch_max: int = 500
+    db_pool_max: int = 8
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] = os.environ) -> WorkerSettings:
+        """Build settings from environment variables, reporting every problem in one ConfigError."""
+        problems: list[str] = []
+        reader = _EnvReader(env, problems)
+        database_url = reader.required("DATABASE_URL")
+        redis_url = reader.required("REDIS_URL")
+        merchants_text = reader.required("OTTPAY_MERCHANTS")
+        merchants = MerchantKeys()
+        if merchants_text:
+            try:
+                merchants = parse_merchant_keys(merchants_text)
+            except ValueError as exc:
+                problems.append(f"OTTPAY_MERCHANTS: {exc}")
+        settings = cls(
+            database_url=database_url,
+            redis_url=redis_url,
+            merchants=merchants,
+            retry_window_s=reader.number("OTTRECON_RETRY_WINDOW_SECONDS", cls.retry_window_s, minimum=1),
+            max_jobs=int(reader.number("OTTRECON_WORKER_MAX_JOBS", cls.max_jobs, minimum=1)),
+            poll_delay_s=reader.number("OTTRECON_WORKER_POLL_DELAY_SECONDS", cls.poll_delay_s, minimum=0.001),
+            write_batch_max=int(reader.number("OTTRECON_WRITE_BATCH_MAX", cls.write_batch_max, minimum=1)),
+            db_pool_max=int(reader.number("OTTRECON_DB_POOL_MAX", cls.db_pool_max, minimum=1)),
+        )
+        if problems:
+            raise ConfigError("invalid configuration: " + "; ".join(problems))
+        return settings
+
+    @property
+    def max_tries(self) -> int:
+        """How many times a job is attempted so that its retries span at least retry_window_s."""
+        tries, waited = 1, 0.0
+        while waited < self.retry_window_s:
+            waited += self.retry_delay(tries)
+            tries += 1
+        return tries
+
+    def retry_delay(self, job_try: int) -> float:
+        """Seconds to wait after failed try number job_try: exponential, capped."""
+        return float(min(self.retry_max_delay_s, self.retry_base_delay_s * 2 ** (job_try - 1)))
+
+
+class _EnvReader:
+    """Reads variables, collecting problems instead of failing on the first one."""
+
+    def __init__(self, env: Mapping[str, str], problems: list[str]) -> None:
+        self._env = env
+        self._problems = problems
+
+    def required(self, name: str) -> str:
+        value = self._env.get(name, "").strip()
+        if not value:
+            self._problems.append(f"{name} is not set")
+        return value
+
+    def number(self, name: str, default: float, *, minimum: float) -> float:
+        raw = self._env.get(name, "").strip()
+        if not raw:
+            return default
+        try:
+            value = float(raw)
+        except ValueError:
+            self._problems.append(f"{name} must be a number, got {raw!r}")
+            return default
+        if value < minimum:
+            self._problems.append(f"{name} must be at least {minimum}")
+            return default
+        return value

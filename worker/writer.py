@@ -1,0 +1,95 @@
+"""Group commit: callbacks from concurrently running jobs share one Postgres statement."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+
+from worker.errors import DatabaseUnavailable
+from worker.verify import RejectedCallback, Verdict, VerifiedCallback
+
+RecordBatch = Callable[[Sequence[VerifiedCallback], Sequence[RejectedCallback]], Awaitable[set[tuple[str, str]]]]
+
+
+@dataclass
+class _Waiting:
+    verdicts: Sequence[Verdict]
+    done: asyncio.Future[set[tuple[str, str]]] = field(
+        default_factory=lambda: asyncio.get_running_loop().create_future()
+    )
+
+
+class BatchWriter:
+    """Collects the verdicts of concurrently running jobs and writes them together.
+
+    While one batch is being written, newly arriving jobs queue up and form the next
+    batch, so the batch size grows with load and costs no added latency when idle
+    (see docs/decisions/0003-group-commit.md). Every caller gets the result of the
+    statement that carried its verdicts: success only after the commit, or that
+    statement's exception, so a failed batch is retried by every job in it.
+    """
+
+    def __init__(self, record_batch: RecordBatch, max_batch: int) -> None:
+        self._record_batch = record_batch
+        self._max_batch = max_batch
+        self._waiting: deque[_Waiting] = deque()
+        self._flusher: asyncio.Task[None] | None = None
+
+    async def write(self, verdicts: Sequence[Verdict]) -> set[tuple[str, str]]:
+        """Record verdicts; return the (merchant_id, md5) pairs that were new. Raises what the write raised."""
+        waiting = _Waiting(verdicts)
+        self._waiting.append(waiting)
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.create_task(self._flush())
+        # shield: a job cancelled mid-write must not cancel the shared statement for the others.
+        return await asyncio.shield(waiting.done)
+
+    async def _flush(self) -> None:
+        while self._waiting:
+            batch = self._take_batch()
+            verified = [v for w in batch for v in w.verdicts if isinstance(v, VerifiedCallback)]
+            rejected = [v for w in batch for v in w.verdicts if isinstance(v, RejectedCallback)]
+            try:
+                new = await self._record_batch(verified, rejected)
+            except DatabaseUnavailable as exc:
+                # Postgres is away: every job in the batch retries later; splitting would not help.
+                for waiting in batch:
+                    _settle(waiting, exc=exc)
+            except Exception as exc:
+                if len(batch) > 1:
+                    # One bad entry must not fail its neighbours: retry each job's part alone.
+                    await self._write_each(batch)
+                else:
+                    _settle(batch[0], exc=exc)
+            else:
+                for waiting in batch:
+                    _settle(waiting, result=new)
+
+    async def _write_each(self, batch: list[_Waiting]) -> None:
+        for waiting in batch:
+            verified = [v for v in waiting.verdicts if isinstance(v, VerifiedCallback)]
+            rejected = [v for v in waiting.verdicts if isinstance(v, RejectedCallback)]
+            try:
+                _settle(waiting, result=await self._record_batch(verified, rejected))
+            except Exception as exc:
+                _settle(waiting, exc=exc)
+
+    def _take_batch(self) -> list[_Waiting]:
+        batch: list[_Waiting] = []
+        size = 0
+        while self._waiting and (not batch or size + len(self._waiting[0].verdicts) <= self._max_batch):
+            waiting = self._waiting.popleft()
+            batch.append(waiting)
+            size += len(waiting.verdicts)
+        return batch
+
+
+def _settle(waiting: _Waiting, *, result: set[tuple[str, str]] | None = None, exc: BaseException | None = None) -> None:
+    if waiting.done.done():
+        return
+    if exc is not None:
+        waiting.done.set_exception(exc)
+    else:
+        waiting.done.set_result(result or set())
