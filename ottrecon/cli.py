@@ -8,7 +8,8 @@ import json
 import os
 import sys
 from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import datetime
+from zoneinfo import ZoneInfo
 
 from ottrecon import logs
 from webhook.errors import ConfigError as WebhookConfigError
@@ -157,13 +158,15 @@ def _make_callback(args: argparse.Namespace, env: Mapping[str, str]) -> int:
         raise UsageError(str(exc)) from exc
     if not keys:
         raise UsageError(f"merchant {args.merchant} is not in OTTPAY_MERCHANTS")
+    # OTT Pay reports wall-clock time in Canada (decision 0007), so the sample does too.
+    now = datetime.now(ZoneInfo("America/Toronto"))
     data = {
         "amount": args.amount,
-        "bizpay_order_id": "AL" + datetime.now(UTC).strftime("%Y%m%d%H%M%S%f"),
+        "bizpay_order_id": "AL" + now.strftime("%Y%m%d%H%M%S%f"),
         "tip": args.tip,
         "merchant_id": args.merchant,
         "order_id": args.order_id,
-        "finish_time": datetime.now(UTC).strftime("%Y%m%d%H%M%S"),
+        "finish_time": now.strftime("%Y%m%d%H%M%S"),
     }
     # The newest configured key signs, as OTT Pay would after a rotation.
     print(json.dumps(build_callback(data, args.merchant, keys[-1])))

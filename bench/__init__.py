@@ -1,0 +1,1 @@
+"""Benchmarks that print numbers: receiver vs bare aiohttp, worker vs bare arq (docs/BENCHMARKS.md)."""

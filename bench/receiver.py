@@ -1,0 +1,271 @@
+"""Receiver throughput: the real `ottrecon web` against a bare aiohttp app under wrk, alternating in one run."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import redis
+
+from bench.support import (
+    BENCH_REDIS_DB,
+    BenchError,
+    Child,
+    dump_json,
+    flush_redis_db,
+    free_port,
+    machine_facts,
+    make_callbacks,
+    new_sign_key,
+    server_url,
+    stop_on_sigterm,
+    table,
+    venv_command,
+    wait_http_ok,
+    with_redis_db,
+)
+from bench.wrk import WrkResult, require_wrk, run_wrk, write_bodies
+from webhook.queue import QUEUE_NAME
+
+# Targets from the brief the benchmark reports against (docs/BENCHMARKS.md).
+TARGET_RATIO = 0.30
+TARGET_P99_MS = 50.0
+
+
+@dataclass(frozen=True)
+class ReceiverOptions:
+    """How hard and how long to load each server."""
+
+    duration_s: int = 10
+    warmup_s: int = 3
+    connections: int = 64
+    threads: int = 2
+    rounds: int = 2
+    bodies: int = 100_000
+    redis_db: int = BENCH_REDIS_DB
+    log_level: str = "INFO"
+
+
+@dataclass(frozen=True)
+class QueueCheck:
+    """Jobs found in Redis after a receiver run, against what wrk's counts predict."""
+
+    jobs: int
+    expected: int  # 200 responses minus requests that re-sent an already-sent body
+    in_flight: int  # unanswered requests at wrk's stop, which the receiver may still have queued
+
+    @property
+    def consistent(self) -> bool:
+        """Every acknowledged distinct body is queued, and nothing beyond what was sent."""
+        return self.expected <= self.jobs <= self.expected + self.in_flight
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """One server under one wrk run."""
+
+    server: str  # "bare" or "receiver"
+    wrk: WrkResult
+    server_cpu_pct: float
+    queue: QueueCheck | None = None
+
+
+@dataclass(frozen=True)
+class ReceiverReport:
+    """All measurements of one run, in the order they ran, and the per-round ratios."""
+
+    options: ReceiverOptions
+    measurements: list[Measurement] = field(default_factory=list)
+
+    def of(self, server: str) -> list[Measurement]:
+        """The measurements of one server, in run order."""
+        return [m for m in self.measurements if m.server == server]
+
+    @property
+    def ratios(self) -> list[float]:
+        """receiver req/s over the bare req/s measured just before it, per round."""
+        return [r.wrk.rps / b.wrk.rps for b, r in zip(self.of("bare"), self.of("receiver"), strict=False)]
+
+    @property
+    def median_ratio(self) -> float:
+        """The median of the per-round ratios: what the target is judged on."""
+        return statistics.median(self.ratios)
+
+    @property
+    def worst_p99_ms(self) -> float:
+        """The highest receiver p99 of the run."""
+        return max(m.wrk.p99_ms for m in self.of("receiver"))
+
+    def targets(self) -> list[tuple[str, str, str, bool]]:
+        """(what, measured, target, met) for the summary."""
+        ratio = self.median_ratio
+        p99 = self.worst_p99_ms
+        return [
+            ("receiver / bare aiohttp req/s (median)", f"{ratio:.0%}", f">= {TARGET_RATIO:.0%}", ratio >= TARGET_RATIO),
+            ("receiver p99 latency (worst round)", f"{p99:.1f} ms", f"< {TARGET_P99_MS:.0f} ms", p99 < TARGET_P99_MS),
+        ]
+
+
+def run(options: ReceiverOptions, env: dict[str, str]) -> ReceiverReport:
+    """Measure bare, receiver, bare, receiver… (options.rounds pairs); cleans up what it starts."""
+    require_wrk()
+    redis_url = with_redis_db(server_url("REDIS_URL", env), options.redis_db)
+    report = ReceiverReport(options)
+    with tempfile.TemporaryDirectory(prefix="ottrecon-bench-") as tmp:
+        workdir = Path(tmp)
+        bodies_path = workdir / "bodies.txt"
+        callbacks = make_callbacks(options.bodies, new_sign_key())
+        write_bodies(bodies_path, (json.dumps(c, separators=(",", ":")) for c in callbacks))
+        flush_redis_db(redis_url)
+        try:
+            for round_no in range(1, options.rounds + 1):
+                for server in ("bare", "receiver"):
+                    measurement = _measure(server, options, redis_url, bodies_path, workdir, env)
+                    report.measurements.append(measurement)
+                    _print_progress(round_no, measurement)
+        finally:
+            flush_redis_db(redis_url)
+    return report
+
+
+def _measure(
+    server: str, options: ReceiverOptions, redis_url: str, bodies_path: Path, workdir: Path, env: dict[str, str]
+) -> Measurement:
+    port = free_port()
+    if server == "bare":
+        argv = [sys.executable, "-m", "bench.bare_app", "--port", str(port)]
+        child_env = dict(env)
+    else:
+        argv = [*venv_command("ottrecon"), "web"]
+        child_env = {**env, "PORT": str(port), "HOST": "127.0.0.1", "REDIS_URL": redis_url}
+        child_env["LOG_LEVEL"] = options.log_level
+    url = f"http://127.0.0.1:{port}/ottpay/callback"
+    load = {"threads": options.threads, "connections": options.connections}
+    with Child(server, argv, workdir / f"{server}-{port}.log", child_env) as child:
+        wait_http_ok(port, "/healthz", child)
+        if options.warmup_s > 0:
+            run_wrk(url, bodies_path, workdir, duration_s=options.warmup_s, **load)
+        # Let warm-up requests still in flight land, then start the measured run from an empty queue.
+        time.sleep(0.5)
+        flush_redis_db(redis_url)
+        cpu_before = child.cpu_seconds()
+        result = run_wrk(url, bodies_path, workdir, duration_s=options.duration_s, **load)
+        cpu_pct = 100 * (child.cpu_seconds() - cpu_before) / result.duration_s
+        child.check_alive()
+        queue = None
+        if server == "receiver":
+            time.sleep(0.5)  # the receiver finishes what was in flight when wrk stopped
+            queue = QueueCheck(_queued_jobs(redis_url), result.ok - result.duplicates, result.in_flight)
+            flush_redis_db(redis_url)
+    return Measurement(server, result, cpu_pct, queue)
+
+
+def _queued_jobs(redis_url: str) -> int:
+    client = redis.Redis.from_url(redis_url)
+    try:
+        return int(client.zcard(QUEUE_NAME))  # type: ignore[arg-type]  # redis-py types commands sync|async
+    finally:
+        client.close()
+
+
+def _print_progress(round_no: int, m: Measurement) -> None:
+    line = f"  round {round_no} {m.server:<8} {m.wrk.rps:8,.0f} req/s  p50 {m.wrk.p50_ms:6.1f} ms  p99 {m.wrk.p99_ms:6.1f} ms"
+    print(line, file=sys.stderr, flush=True)
+
+
+def summary(report: ReceiverReport) -> str:
+    """The per-run table, the ratios and the queue check."""
+    rows = []
+    for index, m in enumerate(report.measurements):
+        queue = "-"
+        if m.queue is not None:
+            verdict = "ok" if m.queue.consistent else "MISMATCH"
+            queue = f"{m.queue.jobs} (exp {m.queue.expected}+{m.queue.in_flight}) {verdict}"
+        rows.append(
+            [
+                f"{index // 2 + 1}. {m.server}",
+                f"{m.wrk.rps:,.0f}",
+                f"{m.wrk.p50_ms:.1f}",
+                f"{m.wrk.p99_ms:.1f}",
+                str(m.wrk.non_2xx + m.wrk.socket_errors),
+                str(m.wrk.duplicates),
+                f"{m.server_cpu_pct:.0f}",
+                f"{100 * m.wrk.wrk_cpu_s / m.wrk.duration_s:.0f}",
+                queue,
+            ]
+        )
+    header = ["run", "req/s", "p50 ms", "p99 ms", "non-2xx+err", "dup", "srv cpu%", "wrk cpu%", "jobs queued"]
+    o = report.options
+    ratios = ", ".join(f"{r:.0%}" for r in report.ratios)
+    lines = [
+        f"receiver vs bare aiohttp: wrk -t{o.threads} -c{o.connections} -d{o.duration_s}s "
+        f"(after {o.warmup_s}s warm-up), {o.bodies:,} distinct callbacks, LOG_LEVEL={o.log_level}",
+        table(header, rows),
+        f"receiver/bare per round: {ratios}; median {report.median_ratio:.0%}",
+    ]
+    if any(m.wrk.duplicates for m in report.of("receiver")):
+        lines.append("note: the receiver got repeated bodies (queue de-duplication hit); raise --bodies")
+    return "\n".join(lines)
+
+
+def add_arguments(parser: argparse.ArgumentParser, defaults: ReceiverOptions = ReceiverOptions()) -> None:
+    """The receiver benchmark's flags (shared with bench.run_all)."""
+    parser.add_argument("--duration", type=int, default=defaults.duration_s, help="seconds per measured run")
+    parser.add_argument("--warmup", type=int, default=defaults.warmup_s, help="seconds of warm-up per server start")
+    parser.add_argument("--connections", type=int, default=defaults.connections, help="wrk connections")
+    parser.add_argument("--threads", type=int, default=defaults.threads, help="wrk threads")
+    parser.add_argument("--rounds", type=int, default=defaults.rounds, help="bare+receiver pairs to run")
+    parser.add_argument("--bodies", type=int, default=defaults.bodies, help="distinct callback bodies to cycle")
+
+
+def options_from(args: argparse.Namespace) -> ReceiverOptions:
+    """ReceiverOptions from parsed flags."""
+    return ReceiverOptions(
+        duration_s=args.duration,
+        warmup_s=args.warmup,
+        connections=args.connections,
+        threads=args.threads,
+        rounds=args.rounds,
+        bodies=args.bodies,
+        redis_db=args.redis_db,
+        log_level=args.log_level,
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """`python -m bench.receiver`: run, print the table; exit 1 when it could not run."""
+    parser = argparse.ArgumentParser(prog="python -m bench.receiver", description=__doc__)
+    add_arguments(parser)
+    parser.add_argument("--redis-db", type=int, default=BENCH_REDIS_DB, help="Redis db index (flushed)")
+    parser.add_argument("--log-level", default="INFO", help="the receiver's LOG_LEVEL (INFO as deployed)")
+    parser.add_argument("--json", type=Path, help="also write the results as JSON here")
+    args = parser.parse_args(argv)
+    stop_on_sigterm()
+    env = dict(os.environ)
+    try:
+        facts = machine_facts(server_url("REDIS_URL", env), None)
+        print(table(["machine", ""], facts) + "\n", flush=True)
+        report = run(options_from(args), env)
+    except BenchError as exc:
+        print(f"bench.receiver: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("bench.receiver: interrupted; servers stopped and Redis db flushed", file=sys.stderr)
+        return 130
+    print(summary(report))
+    print(table(["target", "measured", "goal", "met"], [[*t[:3], "yes" if t[3] else "NO"] for t in report.targets()]))
+    if args.json is not None:
+        dump_json(args.json, asdict(report))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
