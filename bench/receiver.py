@@ -19,16 +19,18 @@ from bench.support import (
     BENCH_REDIS_DB,
     BenchError,
     Child,
+    add_common_arguments,
     dump_json,
+    facts_text,
     flush_redis_db,
     free_port,
     machine_facts,
     make_callbacks,
     new_sign_key,
+    ottrecon_command,
     server_url,
     stop_on_sigterm,
     table,
-    venv_command,
     wait_http_ok,
     with_redis_db,
 )
@@ -144,7 +146,7 @@ def _measure(
         argv = [sys.executable, "-m", "bench.bare_app", "--port", str(port)]
         child_env = dict(env)
     else:
-        argv = [*venv_command("ottrecon"), "web"]
+        argv = ottrecon_command("web")
         child_env = {**env, "PORT": str(port), "HOST": "127.0.0.1", "REDIS_URL": redis_url}
         child_env["LOG_LEVEL"] = options.log_level
     url = f"http://127.0.0.1:{port}/ottpay/callback"
@@ -177,7 +179,8 @@ def _queued_jobs(redis_url: str) -> int:
 
 
 def _print_progress(round_no: int, m: Measurement) -> None:
-    line = f"  round {round_no} {m.server:<8} {m.wrk.rps:8,.0f} req/s  p50 {m.wrk.p50_ms:6.1f} ms  p99 {m.wrk.p99_ms:6.1f} ms"
+    w = m.wrk
+    line = f"  round {round_no} {m.server:<8} {w.rps:8,.0f} req/s  p50 {w.p50_ms:6.1f} ms  p99 {w.p99_ms:6.1f} ms"
     print(line, file=sys.stderr, flush=True)
 
 
@@ -244,15 +247,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     """`python -m bench.receiver`: run, print the table; exit 1 when it could not run."""
     parser = argparse.ArgumentParser(prog="python -m bench.receiver", description=__doc__)
     add_arguments(parser)
-    parser.add_argument("--redis-db", type=int, default=BENCH_REDIS_DB, help="Redis db index (flushed)")
-    parser.add_argument("--log-level", default="INFO", help="the receiver's LOG_LEVEL (INFO as deployed)")
-    parser.add_argument("--json", type=Path, help="also write the results as JSON here")
+    add_common_arguments(parser)
     args = parser.parse_args(argv)
     stop_on_sigterm()
     env = dict(os.environ)
     try:
         facts = machine_facts(server_url("REDIS_URL", env), None)
-        print(table(["machine", ""], facts) + "\n", flush=True)
+        print(facts_text(facts) + "\n", flush=True)
         report = run(options_from(args), env)
     except BenchError as exc:
         print(f"bench.receiver: {exc}", file=sys.stderr)

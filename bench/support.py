@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import http.client
 import json
@@ -31,6 +32,8 @@ BENCH_MERCHANT = "BENCH00001"
 # Redis database index the benchmarks own: flushed before and after use (the tests use 15).
 BENCH_REDIS_DB = 14
 _LOOPBACK_HOSTS = ("127.0.0.1", "localhost")
+# Children run from the repository root, so `python -m bench.…` and `-m ottrecon.cli` resolve there.
+REPO_ROOT = Path(__file__).resolve().parent.parent
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
@@ -89,12 +92,10 @@ def make_callbacks(count: int, sign_key: str, merchant_id: str = BENCH_MERCHANT)
     return bodies
 
 
-def venv_command(name: str) -> list[str]:
-    """argv for one of this package's console scripts, from the interpreter's own environment."""
-    script = Path(sys.executable).parent / name
-    if script.exists():
-        return [str(script)]
-    return [sys.executable, "-m", "ottrecon.cli"]
+def ottrecon_command(*args: str) -> list[str]:
+    """argv running the `ottrecon` CLI of this checkout (the console script's own entry point,
+    ottrecon.cli:main), so the code measured is the working tree's even if the install is stale."""
+    return [sys.executable, "-m", "ottrecon.cli", *args]
 
 
 class Child:
@@ -112,11 +113,18 @@ class Child:
         with self.log_path.open("ab") as log:
             self.started_at = time.perf_counter()
             self._proc = subprocess.Popen(
-                self._argv, env=self._env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT
+                self._argv,
+                cwd=REPO_ROOT,
+                env=self._env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
             )
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.stop()
 
     @property
@@ -174,7 +182,9 @@ def wait_http_ok(port: int, path: str, child: Child, timeout_s: float = 30.0) ->
         finally:
             conn.close()
         if time.monotonic() > deadline:
-            raise BenchError(f"{child.name} did not answer GET {path} within {timeout_s:.0f}s; log:\n{child.log_tail()}")
+            raise BenchError(
+                f"{child.name} did not answer GET {path} within {timeout_s:.0f}s; log:\n{child.log_tail()}"
+            )
         time.sleep(0.1)
 
 
@@ -218,6 +228,8 @@ def machine_facts(redis_url: str | None, database_url: str | None) -> list[tuple
         ("cpus (usable)", str(len(os.sched_getaffinity(0)))),
         ("cpu model", cpu_model()),
         ("kernel", platform.release()),
+        # Anything else running shares the same cores and moves the numbers.
+        ("load average", " ".join(f"{load:.2f}" for load in os.getloadavg())),
         ("python", platform.python_version()),
     ]
     versions = []
@@ -259,6 +271,19 @@ def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
         return "  ".join([first.ljust(widths[0]), *(c.rjust(w) for c, w in zip(rest, widths[1:], strict=True))])
 
     return "\n".join([line(header), line(["-" * w for w in widths]), *(line(row) for row in rows)])
+
+
+def facts_text(facts: Sequence[tuple[str, str]]) -> str:
+    """machine_facts as aligned "name  value" lines."""
+    width = max(len(name) for name, _ in facts)
+    return "\n".join(f"{name.ljust(width)}  {value}" for name, value in facts)
+
+
+def add_common_arguments(parser: argparse.ArgumentParser) -> None:
+    """Flags every benchmark entry point takes."""
+    parser.add_argument("--redis-db", type=int, default=BENCH_REDIS_DB, help="Redis db index to use (it is flushed)")
+    parser.add_argument("--log-level", default="INFO", help="LOG_LEVEL of the measured services (INFO as deployed)")
+    parser.add_argument("--json", type=Path, help="also write the results as JSON to this file")
 
 
 def dump_json(path: Path, value: object) -> None:

@@ -69,3 +69,24 @@ def parse_merchant_keys(text: str) -> MerchantKeys:
     if not keys:
         raise ValueError("no merchant is configured")
     return MerchantKeys({mid: tuple(ks) for mid, ks in keys.items()})
+
+
+def parse_operator_ids(text: str) -> dict[str, str]:
+    """Parse ``MID=OPERATOR_ID[,…]`` (OTT Pay operator ids are 10 digits; up to 32 letters or digits accepted).
+
+    An empty text gives an empty mapping. Raises ValueError naming every malformed entry.
+    """
+    operators: dict[str, str] = {}
+    problems: list[str] = []
+    for position, entry in enumerate(text.split(","), start=1):
+        entry = entry.strip()
+        if not entry:
+            continue
+        merchant_id, sep, operator_id = (part.strip() for part in entry.partition("="))
+        if not sep or not _MERCHANT_ID.fullmatch(merchant_id) or not _MERCHANT_ID.fullmatch(operator_id):
+            problems.append(f"entry {position} is not MID=OPERATOR_ID (letters and digits)")
+        elif operators.setdefault(merchant_id, operator_id) != operator_id:
+            problems.append(f"entry {position}: merchant {merchant_id} has two operator ids")
+    if problems:
+        raise ValueError("; ".join(problems))
+    return operators

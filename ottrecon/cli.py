@@ -11,6 +11,8 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
+from api.errors import ApiError
+from api.errors import ConfigError as ApiConfigError
 from ottrecon import logs
 from webhook.errors import ConfigError as WebhookConfigError
 from worker.errors import ConfigError as WorkerConfigError
@@ -27,10 +29,10 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] = os.environ)
     logs.configure(env.get("LOG_LEVEL", "INFO"))
     try:
         result: int = args.run(args, env)
-    except (UsageError, WebhookConfigError, WorkerConfigError) as exc:
+    except (UsageError, WebhookConfigError, WorkerConfigError, ApiConfigError) as exc:
         print(f"ottrecon {args.command}: {exc}", file=sys.stderr)
         return 2
-    except WorkerError as exc:
+    except (WorkerError, ApiError) as exc:
         print(f"ottrecon {args.command}: {exc}", file=sys.stderr)
         return 1
     return result
@@ -48,6 +50,22 @@ def _parser() -> argparse.ArgumentParser:
     command("migrate", _migrate, "apply pending SQL migrations (needs DATABASE_URL)")
     command("web", _web, "run the public callback receiver (needs REDIS_URL; PORT, default 8080)")
     command("worker", _worker, "run the callback worker (needs DATABASE_URL, REDIS_URL, OTTPAY_MERCHANTS)")
+    command("api", _api, "run the internal payments API (needs DATABASE_URL, REDIS_URL, OTTRECON_API_TOKENS)")
+    command("sim", _sim, "run the OTT Pay gateway simulator (needs OTTPAY_MERCHANTS; see docs/SIMULATOR.md)")
+    pay = command("pay", _pay, "take a payment (stores it, then a running worker submits it)")
+    pay.add_argument("--merchant", required=True)
+    pay.add_argument("--kind", choices=["ACTIVEPAY", "PASSIVEPAY"], required=True)
+    pay.add_argument("--biz-type", choices=["ALIPAY", "WECHATPAY", "UNIONPAY"], required=True)
+    pay.add_argument("--amount", type=int, required=True, help="integer cents")
+    pay.add_argument("--tip", type=int, default=0, help="integer cents")
+    pay.add_argument("--auth-code", help="PASSIVEPAY: the scanned wallet code")
+    pay.add_argument("--idempotency-key", help="default: a new random key")
+    pay.add_argument("--wait", type=float, default=10.0, help="seconds to wait for the gateway's answer")
+    refund = command("refund", _refund, "refund part or all of a paid payment")
+    refund.add_argument("payment_id")
+    refund.add_argument("--amount", type=int, required=True, help="integer cents")
+    refund.add_argument("--idempotency-key", help="default: a new random key")
+    refund.add_argument("--wait", type=float, default=10.0)
     command("replay-rejected", _replay, "re-verify rejected callbacks with the current keys")
     command("requeue-dead", _requeue_dead, "put dead-lettered callbacks back on the queue (needs REDIS_URL)")
     export = command("export", _export, "write payments or rejected callbacks as CSV to stdout")
@@ -87,6 +105,35 @@ def _web(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     settings = WebhookSettings.from_env(env)
     web.run_app(create_app(settings), host=settings.host, port=settings.port, access_log=None, print=None)
     return 0
+
+
+def _api(args: argparse.Namespace, env: Mapping[str, str]) -> int:
+    from aiohttp import web
+
+    from api.app import create_app
+    from api.settings import ApiSettings
+
+    settings = ApiSettings.from_env(env)
+    web.run_app(create_app(settings), host=settings.host, port=settings.port, access_log=None, print=None)
+    return 0
+
+
+def _sim(args: argparse.Namespace, env: Mapping[str, str]) -> int:
+    from ottpay.simulator.main import run
+
+    return run(env)
+
+
+def _pay(args: argparse.Namespace, env: Mapping[str, str]) -> int:
+    from api.commands import pay
+
+    return asyncio.run(pay(args, env))
+
+
+def _refund(args: argparse.Namespace, env: Mapping[str, str]) -> int:
+    from api.commands import refund
+
+    return asyncio.run(refund(args, env))
 
 
 def _worker(args: argparse.Namespace, env: Mapping[str, str]) -> int:

@@ -15,7 +15,7 @@ from ottpay.fingerprint import envelope_fingerprint
 from webhook.errors import QueueUnavailable
 
 # These must equal worker/queue.py's; tests/integration/test_queue_contract.py checks it.
-QUEUE_NAME = "ottrecon:callbacks"
+QUEUE_NAME = "ottrecon:jobs"
 INGEST_JOB = "ingest_callbacks"
 # A queued callback outlives a worker outage of up to this long (arq's default is one day).
 JOB_EXPIRES = timedelta(days=7)

@@ -60,6 +60,18 @@ WITH incoming AS (
     ON CONFLICT ON CONSTRAINT payments_merchant_order_key DO UPDATE
         SET status = EXCLUDED.status, updated_at = now()
         WHERE payment_status_rank(payments.status) < payment_status_rank(EXCLUDED.status)
+), order_paid AS (
+    -- An order this system created is paid once an authentic callback says so.
+    UPDATE orders o SET status = 'paid', paid_amount = coalesce(o.paid_amount, p.amount),
+        paid_source = coalesce(o.paid_source, 'callback'), paid_at = coalesce(o.paid_at, p.received_at),
+        next_check_at = NULL, updated_at = now()
+    FROM (
+        SELECT DISTINCT ON (i.merchant_id, i.order_id) i.merchant_id, i.order_id, i.amount, i.received_at
+        FROM inserted ins JOIN incoming i USING (merchant_id, md5)
+        WHERE i.reports_payment ORDER BY i.merchant_id, i.order_id, ins.id
+    ) p
+    WHERE o.merchant_id = p.merchant_id AND o.order_id = p.order_id
+      AND order_status_rank(o.status) < order_status_rank('paid')
 )
 SELECT merchant_id, md5 FROM inserted
 """

@@ -13,9 +13,18 @@ from worker import db
 
 # Column lists are the CSV headers; the queries select exactly these, in this order.
 PAYMENT_COLUMNS = (
-    "merchant_id", "order_id", "status", "amount", "tip", "bizpay_order_id",
-    "finish_time", "finish_time_parsed", "source", "recorded_at", "updated_at",
-)  # fmt: skip
+    "merchant_id",
+    "order_id",
+    "status",
+    "amount",
+    "tip",
+    "bizpay_order_id",
+    "finish_time",
+    "finish_time_parsed",
+    "source",
+    "recorded_at",
+    "updated_at",
+)
 # Payments in a stable order; amounts are integer cents exactly as OTT Pay reported them.
 EXPORT_PAYMENTS = """
 SELECT merchant_id, order_id, status, amount, tip, bizpay_order_id,
@@ -23,9 +32,17 @@ SELECT merchant_id, order_id, status, amount, tip, bizpay_order_id,
 FROM payments ORDER BY id
 """
 REJECTED_COLUMNS = (
-    "id", "merchant_id", "reason", "detail", "received_at", "last_received_at",
-    "times_received", "md5", "resolved_at", "resolution",
-)  # fmt: skip
+    "id",
+    "merchant_id",
+    "reason",
+    "detail",
+    "received_at",
+    "last_received_at",
+    "times_received",
+    "md5",
+    "resolved_at",
+    "resolution",
+)
 # Rejected callbacks, open and resolved; merchant_id is as claimed, never verified.
 EXPORT_REJECTED = """
 SELECT id, merchant_id, reason, detail, received_at, last_received_at,

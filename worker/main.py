@@ -5,15 +5,26 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from arq import Worker, func
+import aiohttp
+from arq import Worker, cron, func
 from arq.connections import RedisSettings
 
 from worker import db
 from worker.errors import DatabaseUnavailable
+from worker.gateway import Gateway
 from worker.jobs import WorkerState, ingest_callbacks
 from worker.migrations import check_schema
-from worker.queue import INGEST_JOB, QUEUE_NAME, deserialize, serialize
+from worker.payment_jobs import (
+    PaymentState,
+    process_order,
+    process_refund,
+    retry_failed_submissions,
+    sweep_unpaid_orders,
+)
+from worker.queue import INGEST_JOB, PROCESS_ORDER_JOB, PROCESS_REFUND_JOB, QUEUE_NAME, deserialize, serialize
+from worker.refunder import Refunder
 from worker.settings import WorkerSettings
+from worker.submitter import Submitter
 from worker.writer import BatchWriter
 
 logger = logging.getLogger("ottrecon.worker")
@@ -27,15 +38,43 @@ def create_worker(settings: WorkerSettings, **overrides: Any) -> Worker:
         await _check_schema_if_reachable(pool)
         writer = BatchWriter(lambda v, r: db.record(pool, v, r), settings.write_batch_max)
         ctx["state"] = WorkerState(settings=settings, pool=pool, writer=writer)
+        session = aiohttp.ClientSession()
+        ctx["http"] = session
+        gateway = Gateway(
+            session,
+            settings.merchants,
+            settings.operators,
+            base_url=settings.gateway_base_url,
+            timeout_s=settings.gateway_timeout_s,
+        )
+        # The lease outlives the slowest gateway call, so no other worker takes an order mid-call.
+        lease_s = settings.gateway_timeout_s * 2 + 30
+        submitter = Submitter(pool, gateway, settings.policy, callback_url=settings.callback_url, lease_s=lease_s)
+        refunder = Refunder(pool, gateway, settings.policy, lease_s=lease_s)
+        ctx["payments"] = PaymentState(submitter=submitter, refunder=refunder, batch=settings.sweep_batch)
         logger.info("worker started", extra={"merchants": len(settings.merchants), "max_tries": settings.max_tries})
 
     async def shutdown(ctx: dict[str, Any]) -> None:
+        session: aiohttp.ClientSession | None = ctx.get("http")
+        if session is not None:
+            await session.close()
         state: WorkerState | None = ctx.get("state")
         if state is not None:
             await state.pool.close()
 
+    every = set(range(0, 60, settings.cron_every_s))
     options: dict[str, Any] = {
-        "functions": [func(ingest_callbacks, name=INGEST_JOB, max_tries=settings.max_tries)],
+        "functions": [
+            func(ingest_callbacks, name=INGEST_JOB, max_tries=settings.max_tries),
+            func(process_order, name=PROCESS_ORDER_JOB, max_tries=1),
+            func(process_refund, name=PROCESS_REFUND_JOB, max_tries=1),
+        ],
+        # arq's cron `unique` guard can misfire across workers; the jobs guard themselves in
+        # Postgres (FOR UPDATE SKIP LOCKED leases), so every worker may run them.
+        "cron_jobs": [
+            cron(retry_failed_submissions, second=every, run_at_startup=True, timeout=240),
+            cron(sweep_unpaid_orders, second=every, run_at_startup=True, timeout=240),
+        ],
         "queue_name": QUEUE_NAME,
         "redis_settings": RedisSettings.from_dsn(settings.redis_url),
         "on_startup": startup,

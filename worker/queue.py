@@ -6,10 +6,13 @@ import json
 from typing import Any
 
 # These must equal webhook/queue.py's; tests/integration/test_queue_contract.py checks it.
-QUEUE_NAME = "ottrecon:callbacks"
+QUEUE_NAME = "ottrecon:jobs"
 INGEST_JOB = "ingest_callbacks"
+# Enqueued by the api process (api/queue.py) right after it stores an order or a refund.
+PROCESS_ORDER_JOB = "process_order"
+PROCESS_REFUND_JOB = "process_refund"
 # Callbacks whose processing could not finish even after every retry, kept for `ottrecon requeue-dead`.
-DEAD_LETTER_KEY = "ottrecon:callbacks:dead"
+DEAD_LETTER_KEY = "ottrecon:jobs:dead"
 
 
 def serialize(obj: Any) -> bytes:

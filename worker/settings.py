@@ -6,8 +6,10 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from ottpay.keys import MerchantKeys, parse_merchant_keys
+from ottpay.client import OttPayClient
+from ottpay.keys import MerchantKeys, parse_merchant_keys, parse_operator_ids
 from worker.errors import ConfigError
+from worker.submission import Policy
 
 
 @dataclass(frozen=True)
@@ -27,6 +29,16 @@ class WorkerSettings:
     # Largest number of callbacks written in one Postgres statement (group commit).
     write_batch_max: int = 500
     db_pool_max: int = 8
+    # Taking payments: operator id per merchant (merchants without one cannot submit), the gateway,
+    # and the public URL of the receiver's callback endpoint (sent as ACTIVEPAY's call_back_url).
+    operators: Mapping[str, str] = field(default_factory=dict)
+    gateway_base_url: str = OttPayClient.DEFAULT_BASE_URL
+    gateway_timeout_s: float = 15.0
+    callback_url: str | None = None
+    policy: Policy = field(default_factory=Policy)
+    # Scheduled jobs run every cron_every_s seconds and take at most sweep_batch orders each.
+    cron_every_s: int = 5
+    sweep_batch: int = 50
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> WorkerSettings:
@@ -42,7 +54,36 @@ class WorkerSettings:
                 merchants = parse_merchant_keys(merchants_text)
             except ValueError as exc:
                 problems.append(f"OTTPAY_MERCHANTS: {exc}")
+        operators: dict[str, str] = {}
+        try:
+            operators = parse_operator_ids(env.get("OTTPAY_OPERATORS", ""))
+        except ValueError as exc:
+            problems.append(f"OTTPAY_OPERATORS: {exc}")
+        callback_url = env.get("OTTRECON_CALLBACK_URL", "").strip() or None
+        if callback_url and not callback_url.startswith(("http://", "https://")):
+            problems.append("OTTRECON_CALLBACK_URL must be an http(s) URL")
+        base_url = env.get("OTTPAY_BASE_URL", "").strip() or cls.gateway_base_url
+        if not base_url.startswith(("http://", "https://")):
+            problems.append("OTTPAY_BASE_URL must be an http(s) URL")
+        default = Policy()
+        policy = Policy(
+            passivepay_code_ttl_s=reader.number(
+                "OTTRECON_PASSIVEPAY_CODE_TTL_SECONDS", default.passivepay_code_ttl_s, minimum=1
+            ),
+            max_attempts=int(reader.number("OTTRECON_SUBMIT_MAX_ATTEMPTS", default.max_attempts, minimum=1)),
+            base_delay_s=reader.number("OTTRECON_SUBMIT_BASE_DELAY_SECONDS", default.base_delay_s, minimum=0.01),
+            max_delay_s=reader.number("OTTRECON_SUBMIT_MAX_DELAY_SECONDS", default.max_delay_s, minimum=0.01),
+            sweep_after_s=reader.number("OTTRECON_SWEEP_AFTER_SECONDS", default.sweep_after_s, minimum=0),
+            unpaid_deadline_s=reader.number("OTTRECON_UNPAID_DEADLINE_SECONDS", default.unpaid_deadline_s, minimum=0),
+            sweep_max_age_s=reader.number("OTTRECON_SWEEP_MAX_AGE_SECONDS", default.sweep_max_age_s, minimum=0),
+        )
         settings = cls(
+            operators=operators,
+            gateway_base_url=base_url,
+            gateway_timeout_s=reader.number("OTTPAY_TIMEOUT_SECONDS", cls.gateway_timeout_s, minimum=0.1),
+            callback_url=callback_url,
+            policy=policy,
+            cron_every_s=int(reader.number("OTTRECON_CRON_EVERY_SECONDS", cls.cron_every_s, minimum=1)),
             database_url=database_url,
             redis_url=redis_url,
             merchants=merchants,

@@ -12,6 +12,7 @@ from ottpay.keys import MerchantKeys, parse_merchant_keys
 from tests.conftest import MERCHANT, NEW_KEY, OLD_KEY, OTHER_KEY, OTHER_MERCHANT
 from tests.integration.support import drain, make_callback, receiver, worker_settings
 from webhook.queue import enqueue_callback
+from worker.queue import QUEUE_NAME
 
 VERIFICATION_FAILURES = {"decryption_failed", "not_json_object", "malformed_plaintext", "digest_mismatch"}
 
@@ -55,11 +56,11 @@ async def test_exact_redelivery_is_stored_once(
     body = make_callback("ORDER2")
     await post_all(redis_url, body, body)
     # While the first copy is queued, the second joins it instead of becoming a second job.
-    assert await redis.zcard("ottrecon:callbacks") == 1
+    assert await redis.zcard(QUEUE_NAME) == 1
     await drain(worker_settings(database_url, redis_url, merchants))
     # Delivered again after it was processed: a new job, recorded nothing new.
     await post_all(redis_url, body)
-    assert await redis.zcard("ottrecon:callbacks") == 1
+    assert await redis.zcard(QUEUE_NAME) == 1
     await drain(worker_settings(database_url, redis_url, merchants))
 
     assert await db.fetchval("SELECT count(*) FROM callbacks") == 1

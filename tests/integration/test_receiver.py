@@ -10,6 +10,7 @@ from arq import ArqRedis
 from tests.integration.support import make_callback, receiver
 from webhook.app import create_app
 from webhook.settings import WebhookSettings
+from worker.queue import QUEUE_NAME
 
 
 async def test_receiver_queues_callback_and_acknowledges(redis_url: str, redis: ArqRedis) -> None:
@@ -17,7 +18,7 @@ async def test_receiver_queues_callback_and_acknowledges(redis_url: str, redis: 
         response = await client.post("/ottpay/callback", json=make_callback("R1"))
         assert response.status == 200
         assert await response.json() == {"rsp_code": "SUCCESS", "rsp_msg": "success"}
-    assert await redis.zcard("ottrecon:callbacks") == 1
+    assert await redis.zcard(QUEUE_NAME) == 1
 
 
 async def test_receiver_accepts_any_merchant_without_keys(redis_url: str, redis: ArqRedis) -> None:
@@ -25,7 +26,7 @@ async def test_receiver_accepts_any_merchant_without_keys(redis_url: str, redis:
     body = make_callback("R2", merchant_id="ZZ99999999", key="FFFFFFFFFFFFFFFF")
     async with receiver(redis_url) as client:
         assert (await client.post("/ottpay/callback", json=body)).status == 200
-    assert await redis.zcard("ottrecon:callbacks") == 1
+    assert await redis.zcard(QUEUE_NAME) == 1
 
 
 async def test_receiver_rejects_bodies_that_are_not_callbacks(redis_url: str, redis: ArqRedis) -> None:
@@ -43,7 +44,7 @@ async def test_receiver_rejects_bodies_that_are_not_callbacks(redis_url: str, re
             assert any("md5" in p or "merchant_id" in p for p in problems), problems
         nul = {**make_callback("R5"), "rsp_msg": "a\u0000b"}
         assert (await client.post("/ottpay/callback", json=nul)).status == 400
-    assert await redis.zcard("ottrecon:callbacks") == 0
+    assert await redis.zcard(QUEUE_NAME) == 0
 
 
 async def test_receiver_refuses_oversized_bodies_with_413(redis_url: str, redis: ArqRedis) -> None:
@@ -52,7 +53,7 @@ async def test_receiver_refuses_oversized_bodies_with_413(redis_url: str, redis:
         response = await client.post("/ottpay/callback", json=body)
         assert response.status == 413
         assert (await response.json())["error"] == "body_too_large"
-    assert await redis.zcard("ottrecon:callbacks") == 0
+    assert await redis.zcard(QUEUE_NAME) == 0
 
 
 async def test_receiver_answers_503_when_redis_is_down() -> None:

@@ -14,6 +14,7 @@ from ottpay.keys import MerchantKeys
 from tests.integration.support import TcpProxy, drain, make_callback, worker_settings
 from webhook.queue import enqueue_callback
 from worker.deadletter import dead_letter_count, requeue_dead
+from worker.queue import QUEUE_NAME
 
 
 @pytest.fixture
@@ -32,9 +33,13 @@ def through(proxy: TcpProxy, database_url: str) -> str:
 
 
 async def test_callback_waits_out_a_postgres_outage_and_is_recorded(
-    database_url: str, redis_url: str, redis: ArqRedis, merchants: MerchantKeys, db: asyncpg.Connection,
+    database_url: str,
+    redis_url: str,
+    redis: ArqRedis,
+    merchants: MerchantKeys,
+    db: asyncpg.Connection,
     proxy: TcpProxy,
-) -> None:  # fmt: skip
+) -> None:
     assert await enqueue_callback(redis, make_callback("DOWN1", "4200"), 1.0)
     await proxy.cut()
     settings = worker_settings(through(proxy, database_url), redis_url, merchants, retry_window_s=60)
@@ -43,7 +48,7 @@ async def test_callback_waits_out_a_postgres_outage_and_is_recorded(
     # Still down: nothing recorded, nothing lost, the job is waiting to be retried.
     assert await db.fetchval("SELECT count(*) FROM callbacks") == 0
     assert not worker_run.done()
-    assert await redis.zcard("ottrecon:callbacks") == 1
+    assert await redis.zcard(QUEUE_NAME) == 1
 
     await proxy.start()
     worker = await asyncio.wait_for(worker_run, timeout=30)
@@ -54,9 +59,13 @@ async def test_callback_waits_out_a_postgres_outage_and_is_recorded(
 
 
 async def test_callback_outliving_the_retry_window_is_dead_lettered_then_requeued(
-    database_url: str, redis_url: str, redis: ArqRedis, merchants: MerchantKeys, db: asyncpg.Connection,
+    database_url: str,
+    redis_url: str,
+    redis: ArqRedis,
+    merchants: MerchantKeys,
+    db: asyncpg.Connection,
     proxy: TcpProxy,
-) -> None:  # fmt: skip
+) -> None:
     assert await enqueue_callback(redis, make_callback("DOWN2", "777"), 1.0)
     await proxy.cut()
     settings = worker_settings(through(proxy, database_url), redis_url, merchants, retry_window_s=0.3)

@@ -32,9 +32,13 @@ def test_settings_reprs_hide_keys_and_urls() -> None:
 
 
 async def test_worker_logs_carry_ids_but_no_keys(
-    database_url: str, redis_url: str, redis: object, merchants: MerchantKeys, db: asyncpg.Connection,
+    database_url: str,
+    redis_url: str,
+    redis: object,
+    merchants: MerchantKeys,
+    db: asyncpg.Connection,
     caplog: pytest.LogCaptureFixture,
-) -> None:  # fmt: skip
+) -> None:
     from arq import ArqRedis
 
     assert isinstance(redis, ArqRedis)

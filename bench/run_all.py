@@ -1,0 +1,110 @@
+"""`make bench`: the receiver and the worker benchmarks in one run, then a compact summary table."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+from collections.abc import Sequence
+from dataclasses import asdict
+
+from bench import receiver, worker
+from bench.support import (
+    BenchError,
+    add_common_arguments,
+    dump_json,
+    facts_text,
+    machine_facts,
+    server_url,
+    stop_on_sigterm,
+    table,
+)
+
+
+def summary_rows(rec: receiver.ReceiverReport | None, wrk: worker.WorkerReport | None) -> list[list[str]]:
+    """One row per target, plus the worker's share of bare arq for context."""
+    rows: list[list[str]] = []
+    if rec is not None:
+        bare = statistics.median(m.wrk.rps for m in rec.of("bare"))
+        real = statistics.median(m.wrk.rps for m in rec.of("receiver"))
+        ratio, p99 = rec.median_ratio, rec.worst_p99_ms
+        rows.append(
+            [
+                f"receiver / bare aiohttp, median of {len(rec.ratios)}",
+                f"{ratio:.0%} ({real:,.0f} vs {bare:,.0f} req/s)",
+                f">= {receiver.TARGET_RATIO:.0%}",
+                _met(ratio >= receiver.TARGET_RATIO),
+            ]
+        )
+        rows.append(
+            [
+                f"receiver p99 at {rec.options.connections} connections, worst",
+                f"{p99:.1f} ms",
+                f"< {receiver.TARGET_P99_MS:.0f} ms",
+                _met(p99 < receiver.TARGET_P99_MS),
+            ]
+        )
+    if wrk is not None:
+        real_rate = statistics.median(wrk.rates(worker.REAL))
+        noop_rate = statistics.median(wrk.rates(worker.NOOP))
+        rows.append(
+            [
+                f"one worker end to end, median of {len(wrk.rates(worker.REAL))}",
+                f"{real_rate:,.0f} callbacks/s",
+                f">= {worker.TARGET_RATE:,.0f}/s",
+                _met(real_rate >= worker.TARGET_RATE),
+            ]
+        )
+        rows.append(
+            [
+                "worker / bare arq no-op, median",
+                f"{statistics.median(wrk.ratios):.0%} ({real_rate:,.0f} vs {noop_rate:,.0f} jobs/s)",
+                "-",
+                "-",
+            ]
+        )
+    return rows
+
+
+def _met(ok: bool) -> str:
+    return "yes" if ok else "NO"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run both benchmarks (or --only one); exit 1 when one could not run."""
+    parser = argparse.ArgumentParser(prog="python -m bench.run_all", description=__doc__)
+    parser.add_argument("--only", choices=["receiver", "worker"], help="run just one of the two")
+    receiver.add_arguments(parser)
+    worker.add_arguments(parser)
+    add_common_arguments(parser)
+    args = parser.parse_args(argv)
+    stop_on_sigterm()
+    env = dict(os.environ)
+    rec: receiver.ReceiverReport | None = None
+    wrk: worker.WorkerReport | None = None
+    try:
+        facts = machine_facts(server_url("REDIS_URL", env), server_url("DATABASE_URL", env))
+        print(facts_text(facts) + "\n", flush=True)
+        if args.only in (None, "receiver"):
+            print("receiver benchmark…", file=sys.stderr, flush=True)
+            rec = receiver.run(receiver.options_from(args), env)
+            print(receiver.summary(rec) + "\n", flush=True)
+        if args.only in (None, "worker"):
+            print("worker benchmark…", file=sys.stderr, flush=True)
+            wrk = worker.run(worker.options_from(args), env)
+            print(worker.summary(wrk) + "\n", flush=True)
+    except BenchError as exc:
+        print(f"bench: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("bench: interrupted; processes stopped, Redis db flushed, database dropped", file=sys.stderr)
+        return 130
+    print(table(["summary", "measured", "target", "met"], summary_rows(rec, wrk)))
+    if args.json is not None:
+        dump_json(args.json, {"machine": dict(facts), "receiver": rec and asdict(rec), "worker": wrk and asdict(wrk)})
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

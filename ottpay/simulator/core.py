@@ -1,0 +1,37 @@
+"""One simulated gateway instance: the parts that the protocol endpoint and the /sim endpoints share."""
+
+from __future__ import annotations
+
+import asyncio
+
+from aiohttp import web
+
+from ottpay.simulator.background import Background
+from ottpay.simulator.callbacks import CallbackSender
+from ottpay.simulator.faults import Dice
+from ottpay.simulator.gateway import Gateway
+from ottpay.simulator.settings import SimulatorSettings
+from ottpay.simulator.state import SimState
+
+
+class Simulator:
+    """Settings, memory, the seeded dice, background jobs, the callback sender and the gateway logic."""
+
+    def __init__(self, settings: SimulatorSettings) -> None:
+        self.settings = settings
+        self.state = SimState()
+        self.dice = Dice(settings.seed)
+        self.background = Background()
+        self.sender = CallbackSender(settings, self.dice, self.background)
+        self.gateway = Gateway(settings, self.state, self.dice, self.background, self.sender)
+        # Set on shutdown so that responses held back by the timeout fault end at once.
+        self.stopping = asyncio.Event()
+
+    async def reset(self) -> None:
+        """Cancel pending callbacks and jobs, forget every order and restart the dice from the seed."""
+        await self.background.cancel_all()
+        self.state.clear()
+        self.dice.reseed()
+
+
+SIM = web.AppKey("simulator", Simulator)

@@ -1,0 +1,147 @@
+"""The whole service on loopback ports for payment tests: simulator, receiver, api and a running worker."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp.test_utils import TestClient, TestServer
+from arq import Worker
+
+from api.app import create_app as create_api
+from api.settings import ApiSettings, parse_tokens
+from ottpay.keys import MerchantKeys, parse_merchant_keys
+from ottpay.simulator.app import create_app as create_sim
+from ottpay.simulator.faults import Faults
+from ottpay.simulator.settings import Autopay, SimulatorSettings
+from tests.conftest import MERCHANT, NEW_KEY, OLD_KEY
+from webhook.app import create_app as create_receiver
+from webhook.settings import WebhookSettings
+from worker.main import create_worker
+from worker.settings import WorkerSettings
+from worker.submission import Policy
+
+OPERATOR = "1234567890"
+API_TOKEN = "test-token-0123456789abcdefghij"
+# Fast clocks so retry, sweep and deadline paths run in seconds.
+FAST_POLICY = Policy(
+    passivepay_code_ttl_s=5.0,
+    max_attempts=6,
+    base_delay_s=0.05,
+    max_delay_s=0.3,
+    sweep_after_s=0.5,
+    unpaid_deadline_s=2.0,
+    sweep_max_age_s=30.0,
+)
+
+
+@dataclass
+class Stack:
+    """Handles on every running part, plus helpers to talk to them."""
+
+    api: TestClient[Any, Any]
+    sim: TestClient[Any, Any]
+    receiver: TestClient[Any, Any]
+    worker: Worker
+    settings: WorkerSettings
+
+    async def pay(self, idempotency_key: str, **body: Any) -> tuple[int, dict[str, Any]]:
+        payload = {"merchant_id": MERCHANT, "biz_type": "ALIPAY", "amount": 1000} | body
+        response = await self.api.post(
+            "/api/payments",
+            json=payload,
+            headers={"Authorization": f"Bearer {API_TOKEN}", "Idempotency-Key": idempotency_key},
+        )
+        return response.status, await response.json()
+
+    async def get(self, path: str) -> dict[str, Any]:
+        response = await self.api.get(path, headers={"Authorization": f"Bearer {API_TOKEN}"})
+        assert response.status == 200, await response.text()
+        result: dict[str, Any] = await response.json()
+        return result
+
+    async def wait_status(self, payment_id: str, statuses: set[str], timeout_s: float = 15.0) -> dict[str, Any]:
+        """Poll the API until the payment reaches one of statuses (fails the test on timeout)."""
+        deadline = asyncio.get_running_loop().time() + timeout_s
+        while True:
+            payment = await self.get(f"/api/payments/{payment_id}")
+            if payment["status"] in statuses:
+                return payment
+            assert asyncio.get_running_loop().time() < deadline, f"still {payment['status']}: {payment}"
+            await asyncio.sleep(0.1)
+
+    async def sim_stats(self) -> dict[str, Any]:
+        result: dict[str, Any] = await (await self.sim.get("/sim/stats")).json()
+        return result
+
+
+def sim_settings(merchants: MerchantKeys, **overrides: Any) -> SimulatorSettings:
+    base = SimulatorSettings(
+        merchants=merchants,
+        operators={MERCHANT: OPERATOR},
+        seed=1,
+        timeout_hold_s=3.0,
+        callback_retry_s=(0.1, 0.2, 0.4, 0.8),
+    )
+    return dataclasses.replace(base, **overrides)
+
+
+@contextlib.asynccontextmanager
+async def running_stack(
+    database_url: str,
+    redis_url: str,
+    *,
+    faults: Faults | None = None,
+    autopay: Autopay | None = None,
+    policy: Policy = FAST_POLICY,
+    api_wait_s: float = 3.0,
+    gateway_timeout_s: float = 1.0,
+) -> AsyncIterator[Stack]:
+    """Start everything on loopback; the worker runs until the block ends."""
+    merchants = parse_merchant_keys(f"{MERCHANT}={OLD_KEY},{MERCHANT}={NEW_KEY}")
+    sim_app = create_sim(sim_settings(merchants, faults=faults or Faults(), autopay=autopay))
+    async with contextlib.AsyncExitStack() as stack:
+        sim = await stack.enter_async_context(TestClient(TestServer(sim_app)))
+        receiver = await stack.enter_async_context(
+            TestClient(TestServer(create_receiver(WebhookSettings(redis_url=redis_url))))
+        )
+        settings = WorkerSettings(
+            database_url=database_url,
+            redis_url=redis_url,
+            merchants=merchants,
+            operators={MERCHANT: OPERATOR},
+            gateway_base_url=str(sim.make_url("/")),
+            gateway_timeout_s=gateway_timeout_s,
+            callback_url=str(receiver.make_url("/ottpay/callback")),
+            policy=policy,
+            cron_every_s=1,
+            retry_window_s=30,
+            retry_base_delay_s=0.05,
+            retry_max_delay_s=0.2,
+        )
+        api_settings = ApiSettings(
+            database_url=database_url,
+            redis_url=redis_url,
+            token_digests=parse_tokens(API_TOKEN),
+            merchant_ids=frozenset({MERCHANT}),
+            wait_s=api_wait_s,
+        )
+        api = await stack.enter_async_context(TestClient(TestServer(create_api(api_settings))))
+        worker = create_worker(settings, poll_delay=0.01, handle_signals=False)
+        task = asyncio.create_task(worker.main())
+        try:
+            yield Stack(api=api, sim=sim, receiver=receiver, worker=worker, settings=settings)
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            await worker.close()
+
+
+async def customer_pays(sim: TestClient[Any, Any], payment_id: str) -> None:
+    response = await sim.post(f"/sim/orders/{MERCHANT}/{payment_id}/pay")
+    assert response.status == 200, await response.text()

@@ -1,0 +1,191 @@
+"""Taking payments end to end: API → worker → simulator (real HTTP) → callbacks → Postgres."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+import asyncpg
+
+from ottpay.simulator.faults import Faults
+from tests.integration.stack import API_TOKEN, customer_pays, running_stack
+from worker.main import create_worker
+
+
+async def test_activepay_returns_a_qr_code_and_is_paid_by_callback(
+    database_url: str, redis_url: str, db: asyncpg.Connection
+) -> None:
+    async with running_stack(database_url, redis_url) as stack:
+        status, payment = await stack.pay("k-active-1", kind="ACTIVEPAY", amount=2500, tip=100)
+        assert status == 201, payment
+        assert payment["status"] == "awaiting_payment"
+        assert payment["code_url"] and payment["qr_svg"] == f"/api/payments/{payment['id']}/qr.svg"
+        svg = await stack.api.get(payment["qr_svg"], headers={"Authorization": f"Bearer {API_TOKEN}"})
+        assert svg.status == 200 and svg.content_type == "image/svg+xml"
+        assert b"<svg" in await svg.read()
+
+        await customer_pays(stack.sim, payment["id"])
+        paid = await stack.wait_status(payment["id"], {"paid"})
+
+    assert (paid["paid_amount"], paid["paid_source"]) == (2500, "callback")
+    row = await db.fetchrow("SELECT amount, tip, source FROM payments WHERE order_id = $1", payment["id"])
+    assert row is not None and (row["amount"], row["tip"], row["source"]) == (2500, 100, "callback")
+    assert await db.fetchval("SELECT count(*) FROM callbacks") == 1
+
+
+async def test_lost_callback_is_recovered_by_the_sweep(
+    database_url: str, redis_url: str, db: asyncpg.Connection
+) -> None:
+    async with running_stack(database_url, redis_url, faults=Faults(drop_callback=1.0)) as stack:
+        _, payment = await stack.pay("k-lost-1", kind="ACTIVEPAY", amount=700)
+        await customer_pays(stack.sim, payment["id"])
+        paid = await stack.wait_status(payment["id"], {"paid"})
+        stats = await stack.sim_stats()
+
+    assert paid["paid_source"] == "query"
+    assert await db.fetchval("SELECT source FROM payments WHERE order_id = $1", payment["id"]) == "query"
+    assert await db.fetchval("SELECT count(*) FROM callbacks") == 0
+    assert stats["callbacks"]["dropped"] >= 1
+
+
+async def test_unpaid_order_is_flagged_once_then_paid_late(
+    database_url: str, redis_url: str, db: asyncpg.Connection
+) -> None:
+    async with running_stack(database_url, redis_url) as stack:
+        _, payment = await stack.pay("k-unpaid-1", kind="ACTIVEPAY", amount=900)
+        flagged = await stack.wait_status(payment["id"], {"unpaid"})
+        assert flagged["unpaid_flagged_at"] is not None
+        await asyncio.sleep(1.5)  # further sweeps must not raise a second alert
+        await customer_pays(stack.sim, payment["id"])
+        paid = await stack.wait_status(payment["id"], {"paid"})
+
+    assert paid["unpaid_flagged_at"] == flagged["unpaid_flagged_at"]
+    alerts = await db.fetch("SELECT kind, order_id, amount_at_risk FROM alerts")
+    assert [(a["kind"], a["order_id"], a["amount_at_risk"]) for a in alerts] == [("unpaid_order", payment["id"], 900)]
+
+
+async def test_passivepay_is_answered_within_the_wait(
+    database_url: str, redis_url: str, db: asyncpg.Connection
+) -> None:
+    async with running_stack(database_url, redis_url) as stack:
+        status, payment = await stack.pay("k-passive-1", kind="PASSIVEPAY", auth_code="283456789012345678")
+        stats = await stack.sim_stats()
+
+    assert status == 201
+    assert (payment["status"], payment["paid_source"], payment["paid_amount"]) == ("paid", "response", 1000)
+    assert "auth_code" not in payment
+    assert await db.fetchval("SELECT source FROM payments WHERE order_id = $1", payment["id"]) == "response"
+    assert stats["charges_by_order_max"] == 1
+
+
+async def test_declined_passivepay_is_final_and_not_retried(
+    database_url: str, redis_url: str, db: asyncpg.Connection
+) -> None:
+    async with running_stack(database_url, redis_url) as stack:
+        _, payment = await stack.pay("k-decline-1", kind="PASSIVEPAY", auth_code="283456789012340000")
+        await asyncio.sleep(1.5)  # scheduled retries run meanwhile and must leave it alone
+        final = await stack.get(f"/api/payments/{payment['id']}")
+
+    assert payment["status"] == "declined" and final["status"] == "declined"
+    assert final["status_reason"].startswith("FAIL")
+    attempts = await db.fetch("SELECT action, outcome FROM submission_attempts")
+    assert [(a["action"], a["outcome"]) for a in attempts] == [("PASSIVEPAY", "declined")]
+
+
+async def test_passivepay_processing_is_resolved_by_query_without_a_second_charge(
+    database_url: str, redis_url: str, db: asyncpg.Connection
+) -> None:
+    faults = Faults(processing=1.0, processing_delay_s=0.3)
+    async with running_stack(database_url, redis_url, faults=faults) as stack:
+        _, payment = await stack.pay("k-processing-1", kind="PASSIVEPAY", auth_code="283456789012341111")
+        paid = await stack.wait_status(payment["id"], {"paid"})
+        stats = await stack.sim_stats()
+
+    assert paid["paid_source"] == "query"
+    actions = [r["action"] for r in await db.fetch("SELECT action FROM submission_attempts ORDER BY id")]
+    assert actions[0] == "PASSIVEPAY" and set(actions[1:]) == {"STATUS_QUERY"}
+    assert stats["charges_by_order_max"] == 1
+
+
+async def test_passivepay_timeout_is_resolved_by_query_without_a_second_charge(
+    database_url: str, redis_url: str, db: asyncpg.Connection
+) -> None:
+    # Every PASSIVEPAY answer is lost (held past the client's timeout) although the customer was
+    # charged; the simulator answers queries truthfully.
+    async with running_stack(database_url, redis_url, faults=Faults(timeout=1.0), gateway_timeout_s=0.5) as stack:
+        _, payment = await stack.pay("k-timeout-1", kind="PASSIVEPAY", auth_code="283456789012342222")
+        paid = await stack.wait_status(payment["id"], {"paid"})
+        stats = await stack.sim_stats()
+
+    first = await db.fetchrow("SELECT action, outcome, error, sent FROM submission_attempts ORDER BY id LIMIT 1")
+    assert first is not None
+    assert (first["action"], first["outcome"], first["error"], first["sent"]) == (
+        "PASSIVEPAY",
+        "unknown",
+        "timeout",
+        True,
+    )
+
+    assert paid["paid_source"] == "query"
+    actions = [r["action"] for r in await db.fetch("SELECT action FROM submission_attempts ORDER BY id")]
+    assert actions.count("PASSIVEPAY") == 1, actions
+    assert stats["charges_by_order_max"] == 1
+
+
+async def test_unreachable_gateway_retries_are_bounded(
+    database_url: str, redis_url: str, db: asyncpg.Connection
+) -> None:
+    async with running_stack(database_url, redis_url) as stack:
+        await stack.sim.server.close()  # nothing listens at the gateway's address any more
+        _, payment = await stack.pay("k-down-1", kind="ACTIVEPAY", amount=300)
+        failed = await stack.wait_status(payment["id"], {"failed"})
+
+    assert "unreachable" in failed["status_reason"]
+    attempts = await db.fetch("SELECT sent, error FROM submission_attempts")
+    assert len(attempts) == stack.settings.policy.max_attempts
+    assert all(not a["sent"] for a in attempts)
+
+
+async def test_sweeps_on_two_workers_never_handle_an_order_twice(
+    database_url: str, redis_url: str, db: asyncpg.Connection
+) -> None:
+    async with running_stack(database_url, redis_url, faults=Faults(drop_callback=1.0)) as stack:
+        second = create_worker(stack.settings, poll_delay=0.01, handle_signals=False)
+        second_run = asyncio.create_task(second.main())
+        try:
+            ids = [(await stack.pay(f"k-two-{n}", kind="ACTIVEPAY", amount=100 + n))[1]["id"] for n in range(8)]
+            for payment_id in ids:
+                await customer_pays(stack.sim, payment_id)
+            for payment_id in ids:
+                await stack.wait_status(payment_id, {"paid"})
+        finally:
+            second_run.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await second_run
+            await second.close()
+
+    # Each order's payment was learned by exactly one query, whichever worker made it.
+    rows = await db.fetch(
+        "SELECT o.order_id, count(*) AS n FROM submission_attempts a JOIN orders o ON o.id = a.order_ref "
+        "WHERE a.action = 'STATUS_QUERY' AND a.gateway_status = 'success' GROUP BY o.order_id"
+    )
+    assert sorted((r["order_id"], r["n"]) for r in rows) == sorted((i, 1) for i in ids)
+    assert await db.fetchval("SELECT count(*) FROM payments WHERE source = 'query'") == 8
+
+
+async def test_duplicated_and_reordered_callbacks_are_harmless(
+    database_url: str, redis_url: str, db: asyncpg.Connection
+) -> None:
+    faults = Faults(duplicate_callback=1.0, reorder_callback=1.0, reorder_delay_s=0.3)
+    async with running_stack(database_url, redis_url, faults=faults) as stack:
+        ids = [(await stack.pay(f"k-dup-{n}", kind="ACTIVEPAY", amount=200 + n))[1]["id"] for n in range(3)]
+        for payment_id in ids:
+            await customer_pays(stack.sim, payment_id)
+        for payment_id in ids:
+            assert (await stack.wait_status(payment_id, {"paid"}))["paid_source"] == "callback"
+        await asyncio.sleep(1.0)  # let the duplicates arrive too
+        stats = await stack.sim_stats()
+
+    assert stats["callbacks"]["duplicated"] >= 3
+    assert await db.fetchval("SELECT count(*) FROM callbacks") == 3
+    assert await db.fetchval("SELECT count(*) FROM payments") == 3

@@ -1,0 +1,54 @@
+"""Refunds: partial, full, too much, replayed; each refund has its own order id at the gateway."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import asyncpg
+
+from tests.integration.stack import API_TOKEN, Stack, running_stack
+
+
+async def refund(stack: Stack, payment_id: str, amount: Any, key: str) -> tuple[int, dict[str, Any]]:
+    response = await stack.api.post(
+        f"/api/payments/{payment_id}/refunds",
+        json={"amount": amount},
+        headers={"Authorization": f"Bearer {API_TOKEN}", "Idempotency-Key": key},
+    )
+    return response.status, await response.json()
+
+
+async def test_partial_then_full_refund_and_no_refund_beyond_the_payment(
+    database_url: str, redis_url: str, db: asyncpg.Connection
+) -> None:
+    async with running_stack(database_url, redis_url) as stack:
+        _, payment = await stack.pay("k-r-1", kind="PASSIVEPAY", amount=1000, auth_code="283456789012343333")
+        assert payment["status"] == "paid"
+
+        status, first = await refund(stack, payment["id"], 400, "r1")
+        assert (status, first["status"]) == (201, "succeeded")
+        replay_status, replay = await refund(stack, payment["id"], 400, "r1")
+        assert (replay_status, replay["id"]) == (200, first["id"])
+        too_much, body = await refund(stack, payment["id"], 601, "r2")
+        assert (too_much, body["error"]) == (409, "not_refundable")
+        status, second = await refund(stack, payment["id"], 600, "r3")
+        assert (status, second["status"]) == (201, "succeeded")
+        final = await stack.get(f"/api/payments/{payment['id']}")
+        sim_order = await (await stack.sim.get(f"/sim/orders/{payment['merchant_id']}/{payment['id']}")).json()
+
+    assert final["status"] == "refunded"
+    assert [r["amount"] for r in final["refunds"]] == [400, 600]
+    assert first["id"] != second["id"] and first["id"] != payment["id"]
+    assert sim_order["status"] == "fully_refunded"
+    assert await db.fetchval("SELECT status FROM payments WHERE order_id = $1", payment["id"]) == "refunded"
+
+
+async def test_unpaid_payment_cannot_be_refunded(database_url: str, redis_url: str) -> None:
+    async with running_stack(database_url, redis_url) as stack:
+        _, payment = await stack.pay("k-r-2", kind="ACTIVEPAY", amount=500)
+        status, body = await refund(stack, payment["id"], 100, "r1")
+        missing, _ = await refund(stack, "NOSUCHPAYMENT", 100, "r1")
+        bad, _ = await refund(stack, payment["id"], 1.5, "r2")
+
+    assert (status, body["error"]) == (409, "not_refundable")
+    assert (missing, bad) == (404, 422)

@@ -1,0 +1,162 @@
+"""SQL for orders and refunds: claiming due work, recording attempts, applying transitions."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from datetime import datetime
+
+import asyncpg
+
+from ottpay.client import GatewayReply
+from worker.submission import OrderFacts, Transition
+
+# Lease due orders in the given statuses to this worker; SKIP LOCKED keeps concurrent workers
+# (and arq cron firing on every worker) from ever handling the same order twice at once.
+CLAIM_DUE_ORDERS = """
+UPDATE orders SET lease_until = now() + make_interval(secs => $2)
+WHERE id IN (
+    SELECT id FROM orders
+    WHERE next_check_at <= now() AND status = ANY($3::text[]) AND (lease_until IS NULL OR lease_until < now())
+    ORDER BY next_check_at LIMIT $1
+    FOR UPDATE SKIP LOCKED
+)
+RETURNING id
+"""
+# The same for one order (the job the API enqueues right after creating it).
+CLAIM_ORDER = """
+UPDATE orders SET lease_until = now() + make_interval(secs => $2)
+WHERE id = (
+    SELECT id FROM orders
+    WHERE id = $1 AND next_check_at <= now() AND (lease_until IS NULL OR lease_until < now())
+    FOR UPDATE SKIP LOCKED
+)
+RETURNING id
+"""
+# An order with its last payment-side attempt (refund attempts are not part of its state machine).
+LOAD_ORDER = """
+SELECT o.*, a.action AS last_action, a.outcome AS last_outcome, a.sent AS last_sent, a.not_found AS last_not_found
+FROM orders o
+LEFT JOIN LATERAL (
+    SELECT action, outcome, sent, not_found FROM submission_attempts
+    WHERE order_ref = o.id AND refund_ref IS NULL ORDER BY id DESC LIMIT 1
+) a ON true
+WHERE o.id = $1
+"""
+# Every request sent to OTT Pay, for finance's audit trail (no secrets: no keys, no auth code).
+RECORD_ATTEMPT = """
+INSERT INTO submission_attempts (
+    order_ref, refund_ref, action, outcome, rsp_code, rsp_msg, error, sent, gateway_status, not_found,
+    started_at, latency_ms
+) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+"""
+# Apply a transition; the status only ever rises in rank, whatever arrived meanwhile (a callback).
+APPLY_TRANSITION = """
+UPDATE orders SET
+    status = CASE WHEN order_status_rank($2) > order_status_rank(status) THEN $2 ELSE status END,
+    status_reason = CASE WHEN order_status_rank($2) >= order_status_rank(status) THEN $3 ELSE status_reason END,
+    code_url = coalesce(code_url, $4),
+    paid_amount = coalesce(paid_amount, $5),
+    paid_source = CASE WHEN paid_source IS NULL AND $5::int8 IS NOT NULL THEN $6 ELSE paid_source END,
+    paid_at = CASE WHEN paid_at IS NULL AND $5::int8 IS NOT NULL THEN now() ELSE paid_at END,
+    next_check_at = CASE WHEN $7::float8 IS NULL THEN NULL ELSE now() + make_interval(secs => $7) END,
+    check_attempts = check_attempts + $9,
+    unpaid_flagged_at = CASE WHEN $8 THEN coalesce(unpaid_flagged_at, now()) ELSE unpaid_flagged_at END,
+    lease_until = NULL,
+    updated_at = now()
+WHERE id = $1
+RETURNING status, check_attempts, next_check_at
+"""
+# A payment proven by a PASSIVEPAY response or a status query (a callback may already have it).
+RECORD_PAYMENT = """
+INSERT INTO payments (merchant_id, order_id, status, amount, tip, bizpay_order_id, finish_time_raw, source)
+VALUES ($1, $2, 'paid', $3, $4, $5, $6, $7)
+ON CONFLICT ON CONSTRAINT payments_merchant_order_key DO NOTHING
+"""
+# One alert per (kind, merchant, order); seeing it again only refreshes last_seen_at.
+RAISE_ALERT = """
+INSERT INTO alerts (kind, merchant_id, order_id, amount_at_risk, details)
+VALUES ($1, $2, $3, $4, $5::jsonb)
+ON CONFLICT ON CONSTRAINT alerts_kind_order_key DO UPDATE SET last_seen_at = now()
+"""
+
+
+def facts(row: asyncpg.Record) -> OrderFacts:
+    return OrderFacts(
+        kind=row["kind"],
+        status=row["status"],
+        amount=row["amount"],
+        created_at=row["created_at"],
+        check_attempts=row["check_attempts"],
+        last_action=row["last_action"],
+        last_outcome=row["last_outcome"],
+        last_sent=row["last_sent"] if row["last_sent"] is not None else True,
+        last_not_found=bool(row["last_not_found"]),
+    )
+
+
+async def claim_due(conn: asyncpg.Connection, statuses: Sequence[str], limit: int, lease_s: float) -> list[int]:
+    return [row["id"] for row in await conn.fetch(CLAIM_DUE_ORDERS, limit, lease_s, list(statuses))]
+
+
+async def claim(conn: asyncpg.Connection, order_pk: int, lease_s: float) -> bool:
+    return await conn.fetchval(CLAIM_ORDER, order_pk, lease_s) is not None
+
+
+async def record_attempt(
+    conn: asyncpg.Connection, order_pk: int, reply: GatewayReply, started_at: datetime, refund_pk: int | None = None
+) -> None:
+    await conn.execute(
+        RECORD_ATTEMPT,
+        order_pk,
+        refund_pk,
+        reply.action,
+        str(reply.outcome),
+        reply.rsp_code,
+        (reply.rsp_msg or "")[:500] or None,
+        reply.error,
+        reply.sent,
+        reply.data.get("order_status") if reply.action == "STATUS_QUERY" else None,
+        reply.not_found,
+        started_at,
+        reply.latency_ms,
+    )
+
+
+async def apply(
+    conn: asyncpg.Connection, row: asyncpg.Record, transition: Transition, paid_source: str, *, counted: bool = True
+) -> asyncpg.Record:
+    """Apply a transition to the order in row (with its payment and alert) inside the caller's transaction."""
+    result: asyncpg.Record = await conn.fetchrow(
+        APPLY_TRANSITION,
+        row["id"],
+        transition.status,
+        transition.reason,
+        transition.code_url,
+        transition.paid_amount,
+        paid_source,
+        transition.next_check_in_s,
+        transition.flag_unpaid,
+        1 if counted else 0,
+    )
+    if transition.flag_unpaid:
+        details = json.dumps({"reason": transition.reason, "created_at": row["created_at"].isoformat()})
+        await conn.execute(
+            RAISE_ALERT, "unpaid_order", row["merchant_id"], row["order_id"], row["amount"] + row["tip"], details
+        )
+    return result
+
+
+async def record_payment(
+    conn: asyncpg.Connection, row: asyncpg.Record, amount: int, tip: int, reply: GatewayReply
+) -> None:
+    await conn.execute(
+        RECORD_PAYMENT,
+        row["merchant_id"],
+        row["order_id"],
+        amount,
+        tip,
+        reply.data.get("bizpay_order_id") or None,
+        reply.data.get("trade_time") or None,
+        "response" if reply.action == "PASSIVEPAY" else "query",
+    )

@@ -1,0 +1,185 @@
+"""The submission state machine: what to do next with an order, and what a gateway answer means. Pure."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from enum import StrEnum
+
+from ottpay.client import GatewayReply
+from ottpay.codes import OrderState, Outcome, classify_order_status
+from ottpay.messages import parse_cents
+
+# Statuses after which nothing more is ever sent for an order (refunds have their own flow).
+FINAL = frozenset({"declined", "failed", "closed", "expired", "paid", "partially_refunded", "refunded"})
+# Statuses the unpaid sweep follows with STATUS_QUERY (the customer may still pay).
+SWEPT = frozenset({"awaiting_payment", "unpaid", "review"})
+
+
+class Step(StrEnum):
+    """The next thing to send for an order."""
+
+    SUBMIT = "submit"  # send PASSIVEPAY / ACTIVEPAY (again, with the same order id)
+    QUERY = "query"  # ask STATUS_QUERY where it stands
+    EXPIRE = "expire"  # PASSIVEPAY never reached the gateway and the customer's code is stale
+    NOTHING = "nothing"
+
+
+@dataclass(frozen=True)
+class Policy:
+    """Submission and sweep thresholds (all configurable, see README)."""
+
+    # A wallet payment code is short-lived: never re-send a PASSIVEPAY after this.
+    passivepay_code_ttl_s: float = 60.0
+    # After this many unresolved checks a pre-send failure is final and an unknown goes to review.
+    max_attempts: int = 8
+    base_delay_s: float = 1.0
+    max_delay_s: float = 300.0
+    # ACTIVEPAY orders without a payment are first queried after sweep_after_s …
+    sweep_after_s: float = 300.0
+    # … flagged unpaid after unpaid_deadline_s, and no longer followed after sweep_max_age_s.
+    unpaid_deadline_s: float = 1800.0
+    sweep_max_age_s: float = 86400.0
+
+    def backoff(self, attempts: int, rng: random.Random) -> float:
+        """Exponential delay with jitter (half to full), so workers and orders do not move in step."""
+        delay: float = min(self.max_delay_s, self.base_delay_s * float(2 ** max(0, attempts - 1)))
+        return delay * (0.5 + rng.random() / 2)
+
+
+@dataclass(frozen=True)
+class OrderFacts:
+    """What the state machine needs to know about an order."""
+
+    kind: str
+    status: str
+    amount: int
+    created_at: datetime
+    check_attempts: int
+    last_action: str | None = None
+    last_outcome: str | None = None
+    last_sent: bool = True
+    last_not_found: bool = False
+
+
+@dataclass(frozen=True)
+class Transition:
+    """The result of applying one gateway answer to an order."""
+
+    status: str
+    reason: str | None = None
+    code_url: str | None = None
+    paid_amount: int | None = None  # set when this answer proves the order paid
+    next_check_in_s: float | None = None  # None: nothing more to do
+    flag_unpaid: bool = False
+
+
+def code_expired(order: OrderFacts, now: datetime, policy: Policy) -> bool:
+    return order.kind == "PASSIVEPAY" and now - order.created_at > timedelta(seconds=policy.passivepay_code_ttl_s)
+
+
+def next_step(order: OrderFacts, now: datetime, policy: Policy) -> Step:
+    """Decide what to send next. Re-sending happens only when the gateway cannot have the order:
+    the request never left (sent=False), or STATUS_QUERY said it has no record of it."""
+    if order.status in FINAL:
+        return Step.NOTHING
+    if order.status in SWEPT:
+        return Step.QUERY
+    payment_action = order.last_action in ("PASSIVEPAY", "ACTIVEPAY")
+    may_resend = (
+        order.last_action is None
+        or (payment_action and order.last_outcome == Outcome.UNKNOWN and not order.last_sent)
+        or (order.last_action == "STATUS_QUERY" and order.last_not_found)
+    )
+    if may_resend:
+        return Step.EXPIRE if code_expired(order, now, policy) else Step.SUBMIT
+    return Step.QUERY
+
+
+def after_reply(
+    order: OrderFacts, reply: GatewayReply, now: datetime, policy: Policy, rng: random.Random
+) -> Transition:
+    """What a gateway answer does to the order. Never moves it backwards; the caller's SQL
+    enforces that too (order_status_rank)."""
+    attempts = order.check_attempts + 1
+    later = policy.backoff(attempts, rng)
+    if reply.action == "STATUS_QUERY":
+        return _after_query(order, reply, now, policy, attempts, later)
+    if reply.outcome == Outcome.SUCCESS:
+        if reply.action == "ACTIVEPAY":
+            code_url = reply.data.get("code_url", "")
+            if not code_url:
+                return Transition(order.status, "ACTIVEPAY success without code_url", next_check_in_s=later)
+            return Transition("awaiting_payment", code_url=code_url, next_check_in_s=policy.sweep_after_s)
+        return _from_gateway_state(order, reply, now, policy, later)
+    if reply.outcome == Outcome.DECLINED:
+        return Transition("declined", _reason(reply))
+    if reply.outcome == Outcome.PERMANENT:
+        return Transition("failed", _reason(reply))
+    # Unknown: if the request may have arrived, only a query may follow; otherwise re-send later.
+    if attempts >= policy.max_attempts:
+        if not reply.sent:
+            return Transition("failed", f"gateway unreachable after {attempts} attempts ({reply.error})")
+        return Transition("review", f"unresolved after {attempts} attempts: {_reason(reply)}", next_check_in_s=later)
+    processing = reply.rsp_code == "PROCESSING"
+    return Transition(order.status, _reason(reply), next_check_in_s=policy.base_delay_s if processing else later)
+
+
+def _after_query(
+    order: OrderFacts, reply: GatewayReply, now: datetime, policy: Policy, attempts: int, later: float
+) -> Transition:
+    if reply.not_found:
+        if order.status in SWEPT:
+            return Transition("review", "gateway has no record of an accepted order", next_check_in_s=later)
+        if code_expired(order, now, policy):
+            return Transition("expired", "the gateway never received it and the payment code has expired")
+        if attempts >= policy.max_attempts:
+            return Transition("failed", f"not accepted by the gateway after {attempts} attempts")
+        return Transition(order.status, "gateway has no record: re-sending", next_check_in_s=0)
+    if reply.outcome != Outcome.SUCCESS:
+        return Transition(order.status, _reason(reply), next_check_in_s=later)
+    return _from_gateway_state(order, reply, now, policy, later)
+
+
+def _from_gateway_state(
+    order: OrderFacts, reply: GatewayReply, now: datetime, policy: Policy, later: float
+) -> Transition:
+    raw_status = reply.data.get("order_status", "success" if reply.action == "PASSIVEPAY" else "")
+    state = classify_order_status(raw_status)
+    if state in (OrderState.PAID, OrderState.PARTIALLY_REFUNDED, OrderState.REFUNDED):
+        return Transition("paid", paid_amount=_paid_amount(order, reply))
+    if state == OrderState.UNPAID_FINAL:
+        final = "declined" if order.kind == "PASSIVEPAY" else "closed"
+        return Transition(final, f"gateway order_status {raw_status}")
+    if state == OrderState.REVIEW:
+        return Transition("review", f"unknown gateway order_status {raw_status!r}", next_check_in_s=later)
+    # Still pending at the gateway.
+    age = (now - order.created_at).total_seconds()
+    if order.kind == "PASSIVEPAY":
+        # The customer may be entering a PIN: look again soon, the cashier is waiting.
+        return Transition(order.status, f"gateway order_status {raw_status}", next_check_in_s=min(later, 5.0))
+    status = "awaiting_payment" if order.status == "pending" else order.status
+    if age >= policy.sweep_max_age_s:
+        return Transition("unpaid", "no longer followed: past the sweep's maximum age", flag_unpaid=True)
+    if age >= policy.unpaid_deadline_s:
+        return Transition("unpaid", "still unpaid past the deadline", next_check_in_s=later, flag_unpaid=True)
+    return Transition(status, next_check_in_s=max(later, policy.sweep_after_s / 4))
+
+
+def _paid_amount(order: OrderFacts, reply: GatewayReply) -> int:
+    # The gateway's own figure is the evidence; fall back to the ordered amount if it gave none.
+    for name in ("total_amount", "amount"):
+        raw = reply.data.get(name)
+        if raw:
+            try:
+                return parse_cents(raw)
+            except ValueError:
+                break
+    return order.amount
+
+
+def _reason(reply: GatewayReply) -> str:
+    if reply.rsp_code is None:
+        return f"no answer: {reply.error}"
+    return f"{reply.rsp_code}: {reply.rsp_msg or ''}".strip()

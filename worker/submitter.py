@@ -1,0 +1,141 @@
+"""Carries orders through the submission state machine: claim, decide, send, record, apply."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Sequence
+from datetime import UTC, datetime
+
+import asyncpg
+
+from ottpay.client import GatewayReply, OttPayClient
+from ottpay.messages import parse_cents
+from worker import db, orders_db
+from worker.gateway import Gateway
+from worker.submission import Policy, Step, Transition, after_reply, next_step
+
+logger = logging.getLogger("ottrecon.submitter")
+
+# A step that decided there was nothing to do gives its lease back and leaves no check due.
+RELEASE = "UPDATE orders SET lease_until = NULL, next_check_at = NULL WHERE id = $1"
+
+
+class Submitter:
+    """Moves orders forward. Every public method is idempotent and safe on several workers at once:
+    an order is only handled under a lease taken with FOR UPDATE SKIP LOCKED."""
+
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        gateway: Gateway,
+        policy: Policy,
+        *,
+        callback_url: str | None,
+        lease_s: float,
+        rng: random.Random | None = None,
+    ) -> None:
+        self._pool = pool
+        self._gateway = gateway
+        self._policy = policy
+        self._callback_url = callback_url
+        self._lease_s = lease_s
+        self._rng = rng or random.Random()
+
+    async def process(self, order_pk: int) -> Transition | None:
+        """Handle one order if it is due and nobody else holds it; None when there was nothing to do."""
+        async with db.translate_errors():
+            async with self._pool.acquire() as conn:
+                if not await orders_db.claim(conn, order_pk, self._lease_s):
+                    return None
+            return await self._handle(order_pk)
+
+    async def process_due(self, statuses: Sequence[str], limit: int) -> int:
+        """Handle up to limit due orders in the given statuses, concurrently; return how many."""
+        async with db.translate_errors():
+            async with self._pool.acquire() as conn:
+                order_pks = await orders_db.claim_due(conn, statuses, limit, self._lease_s)
+            results = await asyncio.gather(*(self._handle(pk) for pk in order_pks), return_exceptions=True)
+        for order_pk, result in zip(order_pks, results, strict=True):
+            if isinstance(result, BaseException):
+                # The lease expires and the order is due again: nothing is lost, but say so.
+                logger.error("order step failed", exc_info=result, extra={"order_pk": order_pk})
+        return len(order_pks)
+
+    async def _handle(self, order_pk: int) -> Transition | None:
+        async with self._pool.acquire() as conn:
+            row = await conn.fetchrow(orders_db.LOAD_ORDER, order_pk)
+        now = datetime.now(UTC)
+        order = orders_db.facts(row)
+        step = next_step(order, now, self._policy)
+        reply: GatewayReply | None = None
+        if step == Step.NOTHING:
+            async with self._pool.acquire() as conn:
+                await conn.execute(RELEASE, order_pk)
+            return None
+        client = self._gateway.client_for(row["merchant_id"])
+        if step == Step.EXPIRE:
+            transition = Transition("expired", "the payment code expired before the gateway received the order")
+        elif client is None:
+            transition = Transition("failed", "merchant has no sign key or operator id configured")
+        elif step == Step.SUBMIT and row["kind"] == "ACTIVEPAY" and not self._callback_url:
+            transition = Transition("failed", "OTTRECON_CALLBACK_URL is not configured")
+        else:
+            reply = await self._send(step, client, row)
+            transition = after_reply(order, reply, now, self._policy, self._rng)
+        async with self._pool.acquire() as conn, conn.transaction():
+            if reply is not None:
+                await orders_db.record_attempt(conn, order_pk, reply, now)
+            await orders_db.apply(conn, row, transition, _paid_source(reply), counted=reply is not None)
+            if transition.paid_amount is not None and reply is not None:
+                await orders_db.record_payment(conn, row, transition.paid_amount, _tip(reply, row["tip"]), reply)
+        _log(row, step, reply, transition)
+        return transition
+
+    async def _send(self, step: Step, client: OttPayClient, row: asyncpg.Record) -> GatewayReply:
+        if step == Step.QUERY:
+            return await client.status_query(row["order_id"])
+        if row["kind"] == "PASSIVEPAY":
+            return await client.passive_pay(
+                order_id=row["order_id"],
+                amount=row["amount"],
+                tip=row["tip"],
+                auth_code=row["auth_code"],
+                biz_type=row["biz_type"],
+                sale_num=row["sale_num"],
+            )
+        assert self._callback_url is not None
+        return await client.active_pay(
+            order_id=row["order_id"],
+            amount=row["amount"],
+            tip=row["tip"],
+            biz_type=row["biz_type"],
+            call_back_url=self._callback_url,
+        )
+
+
+def _paid_source(reply: GatewayReply | None) -> str:
+    return "response" if reply is not None and reply.action == "PASSIVEPAY" else "query"
+
+
+def _tip(reply: GatewayReply, ordered: int) -> int:
+    try:
+        return parse_cents(reply.data["tip"])
+    except (KeyError, ValueError):
+        return ordered
+
+
+def _log(row: asyncpg.Record, step: Step, reply: GatewayReply | None, transition: Transition) -> None:
+    logger.info(
+        "order step",
+        extra={
+            "merchant_id": row["merchant_id"],
+            "order_id": row["order_id"],
+            "step": str(step),
+            "rsp_code": reply.rsp_code if reply else None,
+            "outcome": str(reply.outcome) if reply else None,
+            "status": transition.status,
+            "reason": transition.reason,
+        },
+    )
