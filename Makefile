@@ -16,13 +16,13 @@ $(BIN)/.installed: pyproject.toml
 	$(BIN)/pip install --quiet -e '.[test]'
 	touch $@
 
-## run: install, migrate, and run the receiver and the worker in the foreground (Ctrl-C stops both).
-## honcho hands each process PORT = base + 100·i; web comes first, so it gets --port.
+## run: install, migrate, and run receiver, worker, api and the gateway simulator in the foreground
+## (Ctrl-C stops all). honcho hands each process PORT = base + 100·i; web comes first, so it gets --port.
 run: $(BIN)/.installed
 	@scripts/dev_env.sh
 	$(SERVICES) && PATH="$(CURDIR)/$(BIN):$$PATH" && \
 		$(BIN)/ottrecon migrate && \
-		exec $(BIN)/honcho -f Procfile start --port "$${PORT:-8080}" web worker
+		exec $(BIN)/honcho -f Procfile.dev start --port "$${PORT:-8080}"
 
 ## test: format check, lint, type check, then the whole suite against real Postgres and Redis
 test: $(BIN)/.installed check

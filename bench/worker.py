@@ -124,6 +124,9 @@ def run(options: WorkerOptions, env: dict[str, str]) -> WorkerReport:
         "REDIS_URL": redis_url,
         "OTTPAY_MERCHANTS": f"{BENCH_MERCHANT}={sign_key}",
         "LOG_LEVEL": options.log_level,
+        # The worker also talks to the OTT Pay gateway (orders); point it at a closed local port so
+        # nothing it does during a benchmark can leave this machine. The benchmark creates no orders.
+        "OTTPAY_BASE_URL": "http://127.0.0.1:9",
     }
     settings = WorkerSettings.from_env(child_env)
     used = {"max_jobs": settings.max_jobs, "poll_delay_s": settings.poll_delay_s}

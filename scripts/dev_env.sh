@@ -1,12 +1,21 @@
 #!/usr/bin/env bash
-# Create a git-ignored .env for local runs (honcho loads it) with a demo merchant and a
-# freshly generated sign key, unless .env exists or OTTPAY_MERCHANTS is already set.
+# Create a git-ignored .env for local runs (honcho loads it): a demo merchant with a freshly
+# generated sign key, an API token, and the gateway simulator (Procfile.dev) instead of the
+# real OTT Pay endpoint. Does nothing if .env exists or OTTPAY_MERCHANTS is already set.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [[ -n "${OTTPAY_MERCHANTS:-}" || -f .env ]]; then
   exit 0
 fi
-key="$(od -An -N8 -tx1 /dev/urandom | tr -d ' \n' | tr 'a-f' 'A-F')"
+hex() { od -An -N"$1" -tx1 /dev/urandom | tr -d ' \n' | tr 'a-f' 'A-F'; }
 umask 077
-printf 'OTTPAY_MERCHANTS=DEMO000001=%s\n' "$key" > .env
-echo "dev_env: wrote .env with demo merchant DEMO000001 and a random sign key (local use only)" >&2
+cat > .env <<ENV
+# Local rehearsal settings written by scripts/dev_env.sh — never use these in production.
+OTTPAY_MERCHANTS=DEMO000001=$(hex 8)
+OTTPAY_OPERATORS=DEMO000001=1000000001
+OTTRECON_API_TOKENS=dev:$(hex 24)
+OTTPAY_BASE_URL=http://127.0.0.1:8090
+OTTRECON_CALLBACK_URL=http://127.0.0.1:8080/ottpay/callback
+SIM_AUTOPAY=fraction=0.9,delay_s=5
+ENV
+echo "dev_env: wrote .env (demo merchant DEMO000001, an API token, the simulator as gateway)" >&2

@@ -86,6 +86,7 @@ def facts(row: asyncpg.Record) -> OrderFacts:
         kind=row["kind"],
         status=row["status"],
         amount=row["amount"],
+        tip=row["tip"],
         created_at=row["created_at"],
         check_attempts=row["check_attempts"],
         last_action=row["last_action"],

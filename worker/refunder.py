@@ -53,7 +53,8 @@ MARK_ORDER_REFUNDED = """
 WITH total AS (
     SELECT coalesce(sum(amount), 0) AS refunded FROM refunds WHERE order_ref = $1 AND status = 'succeeded'
 ), target AS (
-    SELECT CASE WHEN total.refunded >= coalesce(o.paid_amount, o.amount) THEN 'refunded' ELSE 'partially_refunded' END
+    SELECT CASE WHEN total.refunded >= coalesce(o.paid_amount, o.amount) + o.tip
+                THEN 'refunded' ELSE 'partially_refunded' END
         AS status, o.merchant_id, o.order_id
     FROM orders o, total WHERE o.id = $1
 ), moved AS (

@@ -57,6 +57,7 @@ class OrderFacts:
     amount: int
     created_at: datetime
     check_attempts: int
+    tip: int = 0
     last_action: str | None = None
     last_outcome: str | None = None
     last_sent: bool = True
@@ -168,14 +169,20 @@ def _from_gateway_state(
 
 
 def _paid_amount(order: OrderFacts, reply: GatewayReply) -> int:
-    # The gateway's own figure is the evidence; fall back to the ordered amount if it gave none.
-    for name in ("total_amount", "amount"):
-        raw = reply.data.get(name)
-        if raw:
-            try:
-                return parse_cents(raw)
-            except ValueError:
-                break
+    """The paid amount excluding tip, comparable with the ordered amount.
+
+    STATUS_QUERY reports `amount`; PASSIVEPAY only `total_amount`, which is amount + tip
+    (docs/decisions/0009). The gateway's figure is the evidence; the ordered amount is the
+    fallback when it gave none that parses.
+    """
+    try:
+        if reply.data.get("amount"):
+            return parse_cents(reply.data["amount"])
+        if reply.data.get("total_amount"):
+            tip = parse_cents(reply.data["tip"]) if reply.data.get("tip") else order.tip
+            return parse_cents(reply.data["total_amount"]) - tip
+    except ValueError:
+        pass
     return order.amount
 
 

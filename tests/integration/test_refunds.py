@@ -52,3 +52,17 @@ async def test_unpaid_payment_cannot_be_refunded(database_url: str, redis_url: s
 
     assert (status, body["error"]) == (409, "not_refundable")
     assert (missing, bad) == (404, 422)
+
+
+async def test_tip_is_kept_apart_from_the_amount_and_is_refundable(
+    database_url: str, redis_url: str, db: asyncpg.Connection
+) -> None:
+    async with running_stack(database_url, redis_url) as stack:
+        _, payment = await stack.pay("k-r-tip", kind="PASSIVEPAY", amount=1000, tip=150, auth_code="283456789012344444")
+        status, whole = await refund(stack, payment["id"], 1150, "r1")
+        final = await stack.get(f"/api/payments/{payment['id']}")
+
+    assert (payment["status"], payment["paid_amount"], payment["tip"]) == ("paid", 1000, 150)
+    assert (status, whole["status"], final["status"]) == (201, "succeeded", "refunded")
+    row = await db.fetchrow("SELECT amount, tip FROM payments WHERE order_id = $1", payment["id"])
+    assert row is not None and (row["amount"], row["tip"]) == (1000, 150)
