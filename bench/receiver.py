@@ -20,6 +20,7 @@ from bench.support import (
     BenchError,
     Child,
     add_common_arguments,
+    child_env,
     dump_json,
     facts_text,
     flush_redis_db,
@@ -144,14 +145,13 @@ def _measure(
     port = free_port()
     if server == "bare":
         argv = [sys.executable, "-m", "bench.bare_app", "--port", str(port)]
-        child_env = dict(env)
+        variables = {}
     else:
         argv = ottrecon_command("web")
-        child_env = {**env, "PORT": str(port), "HOST": "127.0.0.1", "REDIS_URL": redis_url}
-        child_env["LOG_LEVEL"] = options.log_level
+        variables = {"PORT": str(port), "HOST": "127.0.0.1", "REDIS_URL": redis_url, "LOG_LEVEL": options.log_level}
     url = f"http://127.0.0.1:{port}/ottpay/callback"
     load = {"threads": options.threads, "connections": options.connections}
-    with Child(server, argv, workdir / f"{server}-{port}.log", child_env) as child:
+    with Child(server, argv, workdir / f"{server}-{port}.log", child_env(variables, env)) as child:
         wait_http_ok(port, "/healthz", child)
         if options.warmup_s > 0:
             run_wrk(url, bodies_path, workdir, duration_s=options.warmup_s, **load)
@@ -198,14 +198,15 @@ def summary(report: ReceiverReport) -> str:
                 f"{m.wrk.rps:,.0f}",
                 f"{m.wrk.p50_ms:.1f}",
                 f"{m.wrk.p99_ms:.1f}",
-                str(m.wrk.non_2xx + m.wrk.socket_errors),
+                str(m.wrk.non_2xx),
+                str(m.wrk.socket_errors),
                 str(m.wrk.duplicates),
                 f"{m.server_cpu_pct:.0f}",
                 f"{100 * m.wrk.wrk_cpu_s / m.wrk.duration_s:.0f}",
                 queue,
             ]
         )
-    header = ["run", "req/s", "p50 ms", "p99 ms", "non-2xx+err", "dup", "srv cpu%", "wrk cpu%", "jobs queued"]
+    header = ["run", "req/s", "p50 ms", "p99 ms", "non-2xx", "sock err", "dup", "srv cpu%", "wrk cpu%", "jobs queued"]
     o = report.options
     ratios = ", ".join(f"{r:.0%}" for r in report.ratios)
     lines = [

@@ -32,6 +32,9 @@ BENCH_MERCHANT = "BENCH00001"
 # Redis database index the benchmarks own: flushed before and after use (the tests use 15).
 BENCH_REDIS_DB = 14
 _LOOPBACK_HOSTS = ("127.0.0.1", "localhost")
+# A 1-minute load average above this means something else is running and the numbers suffer.
+_BUSY_LOAD = 0.5
+_PASSED_THROUGH = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR")
 # Children run from the repository root, so `python -m bench.…` and `-m ottrecon.cli` resolve there.
 REPO_ROOT = Path(__file__).resolve().parent.parent
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -90,6 +93,16 @@ def make_callbacks(count: int, sign_key: str, merchant_id: str = BENCH_MERCHANT)
         data.update({"merchant_id": merchant_id, "order_id": order_id, "finish_time": "20200416050429"})
         bodies.append(build_callback(data, merchant_id, sign_key))
     return bodies
+
+
+def child_env(variables: Mapping[str, str], env: Mapping[str, str] = os.environ) -> dict[str, str]:
+    """A minimal environment for a measured process: the variables given plus PATH, HOME and locale.
+
+    Nothing else leaks in from the caller's shell: services run with their code defaults
+    (the settings the benchmark reports), and no URL there can send traffic off this machine.
+    """
+    kept = {name: env[name] for name in _PASSED_THROUGH if name in env}
+    return {**kept, **variables}
 
 
 def ottrecon_command(*args: str) -> list[str]:
@@ -225,6 +238,7 @@ def cpu_model() -> str:
 def machine_facts(redis_url: str | None, database_url: str | None) -> list[tuple[str, str]]:
     """What the numbers depend on: CPUs, Python and library versions, server versions and settings."""
     facts = [
+        ("code", _revision()),
         ("cpus (usable)", str(len(os.sched_getaffinity(0)))),
         ("cpu model", cpu_model()),
         ("kernel", platform.release()),
@@ -251,6 +265,20 @@ def machine_facts(redis_url: str | None, database_url: str | None) -> list[tuple
     return facts
 
 
+def _revision() -> str:
+    # Read-only git queries; the tree is often mid-change, so say how far it is from the commit.
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        changed = subprocess.run(
+            ["git", "status", "--porcelain"], cwd=REPO_ROOT, capture_output=True, text=True, check=True
+        ).stdout.splitlines()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown (not a git checkout)"
+    return f"{head} + {len(changed)} uncommitted file(s)" if changed else head
+
+
 async def _postgres_facts(database_url: str) -> str:
     conn = await asyncpg.connect(database_url)
     try:
@@ -274,9 +302,13 @@ def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
 
 
 def facts_text(facts: Sequence[tuple[str, str]]) -> str:
-    """machine_facts as aligned "name  value" lines."""
+    """machine_facts as aligned "name  value" lines, with a warning when the machine is not idle."""
     width = max(len(name) for name, _ in facts)
-    return "\n".join(f"{name.ljust(width)}  {value}" for name, value in facts)
+    lines = [f"{name.ljust(width)}  {value}" for name, value in facts]
+    load = os.getloadavg()[0]
+    if load > _BUSY_LOAD:
+        lines.append(f"warning: load average {load:.2f}: other work shares these cores, expect lower numbers")
+    return "\n".join(lines)
 
 
 def add_common_arguments(parser: argparse.ArgumentParser) -> None:

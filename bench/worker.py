@@ -5,23 +5,24 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import secrets
 import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import asyncpg
 
+from bench.databases import ThrowawayDatabases
 from bench.support import (
     BENCH_MERCHANT,
     BENCH_REDIS_DB,
     BenchError,
     Child,
     add_common_arguments,
+    child_env,
     dump_json,
     facts_text,
     flush_redis_db,
@@ -32,11 +33,9 @@ from bench.support import (
     server_url,
     stop_on_sigterm,
     table,
-    with_database,
     with_redis_db,
 )
 from webhook.queue import QUEUE_NAME, connect, enqueue_callback
-from worker.migrations import migrate
 from worker.queue import DEAD_LETTER_KEY
 from worker.settings import WorkerSettings
 
@@ -112,34 +111,32 @@ class WorkerReport:
 
 
 def run(options: WorkerOptions, env: dict[str, str]) -> WorkerReport:
-    """No-op drain then real drain, options.rounds times; creates and always drops its database."""
+    """No-op drain then real drain, options.rounds times; every database it creates is dropped."""
     admin_url = server_url("DATABASE_URL", env)
     redis_url = with_redis_db(server_url("REDIS_URL", env), options.redis_db)
-    database = f"ottrecon_bench_{secrets.token_hex(4)}"
-    database_url = with_database(admin_url, database)
     sign_key = new_sign_key()
-    child_env = {
-        **env,
-        "DATABASE_URL": database_url,
-        "REDIS_URL": redis_url,
-        "OTTPAY_MERCHANTS": f"{BENCH_MERCHANT}={sign_key}",
-        "LOG_LEVEL": options.log_level,
-        # The worker also talks to the OTT Pay gateway (orders); point it at a closed local port so
-        # nothing it does during a benchmark can leave this machine. The benchmark creates no orders.
-        "OTTPAY_BASE_URL": "http://127.0.0.1:9",
-    }
-    settings = WorkerSettings.from_env(child_env)
-    used = {"max_jobs": settings.max_jobs, "poll_delay_s": settings.poll_delay_s}
-    used |= {"write_batch_max": settings.write_batch_max, "db_pool_max": settings.db_pool_max}
-    report = WorkerReport(options, used)
     callbacks = make_callbacks(options.callbacks, sign_key)
-    with tempfile.TemporaryDirectory(prefix="ottrecon-bench-") as tmp:
-        workdir = Path(tmp)
+    with tempfile.TemporaryDirectory(prefix="ottrecon-bench-") as tmp, ThrowawayDatabases(admin_url) as databases:
+        variables = {
+            "DATABASE_URL": databases.template_url,  # each real drain gets its own clone instead
+            "REDIS_URL": redis_url,
+            "OTTPAY_MERCHANTS": f"{BENCH_MERCHANT}={sign_key}",
+            "LOG_LEVEL": options.log_level,
+            # The worker also talks to the OTT Pay gateway (orders); point it at a closed local port so
+            # nothing it does during a benchmark can leave this machine. The benchmark creates no orders.
+            "OTTPAY_BASE_URL": "http://127.0.0.1:9",
+        }
+        worker_env = child_env(variables, env)
+        settings = WorkerSettings.from_env(worker_env)
+        used = {"max_jobs": settings.max_jobs, "poll_delay_s": settings.poll_delay_s}
+        used |= {"write_batch_max": settings.write_batch_max, "db_pool_max": settings.db_pool_max}
+        report = WorkerReport(options, used)
         try:
-            asyncio.run(_create_database(admin_url, database, database_url))
             for round_no in range(1, options.rounds + 1):
                 for kind in (NOOP, REAL):
-                    drain = _drain(kind, options, callbacks, redis_url, database_url, workdir, child_env)
+                    if kind == REAL:
+                        worker_env["DATABASE_URL"] = databases.clone(f"r{round_no}")
+                    drain = _drain(kind, options, callbacks, redis_url, Path(tmp), worker_env)
                     report.drains.append(drain)
                     print(
                         f"  round {round_no} {kind:<16} {drain.rate:7,.0f} jobs/s "
@@ -149,7 +146,6 @@ def run(options: WorkerOptions, env: dict[str, str]) -> WorkerReport:
                     )
         finally:
             flush_redis_db(redis_url)
-            asyncio.run(_drop_database(admin_url, database))
     return report
 
 
@@ -158,36 +154,34 @@ def _drain(
     options: WorkerOptions,
     callbacks: list[dict[str, str]],
     redis_url: str,
-    database_url: str,
     workdir: Path,
     env: dict[str, str],
 ) -> Drain:
     flush_redis_db(redis_url)
-    asyncio.run(_reset_tables(database_url))
     asyncio.run(_fill(redis_url, callbacks))
     argv = [sys.executable, "-m", "bench.arq_noop"] if kind == NOOP else ottrecon_command("worker")
     log_path = workdir / f"{kind.replace(' ', '-')}-{time.monotonic_ns()}.log"
+    database_url = env["DATABASE_URL"] if kind == REAL else None
     with Child(kind, argv, log_path, env) as child:
-        drain = asyncio.run(_watch(kind, child, len(callbacks), redis_url, database_url, options.timeout_s))
-    return drain
+        return asyncio.run(_watch(kind, child, len(callbacks), redis_url, database_url, options.timeout_s))
 
 
-async def _watch(kind: str, child: Child, total: int, redis_url: str, database_url: str, timeout_s: float) -> Drain:
-    """Poll until every job is done; for the real worker "done" means a row in callbacks."""
+async def _watch(
+    kind: str, child: Child, total: int, redis_url: str, database_url: str | None, timeout_s: float
+) -> Drain:
+    """Poll until every job is done: a row in callbacks for the real worker, off the queue for the no-op."""
     redis = connect(redis_url, 5.0)
-    conn = await asyncpg.connect(database_url)
+    conn = await asyncpg.connect(database_url) if database_url is not None else None
     try:
 
         async def queued() -> int:
             return int(await redis.zcard(QUEUE_NAME))
 
-        async def recorded() -> int:
+        async def done_count() -> int:
+            if conn is None:
+                return total - await queued()
             return int(await conn.fetchval("SELECT count(*) FROM callbacks"))
 
-        async def off_queue() -> int:
-            return total - await queued()
-
-        done_count: Callable[[], Awaitable[int]] = off_queue if kind == NOOP else recorded
         first_s, first_count = 0.0, 0
         while True:
             count = await done_count()
@@ -203,21 +197,22 @@ async def _watch(kind: str, child: Child, total: int, redis_url: str, database_u
             await asyncio.sleep(_POLL_S)
         cpu_s = child.cpu_seconds()
         checks = []
-        # The job is acknowledged (removed from the queue) just after its commit; give that a moment.
+        # A job leaves the queue just after its commit; give the last ones a moment.
         for _ in range(250):
             if await queued() == 0:
                 break
             await asyncio.sleep(_POLL_S)
         else:
             checks.append(f"{await queued()} jobs still queued")
-        if kind == REAL:
+        if conn is not None:
             checks += await _database_checks(conn, total)
             dead = int(await redis.llen(DEAD_LETTER_KEY))  # type: ignore[misc]  # redis-py types sync|async
             if dead:
                 checks.append(f"{dead} dead-lettered")
         return Drain(kind, total, wall_s, first_s, first_count, cpu_s, checks)
     finally:
-        await conn.close()
+        if conn is not None:
+            await conn.close()
         await redis.aclose(close_connection_pool=True)
 
 
@@ -251,31 +246,6 @@ async def _fill(redis_url: str, callbacks: list[dict[str, str]]) -> None:
         await redis.aclose(close_connection_pool=True)
     if queued != len(callbacks):
         raise BenchError(f"queued {queued} jobs for {len(callbacks)} distinct callbacks")
-
-
-async def _create_database(admin_url: str, database: str, database_url: str) -> None:
-    conn = await asyncpg.connect(admin_url)
-    try:
-        await conn.execute(f'CREATE DATABASE "{database}"')
-    finally:
-        await conn.close()
-    await migrate(database_url)
-
-
-async def _drop_database(admin_url: str, database: str) -> None:
-    conn = await asyncpg.connect(admin_url)
-    try:
-        await conn.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
-    finally:
-        await conn.close()
-
-
-async def _reset_tables(database_url: str) -> None:
-    conn = await asyncpg.connect(database_url)
-    try:
-        await conn.execute("TRUNCATE callbacks, payments, rejected_callbacks RESTART IDENTITY")
-    finally:
-        await conn.close()
 
 
 def summary(report: WorkerReport) -> str:

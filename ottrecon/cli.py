@@ -13,7 +13,7 @@ from zoneinfo import ZoneInfo
 
 from api.errors import ApiError
 from api.errors import ConfigError as ApiConfigError
-from ottrecon import logs
+from ottrecon import finance_commands, logs
 from webhook.errors import ConfigError as WebhookConfigError
 from worker.errors import ConfigError as WorkerConfigError
 from worker.errors import WorkerError
@@ -68,9 +68,11 @@ def _parser() -> argparse.ArgumentParser:
     refund.add_argument("--wait", type=float, default=10.0)
     command("replay-rejected", _replay, "re-verify rejected callbacks with the current keys")
     command("requeue-dead", _requeue_dead, "put dead-lettered callbacks back on the queue (needs REDIS_URL)")
-    export = command("export", _export, "write payments or rejected callbacks as CSV to stdout")
-    export.add_argument("what", choices=["payments", "rejected"])
+    export = command("export", _export, "write payments, rejected callbacks or a ledger report as CSV to stdout")
+    export.add_argument("what", choices=["payments", "rejected", *finance_commands.REPORTS])
     export.add_argument("--format", choices=["csv"], default="csv")
+    finance_commands.add_report_choices(export)
+    finance_commands.register(command)
     sample = command("make-callback", _make_callback, "print a correctly encrypted callback (for testing a setup)")
     sample.add_argument("--merchant", required=True, help="a merchant id configured in OTTPAY_MERCHANTS")
     sample.add_argument("--order-id", required=True)
@@ -181,6 +183,8 @@ def _export(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     (database_url,) = _require(env, "DATABASE_URL")
 
     async def run() -> int:
+        if args.what in finance_commands.REPORTS:
+            return await finance_commands.export_report(database_url, args)
         pool = await db.create_pool(database_url, 1)
         try:
             return await export_csv(pool, args.what, sys.stdout)

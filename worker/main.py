@@ -22,6 +22,7 @@ from worker.payment_jobs import (
     sweep_unpaid_orders,
 )
 from worker.queue import INGEST_JOB, PROCESS_ORDER_JOB, PROCESS_REFUND_JOB, QUEUE_NAME, deserialize, serialize
+from worker.recon_jobs import ReconState, deliver_alerts, reconcile_ledger
 from worker.refunder import Refunder
 from worker.settings import WorkerSettings
 from worker.submitter import Submitter
@@ -52,6 +53,13 @@ def create_worker(settings: WorkerSettings, **overrides: Any) -> Worker:
         submitter = Submitter(pool, gateway, settings.policy, callback_url=settings.callback_url, lease_s=lease_s)
         refunder = Refunder(pool, gateway, settings.policy, lease_s=lease_s)
         ctx["payments"] = PaymentState(submitter=submitter, refunder=refunder, batch=settings.sweep_batch)
+        ctx["recon"] = ReconState(
+            pool=pool,
+            business_tz=settings.business_tz,
+            http=session,
+            alert_webhook_url=settings.alert_webhook_url,
+            alert_storm_threshold=settings.alert_storm_threshold,
+        )
         logger.info("worker started", extra={"merchants": len(settings.merchants), "max_tries": settings.max_tries})
 
     async def shutdown(ctx: dict[str, Any]) -> None:
@@ -74,6 +82,8 @@ def create_worker(settings: WorkerSettings, **overrides: Any) -> Worker:
         "cron_jobs": [
             cron(retry_failed_submissions, second=every, run_at_startup=True, timeout=240),
             cron(sweep_unpaid_orders, second=every, run_at_startup=True, timeout=240),
+            cron(reconcile_ledger, second=every, run_at_startup=True, timeout=240),
+            cron(deliver_alerts, second=every, run_at_startup=True, timeout=120),
         ],
         "queue_name": QUEUE_NAME,
         "redis_settings": RedisSettings.from_dsn(settings.redis_url),

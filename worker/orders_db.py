@@ -47,8 +47,8 @@ WHERE o.id = $1
 RECORD_ATTEMPT = """
 INSERT INTO submission_attempts (
     order_ref, refund_ref, action, outcome, rsp_code, rsp_msg, error, sent, gateway_status, not_found,
-    started_at, latency_ms
-) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+    started_at, latency_ms, data
+) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13::jsonb)
 """
 # Apply a transition; the status only ever rises in rank, whatever arrived meanwhile (a callback).
 APPLY_TRANSITION = """
@@ -72,12 +72,6 @@ RECORD_PAYMENT = """
 INSERT INTO payments (merchant_id, order_id, status, amount, tip, bizpay_order_id, finish_time_raw, source)
 VALUES ($1, $2, 'paid', $3, $4, $5, $6, $7)
 ON CONFLICT ON CONSTRAINT payments_merchant_order_key DO NOTHING
-"""
-# One alert per (kind, merchant, order); seeing it again only refreshes last_seen_at.
-RAISE_ALERT = """
-INSERT INTO alerts (kind, merchant_id, order_id, amount_at_risk, details)
-VALUES ($1, $2, $3, $4, $5::jsonb)
-ON CONFLICT ON CONSTRAINT alerts_kind_order_key DO UPDATE SET last_seen_at = now()
 """
 
 
@@ -121,13 +115,18 @@ async def record_attempt(
         reply.not_found,
         started_at,
         reply.latency_ms,
+        # Verified gateway data (channel id, amounts): evidence for reconciliation; holds no secrets.
+        json.dumps(reply.data, ensure_ascii=False) if reply.data else None,
     )
 
 
 async def apply(
     conn: asyncpg.Connection, row: asyncpg.Record, transition: Transition, paid_source: str, *, counted: bool = True
 ) -> asyncpg.Record:
-    """Apply a transition to the order in row (with its payment and alert) inside the caller's transaction."""
+    """Apply a transition to the order in row inside the caller's transaction.
+
+    An unpaid flag only marks the order; the reconciler turns it into an alert.
+    """
     result: asyncpg.Record = await conn.fetchrow(
         APPLY_TRANSITION,
         row["id"],
@@ -140,11 +139,6 @@ async def apply(
         transition.flag_unpaid,
         1 if counted else 0,
     )
-    if transition.flag_unpaid:
-        details = json.dumps({"reason": transition.reason, "created_at": row["created_at"].isoformat()})
-        await conn.execute(
-            RAISE_ALERT, "unpaid_order", row["merchant_id"], row["order_id"], row["amount"] + row["tip"], details
-        )
     return result
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from ottpay.client import OttPayClient
 from ottpay.keys import MerchantKeys, parse_merchant_keys, parse_operator_ids
@@ -39,6 +40,11 @@ class WorkerSettings:
     # Scheduled jobs run every cron_every_s seconds and take at most sweep_batch orders each.
     cron_every_s: int = 5
     sweep_batch: int = 50
+    # Daily reports and statement periods are in this zone (OTT Pay's merchants are Canadian).
+    business_tz: str = "America/Toronto"
+    # Slack-compatible incoming webhook for alerts; its path is a secret. None: alerts go to the log.
+    alert_webhook_url: str | None = field(default=None, repr=False)
+    alert_storm_threshold: int = 10
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> WorkerSettings:
@@ -77,7 +83,20 @@ class WorkerSettings:
             unpaid_deadline_s=reader.number("OTTRECON_UNPAID_DEADLINE_SECONDS", default.unpaid_deadline_s, minimum=0),
             sweep_max_age_s=reader.number("OTTRECON_SWEEP_MAX_AGE_SECONDS", default.sweep_max_age_s, minimum=0),
         )
+        business_tz = env.get("OTTRECON_BUSINESS_TZ", "").strip() or cls.business_tz
+        try:
+            ZoneInfo(business_tz)
+        except (ZoneInfoNotFoundError, ValueError):
+            problems.append(f"OTTRECON_BUSINESS_TZ: unknown time zone {business_tz!r}")
+        alert_url = env.get("OTTRECON_ALERT_WEBHOOK_URL", "").strip() or None
+        if alert_url and not alert_url.startswith(("http://", "https://")):
+            problems.append("OTTRECON_ALERT_WEBHOOK_URL must be an http(s) URL")
         settings = cls(
+            business_tz=business_tz,
+            alert_webhook_url=alert_url,
+            alert_storm_threshold=int(
+                reader.number("OTTRECON_ALERT_STORM_THRESHOLD", cls.alert_storm_threshold, minimum=2)
+            ),
             operators=operators,
             gateway_base_url=base_url,
             gateway_timeout_s=reader.number("OTTPAY_TIMEOUT_SECONDS", cls.gateway_timeout_s, minimum=0.1),

@@ -44,7 +44,9 @@ class Policy:
 
     def backoff(self, attempts: int, rng: random.Random) -> float:
         """Exponential delay with jitter (half to full), so workers and orders do not move in step."""
-        delay: float = min(self.max_delay_s, self.base_delay_s * float(2 ** max(0, attempts - 1)))
+        # The exponent is capped: callers that never give up (alert delivery) pass huge counts.
+        exponent = min(max(0, attempts - 1), 30)
+        delay: float = min(self.max_delay_s, self.base_delay_s * float(2**exponent))
         return delay * (0.5 + rng.random() / 2)
 
 

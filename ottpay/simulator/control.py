@@ -9,6 +9,7 @@ from aiohttp import web
 from ottpay.simulator.core import SIM
 from ottpay.simulator.gateway import NotPayable, UnknownOrder
 from ottpay.simulator.state import Order
+from ottpay.simulator.statement import statement_csv
 
 _ORDER = "/sim/orders/{merchant_id}/{order_id}"
 
@@ -20,6 +21,7 @@ def add_control_routes(router: web.UrlDispatcher) -> None:
     router.add_get("/sim/orders", list_orders)
     router.add_get(_ORDER, get_order)
     router.add_get("/sim/stats", stats)
+    router.add_get("/sim/statement.csv", statement_csv)
     router.add_post("/sim/reset", reset)
 
 

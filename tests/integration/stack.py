@@ -22,6 +22,7 @@ from tests.conftest import MERCHANT, NEW_KEY, OLD_KEY
 from webhook.app import create_app as create_receiver
 from webhook.settings import WebhookSettings
 from worker.main import create_worker
+from worker.queue import QUEUE_NAME
 from worker.settings import WorkerSettings
 from worker.submission import Policy
 
@@ -136,10 +137,22 @@ async def running_stack(
         try:
             yield Stack(api=api, sim=sim, receiver=receiver, worker=worker, settings=settings)
         finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-            await worker.close()
+            await stop_worker(worker, task)
+
+
+async def stop_worker(worker: Worker, task: asyncio.Task[None]) -> None:
+    """Stop a running worker the gentle way: drop queued follow-ups, let burst mode finish the
+    jobs in flight. Cancelling mid-command would strand a Redis connection (and fail the test
+    on the ResourceWarning)."""
+    worker.burst = True
+    await worker.pool.delete(QUEUE_NAME)
+    try:
+        await asyncio.wait_for(asyncio.shield(task), timeout=15)
+    except TimeoutError:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    await worker.close()
 
 
 async def customer_pays(sim: TestClient[Any, Any], payment_id: str) -> None:

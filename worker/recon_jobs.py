@@ -1,0 +1,61 @@
+"""Scheduled reconciliation jobs: keep the ledger current and alerts delivered."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+import asyncpg
+
+from worker.alert_delivery import deliver_due_alerts
+from worker.errors import DatabaseUnavailable
+from worker.reconcile import reconcile_pending
+
+logger = logging.getLogger("ottrecon.reconcile")
+
+# One tick reconciles at most this many batches, so a huge backlog cannot hold a job slot for long.
+MAX_BATCHES_PER_TICK = 50
+
+
+@dataclass
+class ReconState:
+    """What reconciliation jobs share inside one worker process."""
+
+    pool: asyncpg.Pool
+    business_tz: str
+    http: aiohttp.ClientSession
+    alert_webhook_url: str | None
+    alert_storm_threshold: int
+
+
+async def reconcile_ledger(ctx: dict[str, Any]) -> int:
+    """Scheduled: reconcile every key whose evidence changed; returns the number of keys.
+
+    Safe on every worker at once (disjoint batches via SKIP LOCKED); a database outage only
+    delays it to the next tick, since the changed keys stay queued in Postgres.
+    """
+    state: ReconState = ctx["recon"]
+    try:
+        report = await reconcile_pending(state.pool, business_tz=state.business_tz, max_batches=MAX_BATCHES_PER_TICK)
+    except DatabaseUnavailable:
+        logger.warning("postgres unavailable; reconciliation skipped")
+        return 0
+    return report.keys
+
+
+async def deliver_alerts(ctx: dict[str, Any]) -> int:
+    """Scheduled: send undelivered alerts (one by one, or one summary in a storm); returns how many.
+
+    Alerts whose delivery failed are retried on later ticks with backoff: delayed, never lost.
+    """
+    state: ReconState = ctx["recon"]
+    try:
+        report = await deliver_due_alerts(
+            state.pool, state.http, state.alert_webhook_url, storm_threshold=state.alert_storm_threshold
+        )
+    except DatabaseUnavailable:
+        logger.warning("postgres unavailable; alert delivery skipped")
+        return 0
+    return report.delivered

@@ -1,0 +1,117 @@
+"""Idempotent, set-based import of a settlement statement file (layouts live in statement_layout)."""
+
+from __future__ import annotations
+
+import codecs
+import hashlib
+from collections.abc import Callable, Iterator
+from datetime import date, tzinfo
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import asyncpg
+
+from worker.db import translate_errors
+from worker.statement_layout import (
+    ImportReport,
+    StatementError,
+    StatementLayout,
+    StatementLine,
+    parse_statement,
+)
+
+# Lines stored per statement: bounds memory while keeping round trips few.
+CHUNK_LINES = 5000
+
+# Record the file once: the same bytes again (same SHA-256) insert nothing and return no id.
+INSERT_IMPORT = """
+INSERT INTO statement_imports (file_name, file_sha256, period_start, period_end, merchant_ids, line_count)
+VALUES ($1, $2, $3, $4, $5, $6)
+ON CONFLICT ON CONSTRAINT statement_imports_file_key DO NOTHING RETURNING id
+"""
+# Store a chunk of lines, skipping any line (content hash) already stored by any import; returns the count stored.
+INSERT_LINES = """
+WITH stored AS (
+    INSERT INTO statement_lines (import_id, line_no, merchant_id, order_id, bizpay_order_id, amount, tip, fee,
+                                 refund, txn_time_raw, txn_time, business_date, line_sha256)
+    SELECT $1, t.* FROM unnest($2::int4[], $3::text[], $4::text[], $5::text[], $6::int8[], $7::int8[], $8::int8[],
+                               $9::int8[], $10::text[], $11::timestamptz[], $12::date[], $13::text[])
+        AS t(line_no, merchant_id, order_id, bizpay_order_id, amount, tip, fee, refund, txn_time_raw, txn_time,
+             business_date, line_sha256)
+    ORDER BY t.line_no  -- ids follow the file's order
+    ON CONFLICT ON CONSTRAINT statement_lines_line_key DO NOTHING RETURNING 1
+)
+SELECT count(*) FROM stored
+"""
+
+
+async def import_statement(
+    pool: asyncpg.Pool,
+    path: Path,
+    layout: StatementLayout,
+    *,
+    business_tz: str = "America/Toronto",
+    period: tuple[date, date] | None = None,
+) -> ImportReport:
+    """Validate the whole file, then store it in one transaction; idempotent per file and per line.
+
+    period defaults to the lines' first..last business date; lines without a time get the period's
+    start. Raises StatementError (nothing stored) for a bad file or arguments, DatabaseUnavailable
+    when Postgres is away (safe to retry). Reads the file twice; memory is bounded by CHUNK_LINES.
+    """
+    tz = _zone(business_tz)
+    if period and period[0] > period[1]:
+        raise StatementError([f"period start {period[0]} is after its end {period[1]}"], "invalid period:")
+    # Pass 1 validates everything before the database is touched, keeping only counts and bounds.
+    read, merchants, first, last, digest = 0, set[str](), date.max, date.min, hashlib.sha256()
+    for line in parse_statement(_utf8_lines(path, digest.update), layout, business_tz=tz, period=period):
+        read, day = read + 1, line.business_date
+        merchants.add(line.merchant_id)
+        first, last = (min(first, day), max(last, day)) if day else (first, last)
+    if not period and first > last:
+        raise StatementError(["no line has a txn_time (or there are no lines): give the period"], "no period:")
+    start, end = period or (first, last)
+    report = ImportReport(None, True, read, 0, 0, start, end, tuple(sorted(merchants)))
+    again = hashlib.sha256()
+    async with translate_errors(), pool.acquire() as conn, conn.transaction():
+        args = (path.name, digest.hexdigest(), start, end, report.merchant_ids, read)
+        if (import_id := await conn.fetchval(INSERT_IMPORT, *args)) is None:
+            return report
+        stored, chunk = 0, list[StatementLine]()
+        for line in parse_statement(_utf8_lines(path, again.update), layout, business_tz=tz, period=period):
+            chunk.append(line)
+            if len(chunk) == CHUNK_LINES:
+                stored, chunk = stored + await conn.fetchval(INSERT_LINES, import_id, *_columns(chunk, start)), []
+        if chunk:
+            stored += await conn.fetchval(INSERT_LINES, import_id, *_columns(chunk, start))
+        if again.digest() != digest.digest():  # raising here rolls the whole import back
+            raise StatementError(["the file changed while it was being imported"], "statement rejected:")
+    return ImportReport(import_id, False, read, stored, read - stored, start, end, report.merchant_ids)
+
+
+def _utf8_lines(path: Path, hash_update: Callable[[bytes], object]) -> Iterator[str]:
+    """The file's lines decoded as UTF-8 (a leading BOM dropped), hashing the exact bytes on the way.
+
+    Decoding line by line (not in 8 KiB blocks) lets a decoding error name its line.
+    """
+    decoder = codecs.getincrementaldecoder("utf-8-sig")()
+    with path.open("rb") as binary:
+        for raw in binary:
+            hash_update(raw)
+            yield decoder.decode(raw)
+        if tail := decoder.decode(b"", final=True):
+            yield tail
+
+
+def _columns(chunk: list[StatementLine], default_day: date) -> list[list[Any]]:
+    names = ("line_no", "merchant_id", "order_id", "bizpay_order_id", "amount", "tip", "fee", "refund")
+    columns = [[getattr(line, name) for line in chunk] for name in (*names, "txn_time_raw", "txn_time")]
+    return [*columns, [line.business_date or default_day for line in chunk], [line.sha256 for line in chunk]]
+
+
+def _zone(name: str) -> tzinfo:
+    try:
+        return ZoneInfo(name)
+    except (ValueError, KeyError) as exc:  # ZoneInfoNotFoundError is a KeyError
+        raise StatementError([f"unknown time zone {name!r}"], "invalid import arguments:") from exc
