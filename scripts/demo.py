@@ -524,7 +524,7 @@ def reconcile(payments: Sequence[dict[str, Any]], sim_orders: Sequence[dict[str,
         if ours_paid != gateway_paid and payment["status"] not in PENDING:
             problems.append(f"{payment['id']}: ours {payment['status']}, gateway {gateway or 'no order'}")
         if ours_paid and payment["paid_amount"] != payment["amount"]:
-            problems.append(f"{payment['id']}: paid {payment['paid_amount']} for an amount of {payment['amount']}")
+            problems.append(f"{payment['id']}: {payment['paid_amount']} paid for an order of {payment['amount']}")
     ours = {payment["id"] for payment in payments}
     problems += [f"{oid}: gateway has an order we never stored" for oid in sorted(set(truth) - ours)]
     return problems
@@ -570,7 +570,7 @@ class Report:
         if self.disagreements:
             reasons.append("gateway and ledger disagree: " + "; ".join(self.disagreements))
         if self.counts["ledger_mismatch"]:
-            reasons.append(f"{self.counts['ledger_mismatch']} paid orders without a matching payments row")
+            reasons.append(f"{self.counts['ledger_mismatch']} paid orders whose payments row is missing or differs")
         return reasons
 
     def render(self) -> str:
@@ -615,6 +615,8 @@ class Report:
         ]
         width = max(len(label) for label, _ in rows)
         lines = [f"  {label.ljust(width)}  {value}" for label, value in rows]
+        unusual = [p for p in self.payments if p["status"] in other]
+        lines += [f"    {p['id']} {p['status']}: {p['status_reason']}" for p in unusual[:10]]
         return "\n".join([*lines, "", f"  charged twice = {self.charged_twice}", f"  took {self.elapsed_s:.0f}s"])
 
 

@@ -108,6 +108,18 @@ BEGIN
     RETURN NULL;
 END $$;
 
+-- A new statement can make every ledger row of its merchants and dates "not in statement".
+CREATE FUNCTION mark_dirty_from_statement_imports() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO recon_dirty (merchant_id, order_id)
+    SELECT DISTINCT l.merchant_id, l.order_id FROM new_rows i
+    JOIN ledger l ON l.merchant_id = ANY (i.merchant_ids) AND l.business_date BETWEEN i.period_start AND i.period_end
+    ON CONFLICT ON CONSTRAINT recon_dirty_pkey DO NOTHING;
+    RETURN NULL;
+END $$;
+
+CREATE TRIGGER statement_imports_mark_dirty AFTER INSERT ON statement_imports
+    REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION mark_dirty_from_statement_imports();
 CREATE TRIGGER callbacks_mark_dirty AFTER INSERT ON callbacks
     REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION mark_dirty_from_new_rows();
 CREATE TRIGGER payments_insert_mark_dirty AFTER INSERT ON payments

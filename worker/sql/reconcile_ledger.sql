@@ -44,7 +44,7 @@ WITH keys AS (
            o.amount AS expected_amount, o.tip AS expected_tip, o.unpaid_flagged_at,
            coalesce(p.amount, o.paid_amount) AS received_amount,
            coalesce(p.tip, CASE WHEN o.paid_amount IS NOT NULL THEN o.tip END) AS received_tip,
-           (p.id IS NOT NULL OR o.status IN ('paid', 'partially_refunded', 'refunded')) AS paid,
+           coalesce(p.id IS NOT NULL OR o.status IN ('paid', 'partially_refunded', 'refunded'), false) AS paid,
            coalesce(o.paid_source, p.source) AS paid_source,
            coalesce(cb.n, 0) AS callback_count, cb.min_amount, cb.max_amount, cb.min_tip, cb.max_tip,
            ARRAY(
