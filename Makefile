@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 # Find or start Postgres and Redis (scripts/local_services.sh); fail loudly if it cannot.
 SERVICES = services="$$(scripts/local_services.sh env)" && eval "$$services"
 
-.PHONY: run test check lint format typecheck unit bench demo-callback clean-data
+.PHONY: run test check format unit demo bench clean-data
 
 $(BIN)/.installed: pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "ottrecon needs Python 3.11 or newer")'
@@ -40,6 +40,10 @@ unit: $(BIN)/.installed
 format: $(BIN)/.installed
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
+
+## demo: the whole system against the simulator with faults on; prints paid / recovered / unpaid / charged twice
+demo: $(BIN)/.installed
+	$(SERVICES) && $(BIN)/python scripts/demo.py
 
 ## bench: receiver and worker throughput (see docs/BENCHMARKS.md)
 bench: $(BIN)/.installed

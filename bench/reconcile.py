@@ -75,7 +75,7 @@ GENERATE: tuple[tuple[str, str], ...] = (
                    (ARRAY['AL', 'WX', 'UP'])[1 + i % 3] || lpad(i::text, 16, '0') AS chan,
                    timestamptz '2024-05-01 00:00:00 America/Toronto' + make_interval(secs => (i - 1) * 2592000.0 / $1)
                        AS created_at
-            FROM generate_series(1, $1::int) AS i
+            FROM generate_series(1, $1::int8) AS i
         ) g
         """,
     ),

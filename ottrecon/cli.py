@@ -100,11 +100,15 @@ def _migrate(args: argparse.Namespace, env: Mapping[str, str]) -> int:
 
 def _web(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     from aiohttp import web
+    from prometheus_client import start_http_server
 
     from webhook.app import create_app
     from webhook.settings import WebhookSettings
 
     settings = WebhookSettings.from_env(env)
+    if settings.metrics_port:
+        # Its own port (a daemon thread), so /metrics never answers on the public receiver port.
+        start_http_server(settings.metrics_port, addr=settings.host)
     web.run_app(create_app(settings), host=settings.host, port=settings.port, access_log=None, print=None)
     return 0
 
@@ -139,10 +143,15 @@ def _refund(args: argparse.Namespace, env: Mapping[str, str]) -> int:
 
 
 def _worker(args: argparse.Namespace, env: Mapping[str, str]) -> int:
+    from prometheus_client import start_http_server
+
     from worker.main import create_worker
     from worker.settings import WorkerSettings
 
-    create_worker(WorkerSettings.from_env(env)).run()
+    settings = WorkerSettings.from_env(env)
+    if settings.metrics_port:
+        start_http_server(settings.metrics_port)
+    create_worker(settings).run()
     return 0
 
 

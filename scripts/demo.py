@@ -616,7 +616,9 @@ class Report:
         width = max(len(label) for label, _ in rows)
         lines = [f"  {label.ljust(width)}  {value}" for label, value in rows]
         unusual = [p for p in self.payments if p["status"] in other]
-        lines += [f"    {p['id']} {p['status']}: {p['status_reason']}" for p in unusual[:10]]
+        if unusual:
+            lines += ["", "  why not paid, declined or unpaid:"]
+            lines += [f"    {p['id']} {p['status']}: {p['status_reason']}" for p in unusual[:10]]
         return "\n".join([*lines, "", f"  charged twice = {self.charged_twice}", f"  took {self.elapsed_s:.0f}s"])
 
 

@@ -12,6 +12,7 @@ from arq import ArqRedis
 from redis.exceptions import RedisError
 
 from ottpay.messages import SUCCESS_ACK, callback_shape_problems
+from webhook import metrics
 from webhook.errors import QueueUnavailable
 from webhook.queue import connect, enqueue_callback
 from webhook.settings import WebhookSettings
@@ -44,9 +45,11 @@ async def _redis_client(app: web.Application) -> AsyncIterator[None]:
 
 async def receive_callback(request: web.Request) -> web.Response:
     """Queue a callback; 200 only once Redis has it, 503 if not, 400/413 for non-callbacks."""
+    metrics.RECEIVED.inc()
     try:
         raw = await request.read()
     except web.HTTPRequestEntityTooLarge:
+        metrics.REFUSED["body_too_large"].inc()
         return _error(413, "body_too_large", [f"limit is {request.app[SETTINGS].max_body_bytes} bytes"])
     body = _parse_json(raw)
     problems = callback_shape_problems(body) if body is not _NOT_JSON else ["body is not valid UTF-8 JSON"]
@@ -54,14 +57,18 @@ async def receive_callback(request: web.Request) -> web.Response:
     if not problems and (b"\\u0000" in raw or b"\x00" in raw):
         problems = ["body contains a NUL character"]
     if problems:
+        metrics.REFUSED["not_a_callback"].inc()
         return _error(400, "not_a_callback", problems)
     envelope: dict[str, Any] = body  # shape checked above
     settings = request.app[SETTINGS]
     try:
-        fresh = await enqueue_callback(request.app[REDIS], envelope, settings.enqueue_timeout_s)
+        with metrics.ENQUEUE_SECONDS.time():
+            fresh = await enqueue_callback(request.app[REDIS], envelope, settings.enqueue_timeout_s)
     except QueueUnavailable as exc:
+        metrics.REFUSED["queue_unavailable"].inc()
         logger.error("callback not queued", extra={"merchant_id": envelope["merchant_id"], "error": str(exc)})
         return _error(503, "queue_unavailable", ["the callback was not kept; please retry"])
+    metrics.ENQUEUED["queued" if fresh else "already_queued"].inc()
     logger.info(
         "callback queued" if fresh else "callback already queued",
         extra={"merchant_id": envelope["merchant_id"], "md5": envelope["md5"]},

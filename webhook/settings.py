@@ -16,6 +16,8 @@ class WebhookSettings:
     redis_url: str = field(repr=False)
     port: int = 8080
     host: str = "0.0.0.0"
+    # Prometheus /metrics on its own port, never on the public one; 0 turns it off.
+    metrics_port: int = 9101
     # A real callback is well under 2 KiB; anything near this limit is not a callback.
     max_body_bytes: int = 64 * 1024
     # Redis must confirm within this time or the sender gets a 503 and retries.
@@ -32,6 +34,16 @@ class WebhookSettings:
         if not port_text.isdigit() or not 0 < int(port_text) < 65536:
             problems.append(f"PORT must be a TCP port number, got {port_text!r}")
             port_text = str(cls.port)
+        metrics_text = env.get("WEB_METRICS_PORT", "").strip() or str(cls.metrics_port)
+        if not metrics_text.isdigit() or not 0 <= int(metrics_text) < 65536:
+            problems.append(f"WEB_METRICS_PORT must be a TCP port number or 0, got {metrics_text!r}")
+        elif int(metrics_text) == int(port_text):
+            problems.append("WEB_METRICS_PORT must differ from PORT: the receiver's port is public")
         if problems:
             raise ConfigError("invalid configuration: " + "; ".join(problems))
-        return cls(redis_url=redis_url, port=int(port_text), host=env.get("HOST", "").strip() or cls.host)
+        return cls(
+            redis_url=redis_url,
+            port=int(port_text),
+            host=env.get("HOST", "").strip() or cls.host,
+            metrics_port=int(metrics_text),
+        )

@@ -45,6 +45,8 @@ class WorkerSettings:
     # Slack-compatible incoming webhook for alerts; its path is a secret. None: alerts go to the log.
     alert_webhook_url: str | None = field(default=None, repr=False)
     alert_storm_threshold: int = 10
+    # Prometheus /metrics port; 0 turns it off. Workers sharing a host each need their own.
+    metrics_port: int = 9102
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> WorkerSettings:
@@ -111,6 +113,7 @@ class WorkerSettings:
             poll_delay_s=reader.number("OTTRECON_WORKER_POLL_DELAY_SECONDS", cls.poll_delay_s, minimum=0.001),
             write_batch_max=int(reader.number("OTTRECON_WRITE_BATCH_MAX", cls.write_batch_max, minimum=1)),
             db_pool_max=int(reader.number("OTTRECON_DB_POOL_MAX", cls.db_pool_max, minimum=1)),
+            metrics_port=reader.port("WORKER_METRICS_PORT", cls.metrics_port),
         )
         if problems:
             raise ConfigError("invalid configuration: " + "; ".join(problems))
@@ -142,6 +145,15 @@ class _EnvReader:
         if not value:
             self._problems.append(f"{name} is not set")
         return value
+
+    def port(self, name: str, default: int) -> int:
+        raw = self._env.get(name, "").strip()
+        if not raw:
+            return default
+        if not raw.isdigit() or int(raw) > 65535:
+            self._problems.append(f"{name} must be a TCP port number or 0, got {raw!r}")
+            return default
+        return int(raw)
 
     def number(self, name: str, default: float, *, minimum: float) -> float:
         raw = self._env.get(name, "").strip()

@@ -1,0 +1,156 @@
+"""Streamed CSV reports over the reconciled ledger: every row, a daily summary, and the mismatches.
+
+Amounts are integer cents, as everywhere in ottrecon (never floats); finance tools divide by 100.
+Every report streams through a server-side cursor inside a read-only transaction, so memory stays
+constant whatever the number of rows.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Sequence
+from datetime import date
+from typing import TextIO
+
+import asyncpg
+
+from worker import db
+from worker.export import _cell
+
+# The ledger report's columns (the CSV header); the ledger and mismatches queries select these in order.
+LEDGER_COLUMNS = (
+    "merchant_id",
+    "order_id",
+    "business_date",
+    "kind",
+    "channel",
+    "order_status",
+    "expected_amount",
+    "expected_tip",
+    "received_amount",
+    "received_tip",
+    "refunded_amount",
+    "fee",
+    "channel_payment_ids",
+    "callback_count",
+    "paid_source",
+    "recon_status",
+    "statement_status",
+    "statement_amount",
+    "amount_at_risk",
+    "statement_amount_at_risk",
+    "created_at",
+    "paid_at",
+)
+_LEDGER_SELECT = """
+SELECT l.merchant_id, l.order_id, l.business_date, l.kind, l.channel, l.order_status, l.expected_amount,
+       l.expected_tip, l.received_amount, l.received_tip, l.refunded_amount, l.fee,
+       array_to_string(l.channel_payment_ids, ';'), l.callback_count, l.paid_source, l.recon_status,
+       l.statement_status, l.statement_amount, l.amount_at_risk, l.statement_amount_at_risk, l.created_at, l.paid_at
+"""
+# Filters: $1 first and $2 last business date (inclusive), $3 merchant. Missing dates are sent as
+# date.min/date.max rather than NULL, so even a generic plan keeps a range scan on ledger_date_idx.
+_FILTER = "l.business_date BETWEEN $1 AND $2 AND ($3::text IS NULL OR l.merchant_id = $3)"
+
+# Every ledger row in the filter, in the order of ledger_date_idx then order id.
+EXPORT_LEDGER = f"""{_LEDGER_SELECT}
+FROM ledger l WHERE {_FILTER}
+ORDER BY l.business_date, l.merchant_id, l.order_id
+"""
+
+SUMMARY_COLUMNS = (
+    "business_date",
+    "merchant_id",
+    "channel",
+    "payments",
+    "gross",
+    "tips",
+    "refunds",
+    "fees",
+    "net",
+    "mismatches",
+    "amount_at_risk",
+    "unpaid",
+)
+# One row per (business date, merchant, channel). A payment is a row with a received amount (orders
+# paid and orphan payments; statement-only lines are not money we received). net = gross + tips -
+# refunds - fees. mismatches: rows needing a person (recon_status not matched/pending, or a statement
+# difference); amount_at_risk: both at-risk columns summed; unpaid: rows whose recon_status is unpaid.
+EXPORT_SUMMARY = f"""
+SELECT business_date, merchant_id, channel, payments, gross, tips, refunds, fees,
+       gross + tips - refunds - fees AS net, mismatches, amount_at_risk, unpaid
+FROM (
+    SELECT l.business_date, l.merchant_id, l.channel,
+           count(*) FILTER (WHERE l.received_amount IS NOT NULL) AS payments,
+           coalesce(sum(l.received_amount), 0)::int8 AS gross,
+           coalesce(sum(l.received_tip), 0)::int8 AS tips,
+           sum(l.refunded_amount)::int8 AS refunds,
+           sum(l.fee)::int8 AS fees,
+           count(*) FILTER (WHERE l.recon_status NOT IN ('matched', 'pending')
+                            OR l.statement_status IN ('not_in_statement', 'not_in_ledger', 'amount_differs'))
+               AS mismatches,
+           sum(l.amount_at_risk + l.statement_amount_at_risk)::int8 AS amount_at_risk,
+           count(*) FILTER (WHERE l.recon_status = 'unpaid') AS unpaid
+    FROM ledger l WHERE {_FILTER}
+    GROUP BY l.business_date, l.merchant_id, l.channel
+) daily
+ORDER BY business_date, merchant_id, channel NULLS LAST
+"""
+
+MISMATCH_COLUMNS = (*LEDGER_COLUMNS, "alert_status")
+# Rows needing a person, largest money at risk first. alert_status: of the alerts for this row's current
+# mismatch kinds (its recon_status; its statement_status, amount_differs as statement_amount_differs),
+# the most pressing status: open, else acknowledged, else resolved (a manual resolution the reconciler
+# keeps); empty when there is no such alert. Looked up through alerts_kind_order_key.
+EXPORT_MISMATCHES = f"""{_LEDGER_SELECT},
+       a.status
+FROM ledger l
+LEFT JOIN LATERAL (
+    SELECT a.status FROM alerts a
+    WHERE a.merchant_id = l.merchant_id AND a.order_id = l.order_id
+      AND a.kind IN (l.recon_status,
+                     CASE l.statement_status WHEN 'amount_differs' THEN 'statement_amount_differs'
+                                             ELSE l.statement_status END)
+    ORDER BY CASE a.status WHEN 'open' THEN 0 WHEN 'acknowledged' THEN 1 ELSE 2 END
+    LIMIT 1
+) a ON true
+WHERE {_FILTER}
+  AND (l.recon_status NOT IN ('matched', 'pending')
+       OR l.statement_status IN ('not_in_statement', 'not_in_ledger', 'amount_differs'))
+ORDER BY l.amount_at_risk + l.statement_amount_at_risk DESC, l.business_date, l.merchant_id, l.order_id
+"""
+
+REPORTS: dict[str, tuple[str, Sequence[str]]] = {
+    "ledger": (EXPORT_LEDGER, LEDGER_COLUMNS),
+    "summary": (EXPORT_SUMMARY, SUMMARY_COLUMNS),
+    "mismatches": (EXPORT_MISMATCHES, MISMATCH_COLUMNS),
+}
+
+
+async def export_report(
+    pool: asyncpg.Pool,
+    what: str,
+    out: TextIO,
+    *,
+    date_from: date | None = None,
+    date_to: date | None = None,
+    merchant_id: str | None = None,
+    fetch_size: int = 5000,
+) -> int:
+    """Write a header and every row of the named report (ledger, summary, mismatches) to out.
+
+    Filters: business dates date_from..date_to inclusive (open-ended when None), one merchant.
+    Returns the number of rows written (the header not counted). Read-only, so safe to run at
+    any time; rows stream through a server-side cursor, fetch_size at a time. Raises KeyError for
+    an unknown report, DatabaseUnavailable when Postgres cannot be reached.
+    """
+    query, columns = REPORTS[what]
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(columns)
+    count = 0
+    args = (date_from or date.min, date_to or date.max, merchant_id)
+    async with db.translate_errors(), pool.acquire() as conn, conn.transaction(readonly=True):
+        async for record in conn.cursor(query, *args, prefetch=fetch_size):
+            writer.writerow([_cell(value) for value in record.values()])
+            count += 1
+    return count
