@@ -8,15 +8,18 @@ from aiohttp import web
 
 from api import db, routes
 from api.auth import token_middleware
+from api.metrics import metrics_middleware
 from api.openapi import openapi_spec
 from api.queue import connect
 from api.settings import ApiSettings
 
 
 def create_app(settings: ApiSettings) -> web.Application:
-    """Every route but /healthz and /api/openapi.json needs a bearer token."""
+    """Every route but /healthz, /api/openapi.json and GET /metrics (Prometheus) needs a bearer token."""
     app = web.Application(
-        middlewares=[routes.error_middleware, token_middleware(settings.token_digests)], client_max_size=64 * 1024
+        # metrics_middleware comes first: it counts the answers of the others, 401s included.
+        middlewares=[metrics_middleware, routes.error_middleware, token_middleware(settings.token_digests)],
+        client_max_size=64 * 1024,
     )
     app[routes.SETTINGS] = settings
     app.cleanup_ctx.append(_resources)

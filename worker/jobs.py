@@ -10,6 +10,7 @@ from typing import Any
 import asyncpg
 from arq import ArqRedis, Retry
 
+from worker import metrics
 from worker.errors import DatabaseUnavailable
 from worker.queue import DEAD_LETTER_KEY, serialize
 from worker.settings import WorkerSettings
@@ -80,11 +81,14 @@ def _log_outcomes(verdicts: list[Verdict], new: set[tuple[str, str]]) -> dict[st
         ids = {"merchant_id": verdict.merchant_id, "md5": verdict.md5}
         if isinstance(verdict, RejectedCallback):
             counts["rejected"] += 1
+            metrics.REJECTED.labels(reason=verdict.reason).inc()
             logger.warning("callback rejected", extra={**ids, "reason": verdict.reason, "detail": verdict.detail})
             continue
         outcome = "recorded" if (verdict.merchant_id, verdict.md5) in new else "duplicate"
         counts[outcome] += 1
         logger.info(f"callback {outcome}", extra={**ids, "order_id": verdict.order_id, "amount": verdict.amount})
+    metrics.RECORDED.inc(counts["recorded"])
+    metrics.DUPLICATE.inc(counts["duplicate"])
     return counts
 
 
@@ -92,4 +96,5 @@ async def dead_letter(redis: ArqRedis, callbacks: list[Any], *, reason: str) -> 
     """Park callbacks that could not be processed in a Redis list, for `ottrecon requeue-dead`."""
     entry = {"callbacks": callbacks, "reason": reason, "failed_at": datetime.now(UTC).isoformat()}
     await redis.rpush(DEAD_LETTER_KEY, serialize(entry))  # type: ignore[misc]  # redis-py types list commands sync|async
+    metrics.DEAD_LETTERED.inc(len(callbacks))
     logger.error("callbacks dead-lettered", extra={"count": len(callbacks), "reason": reason})

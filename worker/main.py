@@ -13,6 +13,7 @@ from worker import db
 from worker.errors import DatabaseUnavailable
 from worker.gateway import Gateway
 from worker.jobs import WorkerState, ingest_callbacks
+from worker.metrics import REFRESH_EVERY_S, refresh_metrics, timed
 from worker.migrations import check_schema
 from worker.payment_jobs import (
     PaymentState,
@@ -71,20 +72,25 @@ def create_worker(settings: WorkerSettings, **overrides: Any) -> Worker:
             await state.pool.close()
 
     every = set(range(0, 60, settings.cron_every_s))
+    # arq's cron `unique` guard can misfire across workers; the jobs guard themselves in
+    # Postgres (FOR UPDATE SKIP LOCKED leases), so every worker may run them.
+    cron_jobs = [
+        cron(timed(retry_failed_submissions), second=every, run_at_startup=True, timeout=240),
+        cron(timed(sweep_unpaid_orders), second=every, run_at_startup=True, timeout=240),
+        cron(timed(reconcile_ledger), second=every, run_at_startup=True, timeout=240),
+        cron(timed(deliver_alerts), second=every, run_at_startup=True, timeout=120),
+    ]
+    if settings.metrics_port:
+        # Gauges are only worth their queries when something can scrape them.
+        refresh_at = set(range(0, 60, REFRESH_EVERY_S))
+        cron_jobs.append(cron(timed(refresh_metrics), second=refresh_at, run_at_startup=True, timeout=30))
     options: dict[str, Any] = {
         "functions": [
-            func(ingest_callbacks, name=INGEST_JOB, max_tries=settings.max_tries),
-            func(process_order, name=PROCESS_ORDER_JOB, max_tries=1),
-            func(process_refund, name=PROCESS_REFUND_JOB, max_tries=1),
+            func(timed(ingest_callbacks), name=INGEST_JOB, max_tries=settings.max_tries),
+            func(timed(process_order), name=PROCESS_ORDER_JOB, max_tries=1),
+            func(timed(process_refund), name=PROCESS_REFUND_JOB, max_tries=1),
         ],
-        # arq's cron `unique` guard can misfire across workers; the jobs guard themselves in
-        # Postgres (FOR UPDATE SKIP LOCKED leases), so every worker may run them.
-        "cron_jobs": [
-            cron(retry_failed_submissions, second=every, run_at_startup=True, timeout=240),
-            cron(sweep_unpaid_orders, second=every, run_at_startup=True, timeout=240),
-            cron(reconcile_ledger, second=every, run_at_startup=True, timeout=240),
-            cron(deliver_alerts, second=every, run_at_startup=True, timeout=120),
-        ],
+        "cron_jobs": cron_jobs,
         "queue_name": QUEUE_NAME,
         "redis_settings": RedisSettings.from_dsn(settings.redis_url),
         "on_startup": startup,

@@ -35,7 +35,11 @@ RETURNING id
 """
 # An order with its last payment-side attempt (refund attempts are not part of its state machine).
 LOAD_ORDER = """
-SELECT o.*, a.action AS last_action, a.outcome AS last_outcome, a.sent AS last_sent, a.not_found AS last_not_found
+SELECT o.*, a.action AS last_action, a.outcome AS last_outcome, a.sent AS last_sent, a.not_found AS last_not_found,
+       EXISTS (
+           SELECT 1 FROM submission_attempts s
+           WHERE s.order_ref = o.id AND s.refund_ref IS NULL AND s.outcome = 'success' AND NOT s.not_found
+       ) AS accepted
 FROM orders o
 LEFT JOIN LATERAL (
     SELECT action, outcome, sent, not_found FROM submission_attempts
@@ -87,6 +91,7 @@ def facts(row: asyncpg.Record) -> OrderFacts:
         last_outcome=row["last_outcome"],
         last_sent=row["last_sent"] if row["last_sent"] is not None else True,
         last_not_found=bool(row["last_not_found"]),
+        accepted=bool(row["accepted"]),
     )
 
 

@@ -12,7 +12,7 @@ import asyncpg
 from ottpay.client import GatewayReply
 from ottpay.codes import Outcome
 from ottpay.messages import parse_cents
-from worker import db, orders_db
+from worker import db, metrics, orders_db
 from worker.gateway import Gateway
 from worker.submission import Policy
 
@@ -113,11 +113,13 @@ class Refunder:
                 ori_order_id=row["ori_order_id"], refund_order_id=row["refund_order_id"], refund_amount=row["amount"]
             )
             replies.append(reply)
+            metrics.count_submission(reply)
             result = self._judge(row, reply)
             if reply.rsp_code == "ORDER_USED" and row["sent_before"]:
                 # Our earlier send of this very refund id arrived: confirm the gateway's refunded total.
                 query = await client.status_query(row["ori_order_id"])
                 replies.append(query)
+                metrics.count_submission(query)
                 result = await self._confirm(row, query)
         async with self._pool.acquire() as conn, conn.transaction():
             for reply in replies:

@@ -64,6 +64,13 @@ class OrderFacts:
     last_outcome: str | None = None
     last_sent: bool = True
     last_not_found: bool = False
+    # The gateway once confirmed it has this order (an ACTIVEPAY code, a query that found it).
+    accepted: bool = False
+
+    @property
+    def gateway_has_it(self) -> bool:
+        """Only an order the gateway never confirmed may be re-sent; one it confirmed is only queried."""
+        return self.accepted or self.status in ("awaiting_payment", "unpaid")
 
 
 @dataclass(frozen=True)
@@ -87,7 +94,7 @@ def next_step(order: OrderFacts, now: datetime, policy: Policy) -> Step:
     the request never left (sent=False), or STATUS_QUERY said it has no record of it."""
     if order.status in FINAL:
         return Step.NOTHING
-    if order.status in SWEPT:
+    if order.status in SWEPT and order.gateway_has_it:
         return Step.QUERY
     payment_action = order.last_action in ("PASSIVEPAY", "ACTIVEPAY")
     may_resend = (
@@ -124,7 +131,11 @@ def after_reply(
     if attempts >= policy.max_attempts:
         if not reply.sent:
             return Transition("failed", f"gateway unreachable after {attempts} attempts ({reply.error})")
-        return Transition("review", f"unresolved after {attempts} attempts: {_reason(reply)}", next_check_in_s=later)
+        return Transition(
+            "review",
+            f"unresolved after {attempts} attempts: {_reason(reply)}",
+            next_check_in_s=_unless_old(order, now, policy, later),
+        )
     processing = reply.rsp_code == "PROCESSING"
     return Transition(order.status, _reason(reply), next_check_in_s=policy.base_delay_s if processing else later)
 
@@ -133,8 +144,13 @@ def _after_query(
     order: OrderFacts, reply: GatewayReply, now: datetime, policy: Policy, attempts: int, later: float
 ) -> Transition:
     if reply.not_found:
-        if order.status in SWEPT:
-            return Transition("review", "gateway has no record of an accepted order", next_check_in_s=later)
+        if order.gateway_has_it:
+            # It confirmed the order before: a human must look; keep asking while it is young.
+            return Transition(
+                "review",
+                "gateway has no record of an accepted order",
+                next_check_in_s=_unless_old(order, now, policy, later),
+            )
         if code_expired(order, now, policy):
             return Transition("expired", "the gateway never received it and the payment code has expired")
         if attempts >= policy.max_attempts:
@@ -168,6 +184,11 @@ def _from_gateway_state(
     if age >= policy.unpaid_deadline_s:
         return Transition("unpaid", "still unpaid past the deadline", next_check_in_s=later, flag_unpaid=True)
     return Transition(status, next_check_in_s=max(later, policy.sweep_after_s / 4))
+
+
+def _unless_old(order: OrderFacts, now: datetime, policy: Policy, later: float) -> float | None:
+    """The next check, or None once the order is past the sweep's maximum age (left to humans)."""
+    return None if (now - order.created_at).total_seconds() >= policy.sweep_max_age_s else later
 
 
 def _paid_amount(order: OrderFacts, reply: GatewayReply) -> int:

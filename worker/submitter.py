@@ -12,7 +12,7 @@ import asyncpg
 
 from ottpay.client import GatewayReply, OttPayClient
 from ottpay.messages import parse_cents
-from worker import db, orders_db
+from worker import db, metrics, orders_db
 from worker.gateway import Gateway
 from worker.submission import Policy, Step, Transition, after_reply, next_step
 
@@ -83,6 +83,7 @@ class Submitter:
             transition = Transition("failed", "OTTRECON_CALLBACK_URL is not configured")
         else:
             reply = await self._send(step, client, row)
+            metrics.count_submission(reply)
             transition = after_reply(order, reply, now, self._policy, self._rng)
         async with self._pool.acquire() as conn, conn.transaction():
             if reply is not None:

@@ -63,6 +63,8 @@ def reply(
         (order("ACTIVEPAY", age_s=10_000, last_action="STATUS_QUERY", last_not_found=True), Step.SUBMIT),
         (order("ACTIVEPAY", "awaiting_payment"), Step.QUERY),
         (order("ACTIVEPAY", "unpaid"), Step.QUERY),
+        (order("ACTIVEPAY", "review", accepted=True), Step.QUERY),
+        (order("ACTIVEPAY", "review", last_action="STATUS_QUERY", last_not_found=True), Step.SUBMIT),
         (order(status="paid"), Step.NOTHING),
         (order(status="declined"), Step.NOTHING),
     ],
@@ -159,3 +161,20 @@ def test_backoff_grows_with_jitter_and_is_capped() -> None:
     assert all(0 < d <= POLICY.max_delay_s for d in delays)
     assert delays[-1] >= POLICY.max_delay_s / 2
     assert delays[0] <= POLICY.base_delay_s
+
+
+def test_review_order_the_gateway_never_had_is_failed_not_queried_forever() -> None:
+    never = OrderFacts(kind="ACTIVEPAY", status="review", amount=1, created_at=NOW, check_attempts=3)
+    t = after_reply(
+        never, reply("STATUS_QUERY", Outcome.DECLINED, "FAIL", not_found=True), NOW, POLICY, random.Random(1)
+    )
+    assert (t.status, t.next_check_in_s) == ("failed", None)
+
+
+def test_accepted_order_lost_by_the_gateway_goes_to_review_until_too_old() -> None:
+    young = order("ACTIVEPAY", "awaiting_payment", age_s=600)
+    old = order("ACTIVEPAY", "awaiting_payment", age_s=100_000)
+    lost = reply("STATUS_QUERY", Outcome.DECLINED, "FAIL", not_found=True)
+    assert after_reply(young, lost, NOW, POLICY, random.Random(1)).next_check_in_s is not None
+    assert after_reply(old, lost, NOW, POLICY, random.Random(1)).next_check_in_s is None
+    assert after_reply(old, lost, NOW, POLICY, random.Random(1)).status == "review"
