@@ -23,8 +23,10 @@ OLD_KEY = "6698851A525C9433"
 NEW_KEY = "A8B5FE540E38A5A9"
 OTHER_MERCHANT = "ON00004652"
 OTHER_KEY = "0123456789ABCDEF"
-# Tests use their own Redis database index, flushed before each test.
-TEST_REDIS_DB = int(os.environ.get("OTTRECON_TEST_REDIS_DB", "15"))
+# Tests use Redis databases from the top down (15, 14, …), one per concurrent test session,
+# flushed before each test; a session claims its database with a lock key that it keeps.
+FIRST_TEST_REDIS_DB = int(os.environ.get("OTTRECON_TEST_REDIS_DB", "15"))
+LOCK_KEY = "ottrecon:test-session"
 
 
 def _server_url(name: str) -> str:
@@ -100,13 +102,43 @@ async def db(database_url: str) -> AsyncIterator[asyncpg.Connection]:
     await conn.close()
 
 
-@pytest.fixture
-async def redis_url() -> AsyncIterator[str]:
-    url = with_redis_db(_server_url("REDIS_URL"), TEST_REDIS_DB)
-    redis = ArqRedis(ConnectionPool.from_url(url))
-    await redis.flushdb()
-    await redis.aclose(close_connection_pool=True)
+@pytest.fixture(scope="session")
+def session_redis_url() -> Iterator[str]:
+    """A Redis database no other concurrently running test session uses (so their workers never
+    take each other's jobs)."""
+    session_id = uuid.uuid4().hex
+
+    async def claim() -> str:
+        for index in range(FIRST_TEST_REDIS_DB, 0, -1):
+            url = with_redis_db(_server_url("REDIS_URL"), index)
+            redis = ArqRedis(ConnectionPool.from_url(url))
+            try:
+                if await redis.set(LOCK_KEY, session_id, nx=True, ex=3600):
+                    return url
+            finally:
+                await redis.aclose(close_connection_pool=True)
+        pytest.exit("every Redis test database is claimed by another test session", 2)
+
+    async def release(url: str) -> None:
+        redis = ArqRedis(ConnectionPool.from_url(url))
+        try:
+            await redis.flushdb()
+        finally:
+            await redis.aclose(close_connection_pool=True)
+
+    url = asyncio.run(claim())
     yield url
+    asyncio.run(release(url))
+
+
+@pytest.fixture
+async def redis_url(session_redis_url: str) -> AsyncIterator[str]:
+    redis = ArqRedis(ConnectionPool.from_url(session_redis_url))
+    session_id = await redis.get(LOCK_KEY)
+    await redis.flushdb()
+    await redis.set(LOCK_KEY, session_id or b"held", ex=3600)
+    await redis.aclose(close_connection_pool=True)
+    yield session_redis_url
 
 
 @pytest.fixture

@@ -54,6 +54,7 @@ async def test_unpaid_order_is_flagged_once_then_paid_late(
         _, payment = await stack.pay("k-unpaid-1", kind="ACTIVEPAY", amount=900)
         flagged = await stack.wait_status(payment["id"], {"unpaid"})
         assert flagged["unpaid_flagged_at"] is not None
+        await _wait_for_alert(db, payment["id"], "unpaid")
         await asyncio.sleep(1.5)  # further sweeps must not raise a second alert
         await customer_pays(stack.sim, payment["id"])
         paid = await stack.wait_status(payment["id"], {"paid"})
@@ -189,3 +190,10 @@ async def test_duplicated_and_reordered_callbacks_are_harmless(
     assert stats["callbacks"]["duplicated"] >= 3
     assert await db.fetchval("SELECT count(*) FROM callbacks") == 3
     assert await db.fetchval("SELECT count(*) FROM payments") == 3
+
+
+async def _wait_for_alert(db: asyncpg.Connection, order_id: str, kind: str) -> None:
+    deadline = asyncio.get_running_loop().time() + 10
+    while not await db.fetchval("SELECT count(*) FROM alerts WHERE order_id = $1 AND kind = $2", order_id, kind):
+        assert asyncio.get_running_loop().time() < deadline, f"no {kind} alert for {order_id}"
+        await asyncio.sleep(0.1)
