@@ -371,6 +371,8 @@ async def test_web_command_serves_metrics_on_its_own_port_only(redis_url: str, t
         samples = await scrape(url)
     assert value(samples, "ottrecon_callbacks_received_total") == 1
     assert value(samples, "ottrecon_callbacks_enqueued_total", outcome="queued") == 1
+    # The receiver imports neither the worker nor the api, so it exports none of their series.
+    assert not [name for name, _ in samples if name.startswith(("ottrecon_queue", "ottrecon_job", "ottrecon_api"))]
 
 
 async def test_worker_command_serves_refreshed_gauges_on_its_metrics_port(
