@@ -22,8 +22,22 @@ from worker.payment_jobs import (
     retry_failed_submissions,
     sweep_unpaid_orders,
 )
-from worker.queue import INGEST_JOB, PROCESS_ORDER_JOB, PROCESS_REFUND_JOB, QUEUE_NAME, deserialize, serialize
-from worker.recon_jobs import ReconState, deliver_alerts, reconcile_ledger
+from worker.queue import (
+    INGEST_JOB,
+    PROCESS_ORDER_JOB,
+    PROCESS_REFUND_JOB,
+    QUEUE_NAME,
+    REPLAY_REJECTED_JOB,
+    deserialize,
+    serialize,
+)
+from worker.recon_jobs import (
+    ReconState,
+    deliver_alerts,
+    reconcile_ledger,
+    replay_rejected_callback,
+    report_merchants,
+)
 from worker.refunder import Refunder
 from worker.settings import WorkerSettings
 from worker.submitter import Submitter
@@ -60,6 +74,7 @@ def create_worker(settings: WorkerSettings, **overrides: Any) -> Worker:
             http=session,
             alert_webhook_url=settings.alert_webhook_url,
             alert_storm_threshold=settings.alert_storm_threshold,
+            merchants=settings.merchants,
         )
         logger.info("worker started", extra={"merchants": len(settings.merchants), "max_tries": settings.max_tries})
 
@@ -79,6 +94,7 @@ def create_worker(settings: WorkerSettings, **overrides: Any) -> Worker:
         cron(timed(sweep_unpaid_orders), second=every, run_at_startup=True, timeout=240),
         cron(timed(reconcile_ledger), second=every, run_at_startup=True, timeout=240),
         cron(timed(deliver_alerts), second=every, run_at_startup=True, timeout=120),
+        cron(timed(report_merchants), second={0, 30}, run_at_startup=True, timeout=30),
     ]
     if settings.metrics_port:
         # Gauges are only worth their queries when something can scrape them.
@@ -89,6 +105,7 @@ def create_worker(settings: WorkerSettings, **overrides: Any) -> Worker:
             func(timed(ingest_callbacks), name=INGEST_JOB, max_tries=settings.max_tries),
             func(timed(process_order), name=PROCESS_ORDER_JOB, max_tries=1),
             func(timed(process_refund), name=PROCESS_REFUND_JOB, max_tries=1),
+            func(timed(replay_rejected_callback), name=REPLAY_REJECTED_JOB, max_tries=1),
         ],
         "cron_jobs": cron_jobs,
         "queue_name": QUEUE_NAME,

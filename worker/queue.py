@@ -11,6 +11,8 @@ INGEST_JOB = "ingest_callbacks"
 # Enqueued by the api process (api/queue.py) right after it stores an order or a refund.
 PROCESS_ORDER_JOB = "process_order"
 PROCESS_REFUND_JOB = "process_refund"
+# Enqueued by the finance console's replay button (the api holds no sign keys; the worker does).
+REPLAY_REJECTED_JOB = "replay_rejected_callback"
 # Callbacks whose processing could not finish even after every retry, kept for `ottrecon requeue-dead`.
 DEAD_LETTER_KEY = "ottrecon:jobs:dead"
 

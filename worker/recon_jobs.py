@@ -9,9 +9,11 @@ from typing import Any
 import aiohttp
 import asyncpg
 
+from ottpay.keys import MerchantKeys
 from worker.alert_delivery import deliver_due_alerts
 from worker.errors import DatabaseUnavailable
 from worker.reconcile import reconcile_pending
+from worker.replay import replay_one, report_configured_merchants
 
 logger = logging.getLogger("ottrecon.reconcile")
 
@@ -28,6 +30,7 @@ class ReconState:
     http: aiohttp.ClientSession
     alert_webhook_url: str | None
     alert_storm_threshold: int
+    merchants: MerchantKeys
 
 
 async def reconcile_ledger(ctx: dict[str, Any]) -> int:
@@ -59,3 +62,22 @@ async def deliver_alerts(ctx: dict[str, Any]) -> int:
         logger.warning("postgres unavailable; alert delivery skipped")
         return 0
     return report.delivered
+
+
+async def replay_rejected_callback(ctx: dict[str, Any], rejected_id: int, actor: str) -> str | None:
+    """Replay one rejected callback on request (the console's button); audited with the actor."""
+    state: ReconState = ctx["recon"]
+    try:
+        return await replay_one(state.pool, state.merchants, rejected_id, actor=actor)
+    except DatabaseUnavailable:
+        logger.warning("postgres unavailable; replay not done", extra={"rejected_id": rejected_id})
+        return None
+
+
+async def report_merchants(ctx: dict[str, Any]) -> None:
+    """Scheduled: publish which merchants this worker holds keys for (ids only)."""
+    state: ReconState = ctx["recon"]
+    try:
+        await report_configured_merchants(state.pool, state.merchants)
+    except DatabaseUnavailable:
+        logger.warning("postgres unavailable; configured merchants not reported")

@@ -207,3 +207,26 @@ async def test_verified_callback_with_unusable_amount_is_rejected_with_reason(
     row = await db.fetchrow("SELECT finish_time_raw, finish_time FROM payments WHERE order_id = 'ORDER11'")
     assert row is not None
     assert (row["finish_time_raw"], row["finish_time"]) == ("soon", None)
+
+
+async def test_replay_requested_by_a_person_is_run_by_the_worker_and_audited(
+    database_url: str, redis_url: str, redis: ArqRedis, db: asyncpg.Connection
+) -> None:
+    from worker.queue import REPLAY_REJECTED_JOB
+
+    stranger = make_callback("ORDER12", "1500", merchant_id="NB00000001", key=OTHER_KEY)
+    await post_all(redis_url, stranger)
+    before = parse_merchant_keys(f"{MERCHANT}={OLD_KEY}")
+    await drain(worker_settings(database_url, redis_url, before))
+    rejected_id = await db.fetchval("SELECT id FROM rejected_callbacks")
+
+    fixed = parse_merchant_keys(f"{MERCHANT}={OLD_KEY},NB00000001={OTHER_KEY}")
+    await redis.enqueue_job(REPLAY_REJECTED_JOB, rejected_id, "alice", _queue_name=QUEUE_NAME)
+    await drain(worker_settings(database_url, redis_url, fixed))
+
+    assert await db.fetchval("SELECT amount FROM payments WHERE merchant_id = 'NB00000001'") == 1500
+    events = await db.fetch("SELECT action, actor FROM rejected_callback_events WHERE rejected_id = $1", rejected_id)
+    assert [(e["action"], e["actor"]) for e in events] == [("recorded", "alice")]
+    # The worker reported which merchants it can verify (ids and key counts, never keys).
+    configured = await db.fetch("SELECT merchant_id, key_count FROM configured_merchants ORDER BY 1")
+    assert [(c["merchant_id"], c["key_count"]) for c in configured] == [("NB00000001", 1), (MERCHANT, 1)]
