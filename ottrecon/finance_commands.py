@@ -101,7 +101,9 @@ def _import_statement(args: argparse.Namespace, env: Mapping[str, str]) -> int:
         return 2
     try:
         layout = (
-            StatementLayout.from_spec(args.columns, args.amounts) if args.columns else StatementLayout(args.amounts)
+            StatementLayout.from_spec(args.columns, args.amounts)
+            if args.columns
+            else StatementLayout(amounts=args.amounts)
         )
         period = (args.date_from, args.date_to) if args.date_from else None
 
