@@ -29,8 +29,6 @@ from ottpay.messages import build_callback
 
 # The merchant every benchmark callback comes from; its sign key is fresh per run (new_sign_key).
 BENCH_MERCHANT = "BENCH00001"
-# Redis database index the benchmarks own: flushed before and after use (the tests use 15).
-BENCH_REDIS_DB = 14
 _LOOPBACK_HOSTS = ("127.0.0.1", "localhost")
 # A 1-minute load average above this means something else is running and the numbers suffer.
 _BUSY_LOAD = 0.5
@@ -68,15 +66,6 @@ def with_redis_db(url: str, index: int) -> str:
 def with_database(url: str, database: str) -> str:
     """The same Postgres server, another database."""
     return urlunsplit(urlsplit(url)._replace(path=f"/{database}"))
-
-
-def flush_redis_db(url: str) -> None:
-    """Empty the Redis database url points at (only ever the benchmark's own index)."""
-    client = redis.Redis.from_url(url)
-    try:
-        client.flushdb()
-    finally:
-        client.close()
 
 
 def new_sign_key() -> str:
@@ -311,9 +300,19 @@ def facts_text(facts: Sequence[tuple[str, str]]) -> str:
     return "\n".join(lines)
 
 
+def positive_int(text: str) -> int:
+    """argparse type for counts and durations that must be at least 1."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     """Flags every benchmark entry point takes."""
-    parser.add_argument("--redis-db", type=int, default=BENCH_REDIS_DB, help="Redis db index to use (it is flushed)")
+    parser.add_argument(
+        "--redis-db", type=int, help="Redis db index to claim and flush (default: the first empty one from 1 up)"
+    )
     parser.add_argument("--log-level", default="INFO", help="LOG_LEVEL of the measured services (INFO as deployed)")
     parser.add_argument("--json", type=Path, help="also write the results as JSON to this file")
 

@@ -16,26 +16,26 @@ from pathlib import Path
 import asyncpg
 
 from bench.databases import ThrowawayDatabases
+from bench.redisdb import ClaimedRedisDb
 from bench.support import (
     BENCH_MERCHANT,
-    BENCH_REDIS_DB,
     BenchError,
     Child,
     add_common_arguments,
     child_env,
     dump_json,
     facts_text,
-    flush_redis_db,
     machine_facts,
     make_callbacks,
     new_sign_key,
     ottrecon_command,
+    positive_int,
     server_url,
     stop_on_sigterm,
     table,
-    with_redis_db,
 )
-from webhook.queue import QUEUE_NAME, connect, enqueue_callback
+from webhook.batcher import EnqueueBatcher
+from webhook.queue import QUEUE_NAME, connect
 from worker.queue import DEAD_LETTER_KEY
 from worker.settings import WorkerSettings
 
@@ -51,7 +51,7 @@ class WorkerOptions:
 
     callbacks: int = 20_000
     rounds: int = 2
-    redis_db: int = BENCH_REDIS_DB
+    redis_db: int | None = None  # None: the first empty, unclaimed index
     log_level: str = "INFO"
     timeout_s: float = 600.0
 
@@ -113,13 +113,16 @@ class WorkerReport:
 def run(options: WorkerOptions, env: dict[str, str]) -> WorkerReport:
     """No-op drain then real drain, options.rounds times; every database it creates is dropped."""
     admin_url = server_url("DATABASE_URL", env)
-    redis_url = with_redis_db(server_url("REDIS_URL", env), options.redis_db)
     sign_key = new_sign_key()
     callbacks = make_callbacks(options.callbacks, sign_key)
-    with tempfile.TemporaryDirectory(prefix="ottrecon-bench-") as tmp, ThrowawayDatabases(admin_url) as databases:
+    with (
+        tempfile.TemporaryDirectory(prefix="ottrecon-bench-") as tmp,
+        ThrowawayDatabases(admin_url) as databases,
+        ClaimedRedisDb(server_url("REDIS_URL", env), options.redis_db) as redis_db,
+    ):
         variables = {
             "DATABASE_URL": databases.template_url,  # each real drain gets its own clone instead
-            "REDIS_URL": redis_url,
+            "REDIS_URL": redis_db.url,
             "OTTPAY_MERCHANTS": f"{BENCH_MERCHANT}={sign_key}",
             "LOG_LEVEL": options.log_level,
             # The worker also talks to the OTT Pay gateway (orders); point it at a closed local port so
@@ -131,21 +134,18 @@ def run(options: WorkerOptions, env: dict[str, str]) -> WorkerReport:
         used = {"max_jobs": settings.max_jobs, "poll_delay_s": settings.poll_delay_s}
         used |= {"write_batch_max": settings.write_batch_max, "db_pool_max": settings.db_pool_max}
         report = WorkerReport(options, used)
-        try:
-            for round_no in range(1, options.rounds + 1):
-                for kind in (NOOP, REAL):
-                    if kind == REAL:
-                        worker_env["DATABASE_URL"] = databases.clone(f"r{round_no}")
-                    drain = _drain(kind, options, callbacks, redis_url, Path(tmp), worker_env)
-                    report.drains.append(drain)
-                    print(
-                        f"  round {round_no} {kind:<16} {drain.rate:7,.0f} jobs/s "
-                        f"(steady {drain.steady_rate:,.0f}/s, {drain.wall_s:.1f} s)",
-                        file=sys.stderr,
-                        flush=True,
-                    )
-        finally:
-            flush_redis_db(redis_url)
+        for round_no in range(1, options.rounds + 1):
+            for kind in (NOOP, REAL):
+                if kind == REAL:
+                    worker_env["DATABASE_URL"] = databases.clone(f"r{round_no}")
+                drain = _drain(kind, options, callbacks, redis_db, Path(tmp), worker_env)
+                report.drains.append(drain)
+                print(
+                    f"  round {round_no} {kind:<16} {drain.rate:7,.0f} jobs/s "
+                    f"(steady {drain.steady_rate:,.0f}/s, {drain.wall_s:.1f} s)",
+                    file=sys.stderr,
+                    flush=True,
+                )
     return report
 
 
@@ -153,17 +153,17 @@ def _drain(
     kind: str,
     options: WorkerOptions,
     callbacks: list[dict[str, str]],
-    redis_url: str,
+    redis_db: ClaimedRedisDb,
     workdir: Path,
     env: dict[str, str],
 ) -> Drain:
-    flush_redis_db(redis_url)
-    asyncio.run(_fill(redis_url, callbacks))
+    redis_db.flush()
+    asyncio.run(_fill(redis_db.url, callbacks))
     argv = [sys.executable, "-m", "bench.arq_noop"] if kind == NOOP else ottrecon_command("worker")
     log_path = workdir / f"{kind.replace(' ', '-')}-{time.monotonic_ns()}.log"
     database_url = env["DATABASE_URL"] if kind == REAL else None
     with Child(kind, argv, log_path, env) as child:
-        return asyncio.run(_watch(kind, child, len(callbacks), redis_url, database_url, options.timeout_s))
+        return asyncio.run(_watch(kind, child, len(callbacks), redis_db.url, database_url, options.timeout_s))
 
 
 async def _watch(
@@ -231,21 +231,24 @@ async def _database_checks(conn: asyncpg.Connection, total: int) -> list[str]:
 
 
 async def _fill(redis_url: str, callbacks: list[dict[str, str]]) -> None:
-    """Queue every callback exactly as the receiver does (same job id, payload, serializer, expiry)."""
+    """Queue every callback exactly as the receiver does: 64 concurrent senders through the same
+    EnqueueBatcher, so jobs carry as many callbacks as the receiver would group under that load."""
     redis = connect(redis_url, 5.0)
+    batcher = EnqueueBatcher(redis, 5.0)
     limit = asyncio.Semaphore(64)
 
-    async def one(envelope: dict[str, str]) -> None:
+    async def one(envelope: dict[str, str]) -> bool:
         async with limit:
-            await enqueue_callback(redis, envelope, 5.0)
+            return await batcher.enqueue(envelope)
 
     try:
-        await asyncio.gather(*(one(envelope) for envelope in callbacks))
-        queued = int(await redis.zcard(QUEUE_NAME))
+        fresh = await asyncio.gather(*(one(envelope) for envelope in callbacks))
+        jobs = int(await redis.zcard(QUEUE_NAME))
     finally:
         await redis.aclose(close_connection_pool=True)
-    if queued != len(callbacks):
-        raise BenchError(f"queued {queued} jobs for {len(callbacks)} distinct callbacks")
+    if sum(fresh) != len(callbacks):
+        raise BenchError(f"queued {sum(fresh)} of {len(callbacks)} distinct callbacks")
+    print(f"  queued {len(callbacks)} callbacks as {jobs} jobs ({len(callbacks) / jobs:.1f} per job)", file=sys.stderr)
 
 
 def summary(report: WorkerReport) -> str:
@@ -280,8 +283,10 @@ def summary(report: WorkerReport) -> str:
 
 def add_arguments(parser: argparse.ArgumentParser, defaults: WorkerOptions = WorkerOptions()) -> None:
     """The worker benchmark's flags (shared with bench.run_all)."""
-    parser.add_argument("--callbacks", type=int, default=defaults.callbacks, help="callbacks to queue and drain")
-    parser.add_argument("--worker-rounds", type=int, default=defaults.rounds, help="no-op+real pairs to run")
+    parser.add_argument(
+        "--callbacks", type=positive_int, default=defaults.callbacks, help="callbacks to queue and drain"
+    )
+    parser.add_argument("--worker-rounds", type=positive_int, default=defaults.rounds, help="no-op+real pairs to run")
     parser.add_argument("--timeout", type=float, default=defaults.timeout_s, help="give up a drain after this")
 
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
+import time
+import uuid
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -17,8 +19,36 @@ from webhook.errors import QueueUnavailable
 # These must equal worker/queue.py's; tests/integration/test_queue_contract.py checks it.
 QUEUE_NAME = "ottrecon:jobs"
 INGEST_JOB = "ingest_callbacks"
+# While a callback is queued, this key (per exact body) makes a redelivery join it instead of
+# queueing it again; the worker deletes it once the callback is processed.
+QUEUED_KEY_PREFIX = "ottrecon:queued:"
+# arq's own key for a job's payload (arq.constants.job_key_prefix), written here directly.
+ARQ_JOB_KEY_PREFIX = "arq:job:"
 # A queued callback outlives a worker outage of up to this long (arq's default is one day).
 JOB_EXPIRES = timedelta(days=7)
+
+# One round trip queues a whole batch as ONE arq job: per callback, claim its queued-key (a
+# redelivery of a body already queued is skipped), then write the job exactly as arq's
+# enqueue_job would (JSON payload under arq:job:<id>, id in the queue's sorted set). Atomic:
+# either the job and all its claims exist, or none. Returns 1/0 per callback: newly queued?
+ENQUEUE_SCRIPT = """
+local fresh, items = {}, {}
+for i = 6, #ARGV, 2 do
+    if redis.call('SET', ARGV[i], ARGV[1], 'NX', 'PX', ARGV[3]) then
+        items[#items + 1] = ARGV[i + 1]
+        fresh[#fresh + 1] = 1
+    else
+        fresh[#fresh + 1] = 0
+    end
+end
+if #items > 0 then
+    local job = '{"t":null,"f":"' .. ARGV[4] .. '","a":[[' .. table.concat(items, ',')
+        .. ']],"k":{},"et":' .. ARGV[2] .. '}'
+    redis.call('PSETEX', ARGV[5] .. ARGV[1], ARGV[3], job)
+    redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
+end
+return fresh
+"""
 
 
 def serialize(obj: Any) -> bytes:
@@ -37,21 +67,33 @@ def connect(redis_url: str, timeout_s: float) -> ArqRedis:
     return ArqRedis(pool, job_serializer=serialize, job_deserializer=deserialize)
 
 
-async def enqueue_callback(redis: ArqRedis, envelope: dict[str, Any], timeout_s: float) -> bool:
-    """Queue one callback exactly as received; return False if an identical one is already queued.
+async def enqueue_callbacks(redis: ArqRedis, envelopes: Sequence[dict[str, Any]]) -> list[bool]:
+    """Queue callbacks exactly as received, all in one job and one Redis round trip.
 
-    Returns only after Redis confirmed the write. The job id is the envelope's fingerprint,
-    so an exact redelivery joins the queued job instead of making a second one, while a
-    different body with the same md5 (a forgery, say) still gets its own job.
-    Raises QueueUnavailable when Redis did not confirm.
+    Returns, per envelope, True if newly queued or False if an identical body is already queued
+    (it then joins that job). Returns only after Redis confirmed the write; raises
+    QueueUnavailable when it did not (nothing was queued). A different body with the same md5
+    (a forgery, say) has another fingerprint and is queued on its own.
     """
-    item = {"envelope": envelope, "received_at": datetime.now(UTC).isoformat()}
-    job_id = "cb:" + envelope_fingerprint(envelope)
+    received_at = datetime.now(UTC).isoformat()
+    args: list[str | bytes | int] = [
+        uuid.uuid4().hex,
+        int(time.time() * 1000),
+        int(JOB_EXPIRES.total_seconds() * 1000),
+        INGEST_JOB,
+        ARQ_JOB_KEY_PREFIX,
+    ]
+    for envelope in envelopes:
+        fingerprint = envelope_fingerprint(envelope)
+        item = {"envelope": envelope, "received_at": received_at, "fingerprint": fingerprint}
+        args += [QUEUED_KEY_PREFIX + fingerprint, serialize(item)]
     try:
-        async with asyncio.timeout(timeout_s):
-            job = await redis.enqueue_job(
-                INGEST_JOB, [item], _job_id=job_id, _queue_name=QUEUE_NAME, _expires=JOB_EXPIRES
-            )
+        fresh = await redis.eval(ENQUEUE_SCRIPT, 1, QUEUE_NAME, *args)  # type: ignore[misc, arg-type]  # redis-py typing
     except (RedisError, OSError, TimeoutError) as exc:
         raise QueueUnavailable(f"could not enqueue: {exc.__class__.__name__}") from exc
-    return job is not None
+    return [bool(flag) for flag in fresh]
+
+
+async def enqueue_callback(redis: ArqRedis, envelope: dict[str, Any]) -> bool:
+    """enqueue_callbacks for a single callback."""
+    return (await enqueue_callbacks(redis, [envelope]))[0]

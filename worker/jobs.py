@@ -9,10 +9,11 @@ from typing import Any
 
 import asyncpg
 from arq import ArqRedis, Retry
+from redis.exceptions import RedisError
 
 from worker import metrics
 from worker.errors import DatabaseUnavailable
-from worker.queue import DEAD_LETTER_KEY, serialize
+from worker.queue import DEAD_LETTER_KEY, QUEUED_KEY_PREFIX, serialize
 from worker.settings import WorkerSettings
 from worker.verify import RejectedCallback, Verdict, judge
 from worker.writer import BatchWriter
@@ -32,7 +33,8 @@ class WorkerState:
 async def ingest_callbacks(ctx: dict[str, Any], callbacks: list[Any]) -> dict[str, int]:
     """Verify and record queued callbacks; safe to run any number of times for the same input.
 
-    Each item is ``{"envelope": {...the body as received...}, "received_at": ISO-8601}``.
+    Each item is ``{"envelope": {...the body as received...}, "received_at": ISO-8601,
+    "fingerprint": sha256}``; a job carries every callback the receiver grouped into one write.
     Verified callbacks and their payments, and rejected callbacks with their reason, are
     written in one transaction. While Postgres is unavailable the job is retried with
     backoff (arq Retry) for the configured window; after that, or on an unexpected error,
@@ -49,12 +51,33 @@ async def ingest_callbacks(ctx: dict[str, Any], callbacks: list[Any]) -> dict[st
             logger.warning("postgres unavailable, will retry", extra={"job_try": job_try, "retry_in_s": delay})
             raise Retry(defer=delay) from exc
         await dead_letter(ctx["redis"], callbacks, reason=f"retries exhausted: {exc}")
+        await _release_queued_keys(ctx["redis"], callbacks)
         return {"dead_lettered": len(callbacks)}
     except Exception as exc:
         logger.exception("unexpected error while recording callbacks")
         await dead_letter(ctx["redis"], callbacks, reason=f"unexpected error: {exc.__class__.__name__}")
+        await _release_queued_keys(ctx["redis"], callbacks)
         return {"dead_lettered": len(callbacks)}
+    await _release_queued_keys(ctx["redis"], callbacks)
     return _log_outcomes(verdicts, new)
+
+
+async def _release_queued_keys(redis: ArqRedis, callbacks: list[Any]) -> None:
+    """Done with these bodies: a redelivery may be queued again (and will be found a duplicate).
+
+    Best effort: if Redis fails here the keys simply expire with the job's lifetime.
+    """
+    keys = [
+        QUEUED_KEY_PREFIX + item["fingerprint"]
+        for item in callbacks
+        if isinstance(item, dict) and isinstance(item.get("fingerprint"), str)
+    ]
+    if not keys:
+        return
+    try:
+        await redis.delete(*keys)
+    except (RedisError, OSError) as exc:
+        logger.warning("could not release queued-keys; they expire on their own", extra={"error": str(exc)})
 
 
 def _judge_item(item: Any, state: WorkerState) -> Verdict:

@@ -8,6 +8,8 @@ from typing import Any
 # These must equal webhook/queue.py's; tests/integration/test_queue_contract.py checks it.
 QUEUE_NAME = "ottrecon:jobs"
 INGEST_JOB = "ingest_callbacks"
+# Set by the receiver per queued body (webhook/queue.py); released here once it is processed.
+QUEUED_KEY_PREFIX = "ottrecon:queued:"
 # Enqueued by the api process (api/queue.py) right after it stores an order or a refund.
 PROCESS_ORDER_JOB = "process_order"
 PROCESS_REFUND_JOB = "process_refund"

@@ -58,8 +58,8 @@ class BatchWriter:
                 for waiting in batch:
                     _settle(waiting, exc=exc)
             except Exception as exc:
-                if len(batch) > 1:
-                    # One bad entry must not fail its neighbours: retry each job's part alone.
+                if len(batch) > 1 or len(batch[0].verdicts) > 1:
+                    # One bad entry must not fail its neighbours: write them one by one.
                     await self._write_each(batch)
                 else:
                     _settle(batch[0], exc=exc)
@@ -68,13 +68,22 @@ class BatchWriter:
                     _settle(waiting, result=new)
 
     async def _write_each(self, batch: list[_Waiting]) -> None:
+        # Verdict by verdict, so every good neighbour of a bad entry is still recorded; a job
+        # holding a bad entry gets its error (and dead-letters its items, re-recording nothing twice).
         for waiting in batch:
-            verified = [v for v in waiting.verdicts if isinstance(v, VerifiedCallback)]
-            rejected = [v for v in waiting.verdicts if isinstance(v, RejectedCallback)]
-            try:
-                _settle(waiting, result=await self._record_batch(verified, rejected))
-            except Exception as exc:
-                _settle(waiting, exc=exc)
+            new: set[tuple[str, str]] = set()
+            failure: Exception | None = None
+            for verdict in waiting.verdicts:
+                verified = [verdict] if isinstance(verdict, VerifiedCallback) else []
+                rejected = [verdict] if isinstance(verdict, RejectedCallback) else []
+                try:
+                    new |= await self._record_batch(verified, rejected)
+                except Exception as exc:
+                    failure = failure or exc
+            if failure is None:
+                _settle(waiting, result=new)
+            else:
+                _settle(waiting, exc=failure)
 
     def _take_batch(self) -> list[_Waiting]:
         batch: list[_Waiting] = []

@@ -125,8 +125,8 @@ async def test_forgery_queued_first_does_not_block_the_genuine_callback(
 ) -> None:
     genuine = make_callback("ORDER7", "100")
     forged = {**genuine, "data": make_callback("ORDER7", "1")["data"]}
-    assert await enqueue_callback(redis, forged, 1.0)
-    assert await enqueue_callback(redis, genuine, 1.0)
+    assert await enqueue_callback(redis, forged)
+    assert await enqueue_callback(redis, genuine)
     await drain(worker_settings(database_url, redis_url, merchants))
 
     assert await db.fetchval("SELECT amount FROM payments WHERE order_id = 'ORDER7'") == 100

@@ -26,7 +26,7 @@ def test_serializers_are_json_and_interchangeable() -> None:
 async def test_job_enqueued_by_the_receiver_is_run_by_the_worker(
     database_url: str, redis_url: str, redis: ArqRedis, merchants: MerchantKeys, db: asyncpg.Connection
 ) -> None:
-    assert await receiver_side.enqueue_callback(redis, make_callback("C2"), 1.0)
+    assert await receiver_side.enqueue_callback(redis, make_callback("C2"))
     raw = await redis.get(next(iter(await redis.keys("arq:job:*"))))
     # The stored job is plain JSON (no pickle) holding the envelope exactly as received.
     job = worker_side.deserialize(raw)

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import socket
 
+import asyncpg
 from aiohttp.test_utils import TestClient, TestServer
 from arq import ArqRedis
 
-from tests.integration.support import make_callback, receiver
+from ottpay.keys import parse_merchant_keys
+from tests.conftest import MERCHANT, OLD_KEY
+from tests.integration.support import drain, make_callback, receiver, worker_settings
 from webhook.app import create_app
 from webhook.settings import WebhookSettings
 from worker.queue import QUEUE_NAME
@@ -76,3 +80,19 @@ async def test_receiver_health_endpoints_when_redis_is_up(redis_url: str) -> Non
         ready = await client.get("/readyz")
         assert ready.status == 200
         assert await ready.json() == {"status": "ok"}
+
+
+async def test_concurrent_callbacks_share_redis_writes_and_jobs(
+    redis_url: str, redis: ArqRedis, database_url: str, db: asyncpg.Connection
+) -> None:
+    bodies = [make_callback(f"BATCH{n}") for n in range(60)]
+    async with receiver(redis_url) as client:
+        responses = await asyncio.gather(*(client.post("/ottpay/callback", json=b) for b in bodies))
+        assert [r.status for r in responses] == [200] * 60
+    jobs = await redis.zcard(QUEUE_NAME)
+    # Callbacks that arrived while a write was in flight went out together in the next one.
+    assert 1 <= jobs < 60
+    await drain(worker_settings(database_url, redis_url, parse_merchant_keys(f"{MERCHANT}={OLD_KEY}")))
+    assert await db.fetchval("SELECT count(*) FROM callbacks") == 60
+    # Processed bodies are released, so a later redelivery would be queued (and found a duplicate).
+    assert await redis.keys("ottrecon:queued:*") == []

@@ -40,7 +40,7 @@ async def test_callback_waits_out_a_postgres_outage_and_is_recorded(
     db: asyncpg.Connection,
     proxy: TcpProxy,
 ) -> None:
-    assert await enqueue_callback(redis, make_callback("DOWN1", "4200"), 1.0)
+    assert await enqueue_callback(redis, make_callback("DOWN1", "4200"))
     await proxy.cut()
     settings = worker_settings(through(proxy, database_url), redis_url, merchants, retry_window_s=60)
     worker_run = asyncio.create_task(drain(settings))
@@ -66,7 +66,7 @@ async def test_callback_outliving_the_retry_window_is_dead_lettered_then_requeue
     db: asyncpg.Connection,
     proxy: TcpProxy,
 ) -> None:
-    assert await enqueue_callback(redis, make_callback("DOWN2", "777"), 1.0)
+    assert await enqueue_callback(redis, make_callback("DOWN2", "777"))
     await proxy.cut()
     settings = worker_settings(through(proxy, database_url), redis_url, merchants, retry_window_s=0.3)
     await asyncio.wait_for(drain(settings), timeout=30)

@@ -42,8 +42,8 @@ async def test_worker_logs_carry_ids_but_no_keys(
     from arq import ArqRedis
 
     assert isinstance(redis, ArqRedis)
-    await enqueue_callback(redis, make_callback("LOG1"), 1.0)
-    await enqueue_callback(redis, make_callback("LOG2", merchant_id="NB00000001", key=OTHER_KEY), 1.0)
+    await enqueue_callback(redis, make_callback("LOG1"))
+    await enqueue_callback(redis, make_callback("LOG2", merchant_id="NB00000001", key=OTHER_KEY))
     with caplog.at_level(logging.DEBUG):
         await drain(worker_settings(database_url, redis_url, merchants))
 

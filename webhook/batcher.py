@@ -1,0 +1,58 @@
+"""Groups callbacks arriving at the same moment into one Redis round trip and one queued job."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from typing import Any
+
+from arq import ArqRedis
+
+from webhook.errors import QueueUnavailable
+from webhook.queue import enqueue_callbacks
+
+
+class EnqueueBatcher:
+    """Like group commit: while one batch is being written to Redis, new callbacks queue up and
+    go out together in the next write. An idle receiver writes a lone callback at once; under
+    load one round trip carries many (docs/decisions/0013-receiver-batches-enqueues.md).
+
+    Every caller learns the outcome of the write that carried its callback, so a 200 still
+    means "Redis confirmed it".
+    """
+
+    def __init__(self, redis: ArqRedis, timeout_s: float, max_batch: int = 200) -> None:
+        self._redis = redis
+        self._timeout_s = timeout_s
+        self._max_batch = max_batch
+        self._waiting: deque[tuple[dict[str, Any], asyncio.Future[bool]]] = deque()
+        self._flusher: asyncio.Task[None] | None = None
+
+    async def enqueue(self, envelope: dict[str, Any]) -> bool:
+        """Queue one callback; True if newly queued, False if an identical one already is.
+
+        Raises QueueUnavailable if Redis did not confirm the write in time.
+        """
+        done: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._waiting.append((envelope, done))
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.create_task(self._flush())
+        return await done
+
+    async def _flush(self) -> None:
+        while self._waiting:
+            batch = [self._waiting.popleft() for _ in range(min(self._max_batch, len(self._waiting)))]
+            try:
+                async with asyncio.timeout(self._timeout_s):
+                    fresh = await enqueue_callbacks(self._redis, [envelope for envelope, _ in batch])
+            except (QueueUnavailable, TimeoutError) as exc:
+                # A timed-out write may still have landed: the sender retries, and the queued-key
+                # then makes its redelivery join the job instead of doubling it.
+                failure = exc if isinstance(exc, QueueUnavailable) else QueueUnavailable("enqueue timed out")
+                for _, done in batch:
+                    if not done.done():
+                        done.set_exception(failure)
+            else:
+                for (_, done), flag in zip(batch, fresh, strict=True):
+                    if not done.done():
+                        done.set_result(flag)
