@@ -12,10 +12,13 @@ from api.metrics import metrics_middleware
 from api.openapi import openapi_spec
 from api.queue import connect
 from api.settings import ApiSettings
+from console.app import create_console_app
+from console.web import PREFIX as CONSOLE_PREFIX
 
 
 def create_app(settings: ApiSettings) -> web.Application:
-    """Every route but /healthz, /api/openapi.json and GET /metrics (Prometheus) needs a bearer token."""
+    """Every route but /healthz, /api/openapi.json, GET /metrics (Prometheus) and the finance console
+    (/console/, which signs people in itself) needs a bearer token."""
     app = web.Application(
         # metrics_middleware comes first: it counts the answers of the others, 401s included.
         middlewares=[metrics_middleware, routes.error_middleware, token_middleware(settings.token_digests)],
@@ -30,6 +33,8 @@ def create_app(settings: ApiSettings) -> web.Application:
     app.router.add_get("/api/payments/{payment_id}", routes.get_payment)
     app.router.add_get("/api/payments/{payment_id}/qr.svg", routes.payment_qr)
     app.router.add_post("/api/payments/{payment_id}/refunds", routes.create_refund)
+    # The finance console (docs/CONSOLE.md): its own sessions, exempt from the bearer token.
+    app.add_subapp(CONSOLE_PREFIX + "/", create_console_app(settings))
     return app
 
 

@@ -10,7 +10,9 @@ from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
 # Reachable without a token: liveness and the API description.
-PUBLIC_PATHS = frozenset({"/healthz", "/api/openapi.json"})
+PUBLIC_PATHS = frozenset({"/healthz", "/api/openapi.json", "/console"})
+# The finance console signs people in with its own sessions (console/auth.py), not bearer tokens.
+PUBLIC_PREFIXES = ("/console/",)
 CLIENT = web.RequestKey("client", str)
 
 
@@ -19,7 +21,7 @@ def token_middleware(token_digests: Mapping[str, bytes]) -> Middleware:
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if request.path in PUBLIC_PATHS:
+        if request.path in PUBLIC_PATHS or request.path.startswith(PUBLIC_PREFIXES):
             return await handler(request)
         scheme, _, token = request.headers.get("Authorization", "").partition(" ")
         client = _match(token.strip(), token_digests) if scheme.lower() == "bearer" else None

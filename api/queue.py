@@ -13,6 +13,8 @@ from redis.exceptions import RedisError
 QUEUE_NAME = "ottrecon:jobs"
 PROCESS_ORDER_JOB = "process_order"
 PROCESS_REFUND_JOB = "process_refund"
+# The finance console's replay button; a worker runs it (it holds the sign keys, the api does not).
+REPLAY_REJECTED_JOB = "replay_rejected_callback"
 
 
 def serialize(obj: Any) -> bytes:

@@ -8,6 +8,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from api.errors import ConfigError
+from console.errors import ConsoleConfigError
+from console.settings import ConsoleSettings
 from ottpay.keys import parse_operator_ids
 
 # A token shorter than this is guessable; `python -c "import secrets; print(secrets.token_urlsafe(32))"`.
@@ -29,6 +31,8 @@ class ApiSettings:
     host: str = "127.0.0.1"
     # How long POST waits for the gateway's answer before replying with the current state.
     wait_s: float = 8.0
+    # The finance console under /console/ (optional: without users it only says it is not configured).
+    console: ConsoleSettings = field(default_factory=ConsoleSettings)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> ApiSettings:
@@ -58,6 +62,11 @@ class ApiSettings:
         except ValueError:
             problems.append(f"OTTRECON_API_WAIT_SECONDS must be a number, got {wait_text!r}")
             wait_s = cls.wait_s
+        console = ConsoleSettings()
+        try:
+            console = ConsoleSettings.from_env(env)
+        except ConsoleConfigError as exc:
+            problems += exc.problems
         if problems:
             raise ConfigError("invalid configuration: " + "; ".join(problems))
         return cls(
@@ -68,6 +77,7 @@ class ApiSettings:
             port=int(port_text),
             host=env.get("API_HOST", "").strip() or cls.host,
             wait_s=wait_s,
+            console=console,
         )
 
 

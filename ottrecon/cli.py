@@ -73,6 +73,11 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument("--format", choices=["csv"], default="csv")
     finance_commands.add_report_choices(export)
     finance_commands.register(command)
+    command(
+        "hash-password",
+        _hash_password,
+        "print a console password hash for OTTRECON_CONSOLE_USERS (password from a prompt or stdin)",
+    )
     sample = command("make-callback", _make_callback, "print a correctly encrypted callback (for testing a setup)")
     sample.add_argument("--merchant", required=True, help="a merchant id configured in OTTPAY_MERCHANTS")
     sample.add_argument("--order-id", required=True)
@@ -202,6 +207,28 @@ def _export(args: argparse.Namespace, env: Mapping[str, str]) -> int:
 
     rows = asyncio.run(run())
     print(f"exported {rows} row(s)", file=sys.stderr)
+    return 0
+
+
+# Shorter passwords are refused: the hash may be read by anyone who can read the api's environment.
+MIN_PASSWORD_LENGTH = 12
+
+
+def _hash_password(args: argparse.Namespace, env: Mapping[str, str]) -> int:
+    import getpass
+
+    from console.passwords import hash_password
+
+    # Never from argv: the command line is visible to every user of the machine and kept in shell history.
+    if sys.stdin.isatty():
+        password = getpass.getpass("Password: ")
+        if getpass.getpass("Repeat it: ") != password:
+            raise UsageError("the two passwords differ; nothing printed")
+    else:
+        password = sys.stdin.readline().rstrip("\r\n")
+    if len(password) < MIN_PASSWORD_LENGTH:
+        raise UsageError(f"a console password needs at least {MIN_PASSWORD_LENGTH} characters")
+    print(hash_password(password))
     return 0
 
 

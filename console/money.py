@@ -1,0 +1,12 @@
+"""Money on the console's pages: integer cents shown with the currency, by integer arithmetic only."""
+
+from __future__ import annotations
+
+
+def format_money(cents: int | None, currency: str) -> str:
+    """1234550 -> '12,345.50 CAD', -1250 -> '-12.50 CAD', None -> '—'. Never goes through a float."""
+    if cents is None:
+        return "—"
+    sign = "-" if cents < 0 else ""
+    whole, rest = divmod(abs(cents), 100)
+    return f"{sign}{whole:,}.{rest:02d} {currency}"
