@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from api.views import STATUSES
+
 _CENTS = {"type": "integer", "minimum": 0, "description": "integer cents (1250 = 12.50 CAD); never a float"}
 _ERROR = {
     "type": "object",
@@ -12,19 +14,7 @@ _ERROR = {
 }
 _STATUS = {
     "type": "string",
-    "enum": [
-        "pending",
-        "awaiting_payment",
-        "unpaid",
-        "review",
-        "declined",
-        "failed",
-        "closed",
-        "expired",
-        "paid",
-        "partially_refunded",
-        "refunded",
-    ],
+    "enum": list(STATUSES),
     "description": (
         "pending: stored, not yet answered by the gateway (or outcome unknown, being resolved by STATUS_QUERY); "
         "awaiting_payment: ACTIVEPAY QR code issued; unpaid: still unpaid past the deadline (may still be paid); "

@@ -15,7 +15,7 @@ from api.auth import CLIENT
 from api.errors import DatabaseUnavailable, IdempotencyConflict, InvalidRequest, NotFound, NotRefundable
 from api.qr import qr_svg
 from api.settings import ApiSettings
-from api.views import payment_view, refund_view
+from api.views import STATUSES, payment_view, refund_view
 
 logger = logging.getLogger("ottrecon.api")
 
@@ -23,19 +23,6 @@ SETTINGS = web.AppKey("settings", ApiSettings)
 POOL = web.AppKey("pool", asyncpg.Pool)
 REDIS = web.AppKey("redis", ArqRedis)
 PAGE_MAX = 200
-STATUSES = (
-    "pending",
-    "awaiting_payment",
-    "unpaid",
-    "review",
-    "declined",
-    "failed",
-    "closed",
-    "expired",
-    "paid",
-    "partially_refunded",
-    "refunded",
-)
 
 
 async def create_payment(request: web.Request) -> web.Response:

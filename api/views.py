@@ -9,6 +9,20 @@ from typing import Any
 import asyncpg
 
 CURRENCY = "CAD"
+# Every status an order can have, in the order of sql/0002's order_status_rank.
+STATUSES = (
+    "pending",
+    "awaiting_payment",
+    "unpaid",
+    "review",
+    "declined",
+    "failed",
+    "closed",
+    "expired",
+    "paid",
+    "partially_refunded",
+    "refunded",
+)
 
 
 def payment_view(order: asyncpg.Record, refunds: Sequence[asyncpg.Record] = ()) -> dict[str, Any]:
