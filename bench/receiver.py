@@ -4,36 +4,21 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import sys
 import tempfile
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import redis
 
+from bench.children import Child, child_env, free_port, ottrecon_command, wait_http_ok
+from bench.cli import run_benchmark
 from bench.redisdb import ClaimedRedisDb
-from bench.support import (
-    BenchError,
-    Child,
-    add_common_arguments,
-    child_env,
-    dump_json,
-    facts_text,
-    free_port,
-    machine_facts,
-    make_callbacks,
-    new_sign_key,
-    ottrecon_command,
-    positive_int,
-    server_url,
-    stop_on_sigterm,
-    table,
-    wait_http_ok,
-)
+from bench.report import table
+from bench.support import make_callbacks, new_sign_key, positive_int, server_url
 from bench.wrk import WrkResult, require_wrk, run_wrk, write_bodies
 from webhook.queue import QUEUE_NAME, QUEUED_KEY_PREFIX
 
@@ -266,27 +251,17 @@ def options_from(args: argparse.Namespace) -> ReceiverOptions:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """`python -m bench.receiver`: run, print the table; exit 1 when it could not run."""
-    parser = argparse.ArgumentParser(prog="python -m bench.receiver", description=__doc__)
-    add_arguments(parser)
-    add_common_arguments(parser)
-    args = parser.parse_args(argv)
-    stop_on_sigterm()
-    env = dict(os.environ)
-    try:
-        facts = machine_facts(server_url("REDIS_URL", env), None)
-        print(facts_text(facts) + "\n", flush=True)
-        report = run(options_from(args), env)
-    except BenchError as exc:
-        print(f"bench.receiver: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("bench.receiver: interrupted; servers stopped and Redis db flushed", file=sys.stderr)
-        return 130
-    print(summary(report))
-    print(table(["target", "measured", "goal", "met"], [[*t[:3], "yes" if t[3] else "NO"] for t in report.targets()]))
-    if args.json is not None:
-        dump_json(args.json, asdict(report))
-    return 0
+    return run_benchmark(
+        argv,
+        name="bench.receiver",
+        description=__doc__,
+        add_arguments=add_arguments,
+        options_from=options_from,
+        run=run,
+        summary=summary,
+        uses_database=False,
+        cleaned_up="servers stopped and Redis db flushed",
+    )
 
 
 if __name__ == "__main__":

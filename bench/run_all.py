@@ -10,16 +10,12 @@ from collections.abc import Sequence
 from dataclasses import asdict
 
 from bench import receiver, worker
-from bench.support import (
-    BenchError,
-    add_common_arguments,
-    dump_json,
-    facts_text,
-    machine_facts,
-    server_url,
-    stop_on_sigterm,
-    table,
-)
+from bench.children import stop_on_sigterm
+from bench.drain import NOOP, REAL
+from bench.errors import BenchError
+from bench.machine import facts_text, machine_facts
+from bench.report import dump_json, met, table
+from bench.support import add_common_arguments, server_url
 
 
 def summary_rows(rec: receiver.ReceiverReport | None, wrk: worker.WorkerReport | None) -> list[list[str]]:
@@ -34,7 +30,7 @@ def summary_rows(rec: receiver.ReceiverReport | None, wrk: worker.WorkerReport |
                 f"receiver / bare aiohttp, median of {len(rec.ratios)}",
                 f"{ratio:.0%} ({real:,.0f} vs {bare:,.0f} req/s)",
                 f">= {receiver.TARGET_RATIO:.0%}",
-                _met(ratio >= receiver.TARGET_RATIO),
+                met(ratio >= receiver.TARGET_RATIO),
             ]
         )
         rows.append(
@@ -42,18 +38,18 @@ def summary_rows(rec: receiver.ReceiverReport | None, wrk: worker.WorkerReport |
                 f"receiver p99 at {rec.options.connections} connections, worst",
                 f"{p99:.1f} ms",
                 f"< {receiver.TARGET_P99_MS:.0f} ms",
-                _met(p99 < receiver.TARGET_P99_MS),
+                met(p99 < receiver.TARGET_P99_MS),
             ]
         )
     if wrk is not None:
-        real_rate = statistics.median(wrk.rates(worker.REAL))
-        noop_rate = statistics.median(wrk.rates(worker.NOOP))
+        real_rate = statistics.median(wrk.rates(REAL))
+        noop_rate = statistics.median(wrk.rates(NOOP))
         rows.append(
             [
-                f"one worker end to end, median of {len(wrk.rates(worker.REAL))}",
+                f"one worker end to end, median of {len(wrk.rates(REAL))}",
                 f"{real_rate:,.0f} callbacks/s",
                 f">= {worker.TARGET_RATE:,.0f}/s",
-                _met(real_rate >= worker.TARGET_RATE),
+                met(real_rate >= worker.TARGET_RATE),
             ]
         )
         rows.append(
@@ -65,10 +61,6 @@ def summary_rows(rec: receiver.ReceiverReport | None, wrk: worker.WorkerReport |
             ]
         )
     return rows
-
-
-def _met(ok: bool) -> str:
-    return "yes" if ok else "NO"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
