@@ -22,11 +22,14 @@ from worker.db import translate_errors
 TABS = ("open", "resolved")
 # A merchant counts as configured while a worker has reported holding its keys within this interval.
 FRESH = "interval '1 hour'"
+# Reasons a key fixes (a missing, wrong or rotated key garbles decryption): only these are worth
+# a replay. A malformed envelope, a merchant mismatch or unusable fields stay what they are.
+KEY_REASONS = "('unknown_merchant', 'decryption_failed', 'not_json_object', 'malformed_plaintext', 'digest_mismatch')"
 # Rejections, newest first by keyset on id; replayable when open and a worker recently reported the merchant.
 LIST = f"""
 SELECT r.id, r.merchant_id, r.reason, r.detail, r.received_at, r.last_received_at, r.times_received,
        r.last_replayed_at, r.resolved_at, r.resolution,
-       (r.resolved_at IS NULL AND c.merchant_id IS NOT NULL) AS replayable,
+       (r.resolved_at IS NULL AND c.merchant_id IS NOT NULL AND r.reason IN {KEY_REASONS}) AS replayable,
        e.action AS last_action, e.actor AS last_actor, e.at AS last_at
 FROM rejected_callbacks r
 LEFT JOIN configured_merchants c ON c.merchant_id = r.merchant_id AND c.reported_at > now() - {FRESH}
@@ -38,7 +41,8 @@ ORDER BY r.id DESC
 LIMIT $3
 """
 ONE = f"""
-SELECT r.*, (r.resolved_at IS NULL AND c.merchant_id IS NOT NULL) AS replayable, c.reported_at
+SELECT r.*, (r.resolved_at IS NULL AND c.merchant_id IS NOT NULL AND r.reason IN {KEY_REASONS}) AS replayable,
+       c.reported_at
 FROM rejected_callbacks r
 LEFT JOIN configured_merchants c ON c.merchant_id = r.merchant_id AND c.reported_at > now() - {FRESH}
 WHERE r.id = $1
