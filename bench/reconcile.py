@@ -71,9 +71,10 @@ GENERATE: tuple[tuple[str, str], ...] = (
                CASE WHEN b = 87 THEN created_at + interval '20 minutes'
                     ELSE created_at + make_interval(secs => 30 + i % 60) END AS paid_at
         FROM (
-            SELECT i, (i * 37) % 100 AS b, 'BENCH0000' || (i % 5) AS merchant_id,
+            -- Merchant and tip must not follow i mod 100 (the bucket), or one merchant would get every unpaid order.
+            SELECT i, (i * 37) % 100 AS b, 'BENCH0000' || (i / 100) % 5 AS merchant_id,
                    'B' || lpad(i::text, 19, '0') AS order_id,
-                   100 + (i * 7919) % 99900 AS amount, CASE WHEN i % 4 = 0 THEN i % 500 ELSE 0 END AS tip,
+                   100 + (i * 7919) % 99900 AS amount, CASE WHEN (i / 7) % 4 = 0 THEN i % 500 ELSE 0 END AS tip,
                    (ARRAY['ALIPAY', 'WECHATPAY', 'UNIONPAY'])[1 + i % 3] AS biz_type,
                    (ARRAY['AL', 'WX', 'UP'])[1 + i % 3] || lpad(i::text, 16, '0') AS chan,
                    timestamptz '2024-05-01 00:00:00 America/Toronto' + make_interval(secs => (i - 1) * 2592000.0 / $1)

@@ -48,11 +48,12 @@ SELECT l.merchant_id, l.order_id, l.business_date, l.kind, l.channel, l.order_st
        array_to_string(l.channel_payment_ids, ';'), l.callback_count, l.paid_source, l.recon_status,
        l.statement_status, l.statement_amount, l.amount_at_risk, l.statement_amount_at_risk, l.created_at, l.paid_at
 """
-# Filters: $1 first and $2 last business date (inclusive), $3 merchant. Missing dates are sent as
-# date.min/date.max rather than NULL, so even a generic plan keeps a range scan on ledger_date_idx.
+# Filters: $1 first and $2 last business date (inclusive), $3 merchant. Open ends are sent as date.min /
+# date.max (asyncpg: -infinity / infinity), not NULL, so even a generic plan keeps an index range on the
+# date: ledger_date_idx, or the console's ledger_keyset_idx / ledger_merchant_keyset_idx (sql/0005).
 _FILTER = "l.business_date BETWEEN $1 AND $2 AND ($3::text IS NULL OR l.merchant_id = $3)"
 
-# Every ledger row in the filter, in the order of ledger_date_idx then order id.
+# Every ledger row in the filter, in key order (that of ledger_keyset_idx, which can stream it unsorted).
 EXPORT_LEDGER = f"""{_LEDGER_SELECT}
 FROM ledger l WHERE {_FILTER}
 ORDER BY l.business_date, l.merchant_id, l.order_id

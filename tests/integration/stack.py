@@ -134,10 +134,22 @@ async def running_stack(
         api = await stack.enter_async_context(TestClient(TestServer(create_api(api_settings))))
         worker = create_worker(settings, poll_delay=0.01, handle_signals=False)
         task = asyncio.create_task(worker.main())
+        await wait_until_started(worker, task)
         try:
             yield Stack(api=api, sim=sim, receiver=receiver, worker=worker, settings=settings)
         finally:
             await stop_worker(worker, task)
+
+
+async def wait_until_started(worker: Worker, task: asyncio.Task[None], timeout_s: float = 15) -> None:
+    """Wait for the worker's startup hook to finish, so a short test never stops a half-started
+    worker (which would then outlive the test and its database)."""
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while "recon" not in worker.ctx:
+        if task.done():
+            task.result()  # startup failed: raise its error here
+        assert asyncio.get_running_loop().time() < deadline, "worker did not start"
+        await asyncio.sleep(0.01)
 
 
 async def stop_worker(worker: Worker, task: asyncio.Task[None]) -> None:

@@ -7,7 +7,7 @@ import asyncio
 import asyncpg
 
 from ottpay.simulator.faults import Faults
-from tests.integration.stack import API_TOKEN, customer_pays, running_stack, stop_worker
+from tests.integration.stack import API_TOKEN, customer_pays, running_stack, stop_worker, wait_until_started
 from worker.main import create_worker
 
 
@@ -156,6 +156,7 @@ async def test_sweeps_on_two_workers_never_handle_an_order_twice(
     async with running_stack(database_url, redis_url, faults=Faults(drop_callback=1.0)) as stack:
         second = create_worker(stack.settings, poll_delay=0.01, handle_signals=False)
         second_run = asyncio.create_task(second.main())
+        await wait_until_started(second, second_run)
         try:
             ids = [(await stack.pay(f"k-two-{n}", kind="ACTIVEPAY", amount=100 + n))[1]["id"] for n in range(8)]
             for payment_id in ids:
