@@ -200,3 +200,52 @@ async def _statement_status(db: asyncpg.Connection, order_id: str, status: str) 
             return row
         assert asyncio.get_running_loop().time() < deadline, f"{order_id}: {row and dict(row)}"
         await asyncio.sleep(0.1)
+
+
+async def _import(pool: Any, path: Path, text: str) -> None:
+    await asyncio.to_thread(path.write_text, text)
+    await import_statement(pool, path, StatementLayout())
+
+
+async def test_overlapping_statements_count_a_payment_once_and_unseen_payments_carry_their_risk(
+    database_url: str, db: asyncpg.Connection, tmp_path: Path
+) -> None:
+    # A PASSIVEPAY we know paid (10.00), and an ACTIVEPAY we still think unpaid (7.50).
+    for order_id, kind, status, code in (
+        ("OVL1", "PASSIVEPAY", "paid", "283456789012340001"),
+        ("OVL2", "ACTIVEPAY", "awaiting_payment", None),
+    ):
+        await db.execute(
+            "INSERT INTO orders (merchant_id, order_id, kind, biz_type, amount, auth_code, idempotency_key,"
+            " request_sha256, status, paid_amount, paid_source) VALUES ($1, $2, $3, 'ALIPAY', $4, $5, $2, 'x', $6,"
+            " $7, $8)",
+            MERCHANT, order_id, kind, 1000 if kind == "PASSIVEPAY" else 750, code, status,
+            1000 if status == "paid" else None, "response" if status == "paid" else None,
+        )  # fmt: skip
+    await db.execute(
+        "INSERT INTO payments (merchant_id, order_id, status, amount, tip, bizpay_order_id, source)"
+        " VALUES ($1, 'OVL1', 'paid', 1000, 0, 'AL1', 'response')",
+        MERCHANT,
+    )
+    header = "merchant_id,order_id,bizpay_order_id,amount,tip,fee,refund,txn_time\n"
+    pool = await worker_db.create_pool(database_url, 1)
+    try:
+        # A weekly statement, then the monthly one repeating the payment with a refund since.
+        await _import(pool, tmp_path / "week.csv", header + f"{MERCHANT},OVL1,AL1,1000,0,20,0,2026-11-20 10:00:00\n")
+        await _import(pool, tmp_path / "month.csv", header + f"{MERCHANT},OVL1,AL1,1000,0,20,300,2026-11-20 10:00:00\n"
+                      f"{MERCHANT},OVL2,AL2,750,0,15,0,2026-11-20 11:00:00\n")  # fmt: skip
+        await reconcile_pending(pool, business_tz="America/Toronto")
+    finally:
+        await pool.close()
+
+    once = await db.fetchrow("SELECT statement_amount, fee, statement_status FROM ledger WHERE order_id = 'OVL1'")
+    assert once is not None and (once["statement_amount"], once["fee"], once["statement_status"]) == (
+        1000,
+        20,
+        "matched",
+    )
+    unseen = await db.fetchrow("SELECT statement_status, statement_amount_at_risk FROM ledger WHERE order_id = 'OVL2'")
+    assert unseen is not None and (unseen["statement_status"], unseen["statement_amount_at_risk"]) == (
+        "not_in_ledger",
+        750,
+    )

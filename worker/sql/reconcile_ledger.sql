@@ -37,7 +37,12 @@ WITH keys AS (
     SELECT s.merchant_id, s.order_id, sum(s.amount) AS amount, sum(s.tip) AS tip, sum(s.fee) AS fee,
            array_agg(DISTINCT s.bizpay_order_id) FILTER (WHERE coalesce(s.bizpay_order_id, '') <> '') AS channel_ids,
            min(s.business_date) AS business_date
-    FROM statement_lines s JOIN keys USING (merchant_id, order_id)
+    FROM (
+        -- One line per channel payment: a later statement repeats a payment with its refund grown.
+        SELECT DISTINCT ON (s.merchant_id, s.order_id, coalesce(s.bizpay_order_id, ''), s.txn_time) s.*
+        FROM statement_lines s JOIN keys USING (merchant_id, order_id)
+        ORDER BY s.merchant_id, s.order_id, coalesce(s.bizpay_order_id, ''), s.txn_time, s.import_id DESC, s.id DESC
+    ) s
     GROUP BY s.merchant_id, s.order_id
 ), facts AS (
     SELECT k.merchant_id, k.order_id, o.kind, o.biz_type, o.status AS order_status,
@@ -123,9 +128,13 @@ SELECT merchant_id, order_id, kind,
            WHEN 'not_in_ledger' THEN coalesce(st_amount, 0) + coalesce(st_tip, 0)
            ELSE 0
        END,
-       CASE statement_status
-           WHEN 'not_in_statement' THEN coalesce(received_amount, 0) + coalesce(received_tip, 0)
-           WHEN 'amount_differs' THEN abs(st_amount + st_tip - coalesce(received_amount, 0) - coalesce(received_tip, 0))
+       CASE
+           WHEN statement_status = 'not_in_statement' THEN coalesce(received_amount, 0) + coalesce(received_tip, 0)
+           -- Settled by the gateway while we think the order unpaid; orphan statement lines carry it in amount_at_risk.
+           WHEN statement_status = 'not_in_ledger' AND recon_status <> 'not_in_ledger'
+               THEN coalesce(st_amount, 0) + coalesce(st_tip, 0)
+           WHEN statement_status = 'amount_differs'
+               THEN abs(st_amount + st_tip - coalesce(received_amount, 0) - coalesce(received_tip, 0))
            ELSE 0
        END,
        created_at, paid_at, coalesce(business_date, (now() AT TIME ZONE $3)::date), now()

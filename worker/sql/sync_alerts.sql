@@ -4,16 +4,20 @@
 -- $1 text[] merchant ids, $2 text[] order ids. Returns how many were opened, reopened, resolved.
 WITH keys AS (
     SELECT DISTINCT merchant_id, order_id FROM unnest($1::text[], $2::text[]) AS k(merchant_id, order_id)
+), rows AS MATERIALIZED (
+    -- One primary-key lookup per key; the mismatch filters below then run on these few rows
+    -- (left to itself, the planner could scan a whole partial status index once per key).
+    SELECT l.* FROM keys JOIN ledger l USING (merchant_id, order_id)
 ), want AS (
     SELECT DISTINCT ON (kind, merchant_id, order_id) kind, merchant_id, order_id, amount FROM (
-        SELECT l.recon_status AS kind, l.merchant_id, l.order_id, l.amount_at_risk AS amount
-        FROM ledger l JOIN keys USING (merchant_id, order_id)
-        WHERE l.recon_status NOT IN ('matched', 'pending')
+        SELECT recon_status AS kind, merchant_id, order_id, amount_at_risk AS amount
+        FROM rows
+        WHERE recon_status NOT IN ('matched', 'pending')
         UNION ALL
-        SELECT CASE l.statement_status WHEN 'amount_differs' THEN 'statement_amount_differs' ELSE l.statement_status END,
-               l.merchant_id, l.order_id, l.statement_amount_at_risk
-        FROM ledger l JOIN keys USING (merchant_id, order_id)
-        WHERE l.statement_status IN ('not_in_statement', 'not_in_ledger', 'amount_differs')
+        SELECT CASE statement_status WHEN 'amount_differs' THEN 'statement_amount_differs' ELSE statement_status END,
+               merchant_id, order_id, statement_amount_at_risk
+        FROM rows
+        WHERE statement_status IN ('not_in_statement', 'not_in_ledger', 'amount_differs')
     ) mismatches
     ORDER BY kind, merchant_id, order_id, amount DESC
 ), prev AS (
