@@ -20,7 +20,7 @@ from aiohttp import web
 from console.offload import run_with_private_pool
 from console.web import STREAMING
 from worker.db import translate_errors
-from worker.export import _cell
+from worker.export import csv_cell
 from worker.reports import LEDGER_COLUMNS
 
 logger = logging.getLogger("ottrecon.console")
@@ -127,6 +127,6 @@ async def write_rows(pool: asyncpg.Pool, out: TextIO, query: str, args: list[Any
     count = 0
     async with translate_errors(), pool.acquire() as conn, conn.transaction(readonly=True):
         async for record in conn.cursor(query, *args, prefetch=fetch_size):
-            writer.writerow([_cell(value) for value in record.values()])
+            writer.writerow([csv_cell(value) for value in record.values()])
             count += 1
     return count

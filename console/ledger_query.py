@@ -16,7 +16,7 @@ import asyncpg
 from console.filters import LedgerFilter
 from console.paging import Key
 from worker.db import translate_errors
-from worker.reports import _LEDGER_SELECT, LEDGER_COLUMNS
+from worker.reports import LEDGER_COLUMNS, LEDGER_SELECT
 
 ORDER = "ORDER BY l.business_date, l.merchant_id, l.order_id"
 # Statuses that are a mismatch (an alert) rather than a settled or waiting row.
@@ -46,13 +46,13 @@ def where(f: LedgerFilter, after: Key | None = None) -> tuple[str, list[Any]]:
 def csv_query(f: LedgerFilter) -> tuple[str, list[Any]]:
     """Every row of the filter, in the CSV's columns and order (those of `ottrecon export ledger`)."""
     clause, args = where(f)
-    return f"{_LEDGER_SELECT} FROM ledger l WHERE {clause} {ORDER}", args
+    return f"{LEDGER_SELECT} FROM ledger l WHERE {clause} {ORDER}", args
 
 
 async def fetch_page(pool: asyncpg.Pool, f: LedgerFilter, after: Key | None, limit: int) -> list[dict[str, Any]]:
     """Up to limit rows after the cursor, as dicts keyed by LEDGER_COLUMNS (plus nothing else)."""
     clause, args = where(f, after)
-    sql = f"{_LEDGER_SELECT} FROM ledger l WHERE {clause} {ORDER} LIMIT {int(limit)}"
+    sql = f"{LEDGER_SELECT} FROM ledger l WHERE {clause} {ORDER} LIMIT {int(limit)}"
     async with translate_errors(), pool.acquire() as conn:
         rows = await conn.fetch(sql, *args)
     return [dict(zip(LEDGER_COLUMNS, row.values(), strict=True)) for row in rows]

@@ -68,12 +68,14 @@ async def export_csv(pool: asyncpg.Pool, what: str, out: TextIO, fetch_size: int
     count = 0
     async with db.translate_errors(), pool.acquire() as conn, conn.transaction(readonly=True):
         async for record in conn.cursor(query, prefetch=fetch_size):
-            writer.writerow([_cell(value) for value in record.values()])
+            writer.writerow([csv_cell(value) for value in record.values()])
             count += 1
     return count
 
 
-def _cell(value: object) -> object:
+def csv_cell(value: object) -> object:
+    """One CSV cell: empty for NULL, ISO-8601 for times, a text that a spreadsheet would run as a
+    formula prefixed with a quote. Shared by every CSV this project writes."""
     if value is None:
         return ""
     if isinstance(value, datetime):

@@ -15,7 +15,7 @@ from typing import TextIO
 import asyncpg
 
 from worker import db
-from worker.export import _cell
+from worker.export import csv_cell
 
 # The ledger report's columns (the CSV header); the ledger and mismatches queries select these in order.
 LEDGER_COLUMNS = (
@@ -42,7 +42,7 @@ LEDGER_COLUMNS = (
     "created_at",
     "paid_at",
 )
-_LEDGER_SELECT = """
+LEDGER_SELECT = """
 SELECT l.merchant_id, l.order_id, l.business_date, l.kind, l.channel, l.order_status, l.expected_amount,
        l.expected_tip, l.received_amount, l.received_tip, l.refunded_amount, l.fee,
        array_to_string(l.channel_payment_ids, ';'), l.callback_count, l.paid_source, l.recon_status,
@@ -54,7 +54,7 @@ SELECT l.merchant_id, l.order_id, l.business_date, l.kind, l.channel, l.order_st
 _FILTER = "l.business_date BETWEEN $1 AND $2 AND ($3::text IS NULL OR l.merchant_id = $3)"
 
 # Every ledger row in the filter, in key order (that of ledger_keyset_idx, which can stream it unsorted).
-EXPORT_LEDGER = f"""{_LEDGER_SELECT}
+EXPORT_LEDGER = f"""{LEDGER_SELECT}
 FROM ledger l WHERE {_FILTER}
 ORDER BY l.business_date, l.merchant_id, l.order_id
 """
@@ -103,7 +103,7 @@ MISMATCH_COLUMNS = (*LEDGER_COLUMNS, "alert_status")
 # mismatch kinds (its recon_status; its statement_status, amount_differs as statement_amount_differs),
 # the most pressing status: open, else acknowledged, else resolved (a manual resolution the reconciler
 # keeps); empty when there is no such alert. Looked up through alerts_kind_order_key.
-EXPORT_MISMATCHES = f"""{_LEDGER_SELECT},
+EXPORT_MISMATCHES = f"""{LEDGER_SELECT},
        a.status
 FROM ledger l
 LEFT JOIN LATERAL (
@@ -152,6 +152,6 @@ async def export_report(
     args = (date_from or date.min, date_to or date.max, merchant_id)
     async with db.translate_errors(), pool.acquire() as conn, conn.transaction(readonly=True):
         async for record in conn.cursor(query, *args, prefetch=fetch_size):
-            writer.writerow([_cell(value) for value in record.values()])
+            writer.writerow([csv_cell(value) for value in record.values()])
             count += 1
     return count
