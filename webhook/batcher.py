@@ -45,10 +45,15 @@ class EnqueueBatcher:
             try:
                 async with asyncio.timeout(self._timeout_s):
                     fresh = await enqueue_callbacks(self._redis, [envelope for envelope, _ in batch])
-            except (QueueUnavailable, TimeoutError) as exc:
+            except Exception as exc:
                 # A timed-out write may still have landed: the sender retries, and the queued-key
-                # then makes its redelivery join the job instead of doubling it.
-                failure = exc if isinstance(exc, QueueUnavailable) else QueueUnavailable("enqueue timed out")
+                # then makes its redelivery join the job instead of doubling it. Any other error
+                # (a bug) must not leave requests hanging either: they get a 503 and OTT Pay retries.
+                failure = (
+                    exc
+                    if isinstance(exc, QueueUnavailable)
+                    else QueueUnavailable(f"enqueue failed: {exc.__class__.__name__}")
+                )
                 for _, done in batch:
                     if not done.done():
                         done.set_exception(failure)
