@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 import asyncpg
 
 from api.errors import DatabaseUnavailable
+from worker.db import TRANSIENT_ERRORS
 
 # Store a new order, due for submission now; an existing idempotency key inserts nothing.
 INSERT_ORDER = """
@@ -43,21 +44,13 @@ RETURNING *
 REFUND_BY_KEY = "SELECT * FROM refunds WHERE order_ref = $1 AND idempotency_key = $2"
 REFUND_BY_ID = "SELECT * FROM refunds WHERE id = $1"
 
-_UNAVAILABLE = (
-    OSError,
-    TimeoutError,
-    asyncpg.PostgresConnectionError,
-    asyncpg.InterfaceError,
-    asyncpg.CannotConnectNowError,
-    asyncpg.TooManyConnectionsError,
-)
-
 
 @asynccontextmanager
 async def translate_errors() -> AsyncIterator[None]:
+    """The worker's list of connection-level failures, raised as the api's DatabaseUnavailable (503)."""
     try:
         yield
-    except _UNAVAILABLE as exc:
+    except TRANSIENT_ERRORS as exc:
         raise DatabaseUnavailable(f"Postgres unavailable: {exc.__class__.__name__}") from exc
 
 

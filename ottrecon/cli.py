@@ -14,13 +14,10 @@ from zoneinfo import ZoneInfo
 from api.errors import ApiError
 from api.errors import ConfigError as ApiConfigError
 from ottrecon import finance_commands, logs
+from ottrecon.env import UsageError, require
 from webhook.errors import ConfigError as WebhookConfigError
 from worker.errors import ConfigError as WorkerConfigError
 from worker.errors import WorkerError
-
-
-class UsageError(Exception):
-    """Missing or invalid configuration for the chosen command."""
 
 
 def main(argv: Sequence[str] | None = None, env: Mapping[str, str] = os.environ) -> int:
@@ -86,17 +83,10 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _require(env: Mapping[str, str], *names: str) -> list[str]:
-    missing = [name for name in names if not env.get(name, "").strip()]
-    if missing:
-        raise UsageError("invalid configuration: " + "; ".join(f"{name} is not set" for name in missing))
-    return [env[name].strip() for name in names]
-
-
 def _migrate(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     from worker.migrations import migrate
 
-    (database_url,) = _require(env, "DATABASE_URL")
+    (database_url,) = require(env, "DATABASE_URL")
     applied = asyncio.run(migrate(database_url))
     names = ", ".join(f"{m.version:04d}_{m.name}" for m in applied) or "nothing to do"
     print(f"migrations applied: {names}", file=sys.stderr)
@@ -184,7 +174,7 @@ def _replay(args: argparse.Namespace, env: Mapping[str, str]) -> int:
 def _requeue_dead(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     from worker.deadletter import requeue_dead
 
-    (redis_url,) = _require(env, "REDIS_URL")
+    (redis_url,) = require(env, "REDIS_URL")
     moved = asyncio.run(requeue_dead(redis_url))
     print(f"requeued {moved} dead-lettered job(s)")
     return 0
@@ -194,7 +184,7 @@ def _export(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     from worker import db
     from worker.export import export_csv
 
-    (database_url,) = _require(env, "DATABASE_URL")
+    (database_url,) = require(env, "DATABASE_URL")
 
     async def run() -> int:
         if args.what in finance_commands.REPORTS:
@@ -236,7 +226,7 @@ def _make_callback(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     from ottpay.keys import parse_merchant_keys
     from ottpay.messages import build_callback, parse_cents
 
-    (merchants_text,) = _require(env, "OTTPAY_MERCHANTS")
+    (merchants_text,) = require(env, "OTTPAY_MERCHANTS")
     try:
         keys = parse_merchant_keys(merchants_text).keys_for(args.merchant)
         parse_cents(args.amount)

@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 
 import asyncpg
 
+from ottrecon.env import require
 from worker import db
 
 T = TypeVar("T")
@@ -56,15 +57,6 @@ async def export_report(database_url: str, args: argparse.Namespace) -> int:
     return await _with_pool(database_url, run)
 
 
-def _database_url(env: Mapping[str, str]) -> str:
-    from ottrecon.cli import UsageError
-
-    url = env.get("DATABASE_URL", "").strip()
-    if not url:
-        raise UsageError("invalid configuration: DATABASE_URL is not set")
-    return url
-
-
 def _business_tz(env: Mapping[str, str]) -> str:
     return env.get("OTTRECON_BUSINESS_TZ", "").strip() or "America/Toronto"
 
@@ -88,7 +80,7 @@ def _reconcile(args: argparse.Namespace, env: Mapping[str, str]) -> int:
             f"reopened {report.reopened}, resolved {report.resolved}"
         )
 
-    print(asyncio.run(_with_pool(_database_url(env), run)))
+    print(asyncio.run(_with_pool(require(env, "DATABASE_URL")[0], run)))
     return 0
 
 
@@ -110,7 +102,7 @@ def _import_statement(args: argparse.Namespace, env: Mapping[str, str]) -> int:
         async def run(pool: asyncpg.Pool) -> Any:
             return await import_statement(pool, args.file, layout, business_tz=_business_tz(env), period=period)
 
-        report = asyncio.run(_with_pool(_database_url(env), run))
+        report = asyncio.run(_with_pool(require(env, "DATABASE_URL")[0], run))
     except StatementError as exc:
         print(f"ottrecon import-statement: {exc}", file=sys.stderr)
         return 2
@@ -141,7 +133,7 @@ def _alerts(args: argparse.Namespace, env: Mapping[str, str]) -> int:
         return f"alert {alert.id} is now {alert.status}\n"
 
     try:
-        print(asyncio.run(_with_pool(_database_url(env), run)), end="")
+        print(asyncio.run(_with_pool(require(env, "DATABASE_URL")[0], run)), end="")
     except alert_admin.AlertError as exc:
         print(f"ottrecon alerts {args.action}: {exc}", file=sys.stderr)
         return 1

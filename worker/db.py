@@ -13,9 +13,9 @@ import asyncpg
 from worker.errors import DatabaseUnavailable
 from worker.verify import RejectedCallback, VerifiedCallback
 
-# Errors after which the same work can succeed later: the server or network is away,
+# Errors after which the same work can succeed later (the api maps the same ones to 503): the server or network is away,
 # restarting, overloaded, or the transaction lost a race it can win next time.
-_TRANSIENT = (
+TRANSIENT_ERRORS = (
     OSError,
     asyncio.TimeoutError,
     asyncpg.PostgresConnectionError,
@@ -96,7 +96,7 @@ async def translate_errors() -> AsyncIterator[None]:
     """Re-raise connection-level failures as DatabaseUnavailable; let real bugs through."""
     try:
         yield
-    except _TRANSIENT as exc:
+    except TRANSIENT_ERRORS as exc:
         raise DatabaseUnavailable(f"Postgres unavailable: {exc.__class__.__name__}") from exc
 
 
