@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from pathlib import Path
+from importlib.resources import files
+from importlib.resources.abc import Traversable
 
 import asyncpg
 
 from worker.errors import MigrationError
 
-SQL_DIR = Path(__file__).resolve().parent.parent / "sql"
+# The repository's top-level sql/ is installed as the package ottrecon.sql (pyproject.toml), so the
+# migrations travel inside the wheel and are found the same way in a checkout and in an install.
+SQL_PACKAGE = "ottrecon.sql"
 # Any fixed number works; it only has to be the same in every process that migrates.
 MIGRATION_LOCK_ID = 7_413_020_001
 _FILE_NAME = re.compile(r"(\d{4})_([a-z0-9_]+)\.sql")
@@ -34,14 +37,21 @@ class Migration:
     sql: str
 
 
-def discover(sql_dir: Path = SQL_DIR) -> list[Migration]:
-    """The migrations in sql_dir, ordered by version; a gap or duplicate number is an error."""
+def discover(sql_dir: Traversable | None = None) -> list[Migration]:
+    """The migrations in sql_dir (default: the installed ottrecon.sql package), ordered by version.
+
+    A gap, a duplicate number or a badly named file is an error, and so is finding none at all:
+    an install without its SQL files must never pass for a database with nothing to do.
+    """
+    where = sql_dir if sql_dir is not None else files(SQL_PACKAGE)
     migrations = []
-    for path in sorted(sql_dir.glob("*.sql")):
+    for path in sorted((p for p in where.iterdir() if p.name.endswith(".sql")), key=lambda p: p.name):
         match = _FILE_NAME.fullmatch(path.name)
         if match is None:
             raise MigrationError(f"{path.name}: migration files are named NNNN_description.sql")
         migrations.append(Migration(int(match[1]), match[2], path.read_text(encoding="utf-8")))
+    if not migrations:
+        raise MigrationError(f"no migrations found in {where}: the installation is incomplete")
     versions = [m.version for m in migrations]
     if versions != list(range(1, len(versions) + 1)):
         raise MigrationError(f"migration versions must run 1, 2, 3… without gaps; found {versions}")
@@ -56,7 +66,7 @@ async def applied_versions(conn: asyncpg.Connection) -> set[int]:
     return {row["version"] for row in await conn.fetch("SELECT version FROM schema_migrations")}
 
 
-async def migrate(dsn: str, sql_dir: Path = SQL_DIR) -> list[Migration]:
+async def migrate(dsn: str, sql_dir: Traversable | None = None) -> list[Migration]:
     """Apply every pending migration, each in its own transaction; return those applied.
 
     Safe to run from several processes at once (the advisory lock serialises them) and
@@ -95,7 +105,7 @@ async def migrate(dsn: str, sql_dir: Path = SQL_DIR) -> list[Migration]:
         await conn.close()
 
 
-async def check_schema(conn: asyncpg.Connection, sql_dir: Path = SQL_DIR) -> None:
+async def check_schema(conn: asyncpg.Connection, sql_dir: Traversable | None = None) -> None:
     """Raise MigrationError unless the database is at exactly this code's schema version."""
     expected = {m.version for m in discover(sql_dir)}
     done = await applied_versions(conn)

@@ -15,9 +15,9 @@ from arq import Worker
 from api.app import create_app as create_api
 from api.settings import ApiSettings, parse_tokens
 from ottpay.keys import MerchantKeys, parse_merchant_keys
-from ottpay.simulator.app import create_app as create_sim
-from ottpay.simulator.faults import Faults
-from ottpay.simulator.settings import Autopay, SimulatorSettings
+from simulator.app import create_app as create_sim
+from simulator.faults import Faults
+from simulator.settings import Autopay, SimulatorSettings
 from tests.conftest import MERCHANT, NEW_KEY, OLD_KEY
 from webhook.app import create_app as create_receiver
 from webhook.settings import WebhookSettings

@@ -71,3 +71,42 @@ def test_discover_rejects_badly_named_or_gapped_files(tmp_path: Path) -> None:
     (tmp_path / "0002 bad name.sql").write_text("SELECT 1")
     with pytest.raises(MigrationError, match="NNNN_description"):
         discover(tmp_path)
+
+
+def test_discover_refuses_a_directory_without_migrations(tmp_path: Path) -> None:
+    # An install that lost its SQL files must not look like a database with nothing to do.
+    (tmp_path / "README.txt").write_text("no migrations here")
+    with pytest.raises(MigrationError, match="no migrations found"):
+        discover(tmp_path)
+
+
+async def test_check_schema_fails_on_an_empty_database_when_no_migrations_are_found(
+    empty_database: str, tmp_path: Path
+) -> None:
+    conn = await asyncpg.connect(empty_database)
+    try:
+        with pytest.raises(MigrationError, match="no migrations found"):
+            await check_schema(conn, tmp_path)
+    finally:
+        await conn.close()
+
+
+async def test_migrate_applies_nothing_and_fails_when_no_migrations_are_found(
+    empty_database: str, tmp_path: Path
+) -> None:
+    with pytest.raises(MigrationError, match="no migrations found"):
+        await migrate(empty_database, tmp_path)
+    conn = await asyncpg.connect(empty_database)
+    try:
+        assert await conn.fetchval("SELECT to_regclass('schema_migrations')") is None
+    finally:
+        await conn.close()
+
+
+def test_packaged_migrations_are_the_repository_sql_files() -> None:
+    # The runner reads the installed package ottrecon.sql; in a checkout that is sql/ itself.
+    repo_sql = Path(__file__).resolve().parents[2] / "sql"
+    expected = sorted(path.name for path in repo_sql.glob("*.sql"))
+    assert expected, "the repository has no migrations"
+    assert [f"{m.version:04d}_{m.name}.sql" for m in discover()] == expected
+    assert [m.sql for m in discover()] == [(repo_sql / name).read_text(encoding="utf-8") for name in expected]

@@ -6,7 +6,7 @@ import asyncio
 
 import asyncpg
 
-from ottpay.simulator.faults import Faults
+from simulator.faults import Faults
 from tests.integration.stack import API_TOKEN, customer_pays, running_stack, stop_worker, wait_until_started
 from worker.main import create_worker
 

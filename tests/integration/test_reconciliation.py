@@ -8,7 +8,7 @@ from typing import Any
 
 import asyncpg
 
-from ottpay.simulator.faults import Faults
+from simulator.faults import Faults
 from tests.conftest import MERCHANT, NEW_KEY
 from tests.integration.stack import Stack, customer_pays, running_stack
 from tests.integration.support import make_callback

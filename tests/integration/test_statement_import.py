@@ -13,7 +13,7 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from ottpay.keys import MerchantKeys
-from ottpay.simulator.app import create_app as create_sim
+from simulator.app import create_app as create_sim
 from tests.conftest import MERCHANT
 from tests.integration.stack import API_TOKEN, customer_pays, running_stack, sim_settings
 from worker.errors import DatabaseUnavailable

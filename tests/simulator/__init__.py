@@ -18,7 +18,7 @@ from aiohttp.test_utils import BaseTestServer, TestServer
 
 from ottpay.client import MerchantCredentials, OttPayClient
 from ottpay.envelope import open_envelope
-from ottpay.simulator import SimulatorSettings, create_app
+from simulator import SimulatorSettings, create_app
 
 # Keys published in PROTOCOL.md, not secrets.
 MERCHANT = "QC00005496"

@@ -14,7 +14,7 @@ import aiohttp
 import pytest
 
 from ottpay.envelope import open_envelope, seal
-from ottpay.simulator import run
+from simulator import run
 from tests.simulator import KEY, MERCHANT, NEW_KEY, OPERATOR, RunningSim, free_port, running_sim
 
 REPO = Path(__file__).resolve().parents[2]
@@ -119,7 +119,7 @@ async def test_run_serves_on_sim_port_until_sigterm() -> None:
     port = free_port()
     env = dict(os.environ) | {"OTTPAY_MERCHANTS": f"{MERCHANT}={KEY}", "SIM_PORT": str(port)}
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "ottpay.simulator", env=env, cwd=REPO, stderr=asyncio.subprocess.PIPE
+        sys.executable, "-m", "simulator", env=env, cwd=REPO, stderr=asyncio.subprocess.PIPE
     )
     try:
         async with aiohttp.ClientSession() as session:

@@ -2,8 +2,8 @@
 
 import pytest
 
-from ottpay.simulator.faults import Dice, Faults, parse_faults
-from ottpay.simulator.settings import Autopay, ConfigError, SimulatorSettings
+from simulator.faults import Dice, Faults, parse_faults
+from simulator.settings import Autopay, ConfigError, SimulatorSettings
 
 KEY = "6698851A525C9433"
 NEW_KEY = "A8B5FE540E38A5A9"

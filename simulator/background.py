@@ -6,7 +6,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 
-logger = logging.getLogger("ottpay.simulator")
+logger = logging.getLogger("simulator")
 
 
 class Background:

@@ -9,12 +9,12 @@ import aiohttp
 from yarl import URL
 
 from ottpay.messages import build_callback
-from ottpay.simulator.background import Background
-from ottpay.simulator.faults import Dice
-from ottpay.simulator.settings import SimulatorSettings
-from ottpay.simulator.state import CallbackStats, Order
+from simulator.background import Background
+from simulator.faults import Dice
+from simulator.settings import SimulatorSettings
+from simulator.state import CallbackStats, Order
 
-logger = logging.getLogger("ottpay.simulator")
+logger = logging.getLogger("simulator")
 
 # One delivery attempt may take this long before it counts as failed and is retried.
 ATTEMPT_TIMEOUT_S = 10.0

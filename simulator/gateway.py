@@ -5,12 +5,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from ottpay.simulator.background import Background
-from ottpay.simulator.callbacks import CallbackSender, callback_url_allowed
-from ottpay.simulator.faults import Dice
-from ottpay.simulator.fields import ParamInvalid, cents, order_id_field, required
-from ottpay.simulator.settings import SimulatorSettings
-from ottpay.simulator.state import BIZ_TYPES, Order, SimState
+from simulator.background import Background
+from simulator.callbacks import CallbackSender, callback_url_allowed
+from simulator.faults import Dice
+from simulator.fields import ParamInvalid, cents, order_id_field, required
+from simulator.settings import SimulatorSettings
+from simulator.state import BIZ_TYPES, Order, SimState
 
 _REFUNDABLE = ("success", "partial_refunded")
 # Actions whose answer can be lost after money moved; the timeout fault applies to these only.

@@ -14,8 +14,8 @@ from zoneinfo import ZoneInfo
 
 from aiohttp import web
 
-from ottpay.simulator.core import SIM
-from ottpay.simulator.state import SimState
+from simulator.core import SIM
+from simulator.state import SimState
 
 # The default layout of worker.statement (docs/STATEMENTS.md).
 HEADER = ("merchant_id", "order_id", "bizpay_order_id", "amount", "tip", "fee", "refund", "txn_time")

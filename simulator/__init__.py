@@ -1,7 +1,7 @@
 """A local OTT Pay gateway that speaks PROTOCOL.md exactly, with seeded faults, for rehearsals and tests."""
 
-from ottpay.simulator.app import create_app
-from ottpay.simulator.main import run
-from ottpay.simulator.settings import Autopay, ConfigError, SimulatorSettings
+from simulator.app import create_app
+from simulator.main import run
+from simulator.settings import Autopay, ConfigError, SimulatorSettings
 
 __all__ = ["Autopay", "ConfigError", "SimulatorSettings", "create_app", "run"]

@@ -6,10 +6,10 @@ from collections.abc import Callable
 
 from aiohttp import web
 
-from ottpay.simulator.core import SIM
-from ottpay.simulator.gateway import NotPayable, UnknownOrder
-from ottpay.simulator.state import Order
-from ottpay.simulator.statement import statement_csv
+from simulator.core import SIM
+from simulator.gateway import NotPayable, UnknownOrder
+from simulator.state import Order
+from simulator.statement import statement_csv
 
 _ORDER = "/sim/orders/{merchant_id}/{order_id}"
 

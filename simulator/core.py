@@ -6,12 +6,12 @@ import asyncio
 
 from aiohttp import web
 
-from ottpay.simulator.background import Background
-from ottpay.simulator.callbacks import CallbackSender
-from ottpay.simulator.faults import Dice
-from ottpay.simulator.gateway import Gateway
-from ottpay.simulator.settings import SimulatorSettings
-from ottpay.simulator.state import SimState
+from simulator.background import Background
+from simulator.callbacks import CallbackSender
+from simulator.faults import Dice
+from simulator.gateway import Gateway
+from simulator.settings import SimulatorSettings
+from simulator.state import SimState
 
 
 class Simulator:

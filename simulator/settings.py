@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from ottpay.keys import MerchantKeys, parse_merchant_keys, parse_operator_ids
-from ottpay.simulator.faults import Faults, parse_faults, parse_number
+from simulator.faults import Faults, parse_faults, parse_number
 
 _ID = re.compile(r"[A-Za-z0-9]{1,32}")
 DEFAULT_RETRY_S: tuple[float, ...] = (1.0, 2.0, 4.0, 8.0, 16.0)

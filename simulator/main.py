@@ -7,8 +7,8 @@ from collections.abc import Mapping
 
 from aiohttp import web
 
-from ottpay.simulator.app import create_app
-from ottpay.simulator.settings import ConfigError, SimulatorSettings
+from simulator.app import create_app
+from simulator.settings import ConfigError, SimulatorSettings
 
 
 def run(env: Mapping[str, str]) -> int:

@@ -14,12 +14,12 @@ from aiohttp import web
 
 from ottpay.envelope import open_with_any_key, seal
 from ottpay.errors import EnvelopeError
-from ottpay.simulator.control import add_control_routes
-from ottpay.simulator.core import SIM, Simulator
-from ottpay.simulator.gateway import MONEY_ACTIONS, Answer
-from ottpay.simulator.settings import SimulatorSettings
+from simulator.control import add_control_routes
+from simulator.core import SIM, Simulator
+from simulator.gateway import MONEY_ACTIONS, Answer
+from simulator.settings import SimulatorSettings
 
-logger = logging.getLogger("ottpay.simulator")
+logger = logging.getLogger("simulator")
 
 _ENVELOPE_FIELDS = ("action", "version", "merchant_id", "data", "md5")
 
