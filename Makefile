@@ -2,30 +2,69 @@
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
 PYTHON ?= python3
+export PYTHON
 VENV := .venv
 BIN := $(VENV)/bin
 # Find or start Postgres and Redis (scripts/local_services.sh); fail loudly if it cannot.
 SERVICES = services="$$(scripts/local_services.sh env)" && eval "$$services"
 
-.PHONY: run test check format unit demo bench clean-data
+# Every install comes from uv.lock (docs/RELEASING.md). uv bootstraps itself from PyPI with the
+# plain pip of $(PYTHON) into .tools/, at this exact version; it never downloads a Python.
+UV_VERSION := 0.13.9
+UV_HOME := .tools/uv-$(UV_VERSION)
+UV := $(UV_HOME)/bin/uv
+export UV_PROJECT_ENVIRONMENT := $(VENV)
+export UV_PYTHON_DOWNLOADS := never
 
-$(BIN)/.installed: pyproject.toml
-	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "ottrecon needs Python 3.11 or newer")'
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[test]'
+.PHONY: run test check format unit demo bench clean-data lock upgrade dist _run _test
+
+$(UV):
+	@scripts/prerequisites.sh run
+	rm -rf $(UV_HOME)
+	$(PYTHON) -m venv $(UV_HOME)
+	$(UV_HOME)/bin/pip install --quiet --disable-pip-version-check 'uv==$(UV_VERSION)'
+
+# The service (editable), the test extra and the dev group (simulator, honcho), exactly as locked.
+# --locked refuses a uv.lock that no longer matches pyproject.toml: run `make lock` after editing it.
+$(BIN)/.installed: pyproject.toml simulator/pyproject.toml uv.lock $(UV)
+	$(UV) sync --locked --extra test --python $(PYTHON) --quiet
 	touch $@
+
+## lock: regenerate uv.lock after changing dependencies in pyproject.toml (keeps every other pin)
+lock: $(UV)
+	$(UV) lock
+
+## upgrade: move every dependency to its newest allowed version (review the diff; docs/RELEASING.md)
+upgrade: $(UV)
+	$(UV) lock --upgrade
+
+## dist: the release artefacts in dist/: sdist, wheel, and requirements.txt (production pins with hashes)
+dist: $(UV)
+	rm -rf dist
+	$(UV) build --quiet --sdist --wheel --out-dir dist
+	$(UV) export --locked --quiet --no-dev --no-emit-project --no-emit-workspace --format requirements-txt \
+		--output-file dist/requirements.txt
+	@ls -1 dist
 
 ## run: install, migrate, and run receiver, worker, api and the gateway simulator in the foreground
 ## (Ctrl-C stops all). honcho hands each process PORT = base + 100·i; web comes first, so it gets --port.
-run: $(BIN)/.installed
+run:
+	@scripts/prerequisites.sh run
+	@$(MAKE) --no-print-directory _run
+
+_run: $(BIN)/.installed
 	@scripts/dev_env.sh
 	$(SERVICES) && PATH="$(CURDIR)/$(BIN):$$PATH" && \
 		$(BIN)/ottrecon migrate && \
 		exec $(BIN)/honcho -f Procfile.dev start --port "$${PORT:-8080}"
 
-## test: format check, lint, type check, then the whole suite against real Postgres and Redis
-test: $(BIN)/.installed check
+## test: check the machine (scripts/prerequisites.sh), then format check, lint, type check, and the
+## whole suite against real Postgres and Redis, including a release built, installed and run (tests/release)
+test:
+	@scripts/prerequisites.sh test
+	@$(MAKE) --no-print-directory _test
+
+_test: $(BIN)/.installed check
 	$(SERVICES) && $(BIN)/pytest
 
 check: $(BIN)/.installed

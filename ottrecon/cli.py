@@ -9,11 +9,13 @@ import os
 import sys
 from collections.abc import Mapping, Sequence
 from datetime import datetime
+from importlib.metadata import PackageNotFoundError, version
 from zoneinfo import ZoneInfo
 
 from api.errors import ApiError
 from api.errors import ConfigError as ApiConfigError
 from ottrecon import finance_commands, logs
+from ottrecon.check_config import PROCESSES
 from ottrecon.env import UsageError, require
 from webhook.errors import ConfigError as WebhookConfigError
 from worker.errors import ConfigError as WorkerConfigError
@@ -23,7 +25,13 @@ from worker.errors import WorkerError
 def main(argv: Sequence[str] | None = None, env: Mapping[str, str] = os.environ) -> int:
     """Run one subcommand; returns the process exit code (2 for configuration errors)."""
     args = _parser().parse_args(argv)
-    logs.configure(env.get("LOG_LEVEL", "INFO"))
+    level = env.get("LOG_LEVEL", "INFO")
+    level_problem = logs.level_problem(level)
+    logs.configure("INFO" if level_problem else level)
+    # check-config reports it among everything else; every other command refuses to start.
+    if level_problem and args.command != "check-config":
+        print(f"ottrecon {args.command}: invalid configuration: {level_problem}", file=sys.stderr)
+        return 2
     try:
         result: int = args.run(args, env)
     except (UsageError, WebhookConfigError, WorkerConfigError, ApiConfigError) as exc:
@@ -37,6 +45,7 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] = os.environ)
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ottrecon", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"ottrecon {_version()}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def command(name: str, run: object, help_text: str) -> argparse.ArgumentParser:
@@ -44,6 +53,14 @@ def _parser() -> argparse.ArgumentParser:
         sub.set_defaults(run=run)
         return sub
 
+    checked = command(
+        "check-config",
+        _check_config,
+        "validate the variables of each process and reach PostgreSQL and Redis (exit 2: invalid, 1: unreachable)",
+    )
+    checked.add_argument(
+        "processes", nargs="*", metavar="PROCESS", help=f"any of {', '.join(PROCESSES)} (default: all of them)"
+    )
     command("migrate", _migrate, "apply pending SQL migrations (needs DATABASE_URL)")
     command("web", _web, "run the public callback receiver (needs REDIS_URL; PORT, default 8080)")
     command("worker", _worker, "run the callback worker (needs DATABASE_URL, REDIS_URL, OTTPAY_MERCHANTS)")
@@ -83,6 +100,31 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _version() -> str:
+    try:
+        return version("ottrecon")
+    except PackageNotFoundError:  # a checkout that was never installed
+        return "unknown (not installed)"
+
+
+def _check_config(args: argparse.Namespace, env: Mapping[str, str]) -> int:
+    from ottrecon.check_config import check, problems_message, warning_lines
+
+    unknown = [name for name in args.processes if name not in PROCESSES]
+    if unknown:
+        raise UsageError(f"unknown process(es) {', '.join(unknown)}: choose from {', '.join(PROCESSES)}")
+    processes = [name for name in PROCESSES if name in args.processes] or list(PROCESSES)
+    report = check(env, processes)
+    if report.exit_code:
+        print(f"ottrecon check-config: {problems_message(report, processes)}", file=sys.stderr)
+    else:
+        reached = f"; reached {' and '.join(report.reached)}" if report.reached else ""
+        print(f"configuration valid for {', '.join(processes)}{reached}")
+        for line in warning_lines(report):
+            print(f"ottrecon check-config:{line}", file=sys.stderr)
+    return report.exit_code
+
+
 def _migrate(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     from worker.migrations import migrate
 
@@ -120,8 +162,16 @@ def _api(args: argparse.Namespace, env: Mapping[str, str]) -> int:
 
 
 def _sim(args: argparse.Namespace, env: Mapping[str, str]) -> int:
-    from ottpay.simulator.main import run
-
+    try:
+        from simulator.main import run
+    except ModuleNotFoundError as exc:
+        if exc.name != "simulator":
+            raise
+        # The production wheel leaves the fake gateway out on purpose (docs/decisions/0014).
+        raise UsageError(
+            "the gateway simulator is a development tool and is not part of this installation; "
+            "in a checkout `make run` installs it, or install it from the source: pip install ./simulator"
+        ) from None
     return run(env)
 
 

@@ -27,12 +27,24 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(line, ensure_ascii=False, default=str)
 
 
+LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+def level_problem(level: str) -> str | None:
+    """Why LOG_LEVEL's value is not usable, or None when it is."""
+    if level.strip().upper() in LEVELS:
+        return None
+    return f"LOG_LEVEL must be one of {', '.join(LEVELS)}, got {level!r}"
+
+
 def configure(level: str = "INFO") -> None:
-    """Send JSON lines to stderr. arq's own per-job lines are kept to warnings: ours carry the ids."""
+    """Send JSON lines to stderr. arq's own per-job lines are kept to warnings: ours carry the ids.
+
+    level must pass level_problem (the CLI checks it first and refuses to start otherwise)."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
-    root.setLevel(level.upper())
+    root.setLevel(level.strip().upper())
     for noisy in ("arq.worker", "arq.jobs", "aiohttp.access"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

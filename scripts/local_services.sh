@@ -3,6 +3,7 @@
 #
 #   eval "$(scripts/local_services.sh env)"   # prints `export DATABASE_URL=…` / `export REDIS_URL=…`
 #   scripts/local_services.sh stop            # stops only the throwaway servers under .data/
+#   scripts/local_services.sh needs           # prints the Debian packages `env` would need, starts nothing
 #
 # For each service, in order: keep the URL already in the environment; else use a server
 # answering on the standard localhost port; else start a throwaway one under <repo>/.data
@@ -236,11 +237,26 @@ cmd_stop() {
     fi
 }
 
+# What `env` would find missing, as Debian/Ubuntu package names (one per line); changes nothing.
+# scripts/prerequisites.sh installs them or names them before `make test` runs anything.
+cmd_needs() {
+    if [[ -z "${DATABASE_URL:-}" ]] \
+        && ! { command -v psql >/dev/null 2>&1 && pg_answers "$PG_PROBE_PORT" \
+            && pg_sql "$PG_PROBE_PORT" 'select 1' >/dev/null 2>&1; } \
+        && ! find_pg_bin >/dev/null; then
+        echo postgresql
+    fi
+    if [[ -z "${REDIS_URL:-}" ]] && ! redis_answers "$REDIS_PROBE_PORT" && ! command -v redis-server >/dev/null 2>&1; then
+        echo redis-server
+    fi
+}
+
 case "${1:-}" in
     env) cmd_env ;;
     stop) cmd_stop ;;
+    needs) cmd_needs ;;
     *)
-        printf 'usage: %s env|stop\n' "$0" >&2
+        printf 'usage: %s env|stop|needs\n' "$0" >&2
         exit 2
         ;;
 esac
