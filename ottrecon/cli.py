@@ -21,6 +21,11 @@ from webhook.errors import ConfigError as WebhookConfigError
 from worker.errors import ConfigError as WorkerConfigError
 from worker.errors import WorkerError
 
+# How long SIGTERM waits for in-flight requests before cancelling them (deploy/systemd's TimeoutStopSec
+# is longer). The receiver's requests take at most its 2 s enqueue timeout; the api's up to its wait_s.
+RECEIVER_SHUTDOWN_GRACE_S = 10.0
+API_SHUTDOWN_MARGIN_S = 10.0
+
 
 def main(argv: Sequence[str] | None = None, env: Mapping[str, str] = os.environ) -> int:
     """Run one subcommand; returns the process exit code (2 for configuration errors)."""
@@ -146,7 +151,16 @@ def _web(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     if settings.metrics_port:
         # Its own port (a daemon thread), so /metrics never answers on the public receiver port.
         start_http_server(settings.metrics_port, addr=settings.host)
-    web.run_app(create_app(settings), host=settings.host, port=settings.port, access_log=None, print=None)
+    # SIGTERM: stop accepting, let in-flight callbacks finish their enqueue (at most enqueue_timeout_s,
+    # then a 503 the sender retries), close Redis, exit 0. The grace period bounds a stuck request.
+    web.run_app(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        access_log=None,
+        print=None,
+        shutdown_timeout=RECEIVER_SHUTDOWN_GRACE_S,
+    )
     return 0
 
 
@@ -157,7 +171,15 @@ def _api(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     from api.settings import ApiSettings
 
     settings = ApiSettings.from_env(env)
-    web.run_app(create_app(settings), host=settings.host, port=settings.port, access_log=None, print=None)
+    # SIGTERM: in-flight requests finish, a POST waiting for the gateway included (up to wait_s).
+    web.run_app(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        access_log=None,
+        print=None,
+        shutdown_timeout=settings.wait_s + API_SHUTDOWN_MARGIN_S,
+    )
     return 0
 
 

@@ -92,8 +92,3 @@ async def enqueue_callbacks(redis: ArqRedis, envelopes: Sequence[dict[str, Any]]
     except (RedisError, OSError, TimeoutError) as exc:
         raise QueueUnavailable(f"could not enqueue: {exc.__class__.__name__}") from exc
     return [bool(flag) for flag in fresh]
-
-
-async def enqueue_callback(redis: ArqRedis, envelope: dict[str, Any]) -> bool:
-    """enqueue_callbacks for a single callback."""
-    return (await enqueue_callbacks(redis, [envelope]))[0]

@@ -9,11 +9,13 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from aiohttp.test_utils import TestClient, TestServer
+from arq import ArqRedis
 
 from ottpay.keys import MerchantKeys
 from ottpay.messages import build_callback
 from tests.conftest import MERCHANT, OLD_KEY
 from webhook.app import create_app
+from webhook.queue import enqueue_callbacks
 from webhook.settings import WebhookSettings
 from worker.main import create_worker
 from worker.settings import WorkerSettings
@@ -32,6 +34,11 @@ def make_callback(
     data.update({"order_id": order_id, "finish_time": "20200416050429"})
     data.update(fields)
     return build_callback(data, merchant_id, key)
+
+
+async def enqueue_callback(redis: ArqRedis, envelope: dict[str, Any]) -> bool:
+    """Queue one callback with the receiver's own code, without its HTTP app; True if newly queued."""
+    return (await enqueue_callbacks(redis, [envelope]))[0]
 
 
 def worker_settings(database_url: str, redis_url: str, merchants: MerchantKeys, **overrides: Any) -> WorkerSettings:

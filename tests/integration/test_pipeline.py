@@ -10,8 +10,7 @@ from arq import ArqRedis
 
 from ottpay.keys import MerchantKeys, parse_merchant_keys
 from tests.conftest import MERCHANT, NEW_KEY, OLD_KEY, OTHER_KEY, OTHER_MERCHANT
-from tests.integration.support import drain, make_callback, receiver, worker_settings
-from webhook.queue import enqueue_callback
+from tests.integration.support import drain, enqueue_callback, make_callback, receiver, worker_settings
 from worker.queue import QUEUE_NAME
 
 VERIFICATION_FAILURES = {"decryption_failed", "not_json_object", "malformed_plaintext", "digest_mismatch"}

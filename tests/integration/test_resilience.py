@@ -11,8 +11,7 @@ import pytest
 from arq import ArqRedis
 
 from ottpay.keys import MerchantKeys
-from tests.integration.support import TcpProxy, drain, make_callback, worker_settings
-from webhook.queue import enqueue_callback
+from tests.integration.support import TcpProxy, drain, enqueue_callback, make_callback, worker_settings
 from worker.deadletter import dead_letter_count, requeue_dead
 from worker.queue import QUEUE_NAME
 

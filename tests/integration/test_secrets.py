@@ -10,8 +10,7 @@ import pytest
 from ottpay.keys import MerchantKeys, parse_merchant_keys
 from ottrecon.logs import JsonFormatter
 from tests.conftest import MERCHANT, NEW_KEY, OLD_KEY, OTHER_KEY
-from tests.integration.support import drain, make_callback, worker_settings
-from webhook.queue import enqueue_callback
+from tests.integration.support import drain, enqueue_callback, make_callback, worker_settings
 from webhook.settings import WebhookSettings
 from worker.settings import WorkerSettings
 
