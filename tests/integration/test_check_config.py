@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import uuid
 from importlib.metadata import version
 
@@ -10,16 +9,9 @@ import asyncpg
 
 from tests.conftest import MERCHANT, OLD_KEY, with_database
 from tests.integration.test_cli import run_cli
+from tests.simulator import free_port
 
 GOOD_TOKEN = "ops:" + "t" * 32
-
-
-def closed_port() -> int:
-    """A loopback port nothing listens on (bound, then released)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
 
 
 def complete_env(database_url: str, redis_url: str) -> dict[str, str]:
@@ -81,8 +73,8 @@ async def test_check_config_names_every_problem_of_every_process_in_one_message(
 async def test_check_config_names_unreachable_servers_without_their_passwords() -> None:
     secret = f"pw{uuid.uuid4().hex}"
     env = complete_env(
-        f"postgresql://ottrecon:{secret}@127.0.0.1:{closed_port()}/ottrecon",
-        f"redis://:{secret}@127.0.0.1:{closed_port()}/0",
+        f"postgresql://ottrecon:{secret}@127.0.0.1:{free_port()}/ottrecon",
+        f"redis://:{secret}@127.0.0.1:{free_port()}/0",
     )
     code, out, err = await run_cli("check-config", env=env)
     assert code == 1, err

@@ -8,23 +8,20 @@ creating the missing commands). Nothing is installed on the real machine.
 from __future__ import annotations
 
 import os
+import re
 import shutil
-import socket
 import subprocess
 import sys
+import tomllib
+from importlib.metadata import version
 from pathlib import Path
+
+from tests.simulator import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 # The real interpreter, not this virtualenv's: prerequisites.sh checks the Python a fresh clone would use.
 PYTHON = os.path.realpath(sys.executable)
 TAKEN_AWAY = {"chromium", "redis-server", "apt-get", "id"}
-
-
-def closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
 
 
 def machine_path(bin_dir: Path, *, uid: int, apt_provides: bool | None) -> str:
@@ -64,7 +61,7 @@ def machine_env(path: str) -> dict[str, str]:
         "HOME": os.environ.get("HOME", "/root"),
         "PYTHON": PYTHON,
         "DATABASE_URL": "postgresql://postgres@127.0.0.1:5432/unused",
-        "OTTRECON_REDIS_PROBE_PORT": str(closed_port()),
+        "OTTRECON_REDIS_PROBE_PORT": str(free_port()),
     }
 
 
@@ -122,3 +119,11 @@ def test_this_machine_has_everything_make_test_needs() -> None:
         [str(REPO / "scripts" / "prerequisites.sh"), "test"], capture_output=True, text=True, timeout=30
     )
     assert (result.returncode, result.stderr) == (0, "")
+
+
+def test_makefile_bootstraps_the_same_uv_the_dev_group_pins() -> None:
+    # Two uv versions would write two lock formats: the Makefile's and the lock's must agree.
+    (makefile_version,) = re.findall(r"^UV_VERSION := (\S+)$", (REPO / "Makefile").read_text(), re.MULTILINE)
+    dev_group = tomllib.loads((REPO / "pyproject.toml").read_text())["dependency-groups"]["dev"]
+    assert f"uv=={makefile_version}" in dev_group
+    assert version("uv") == makefile_version
