@@ -38,10 +38,10 @@ lock: $(UV)
 upgrade: $(UV)
 	$(UV) lock --upgrade
 
-## dist: the release artefacts in dist/: sdist, wheel, and requirements.txt (production pins with hashes)
+## dist: the release artefacts in dist/: sdist, wheel (built from the sdist) and requirements.txt (runtime pins with hashes)
 dist: $(UV)
 	rm -rf dist
-	$(UV) build --quiet --sdist --wheel --out-dir dist
+	$(UV) build --quiet --out-dir dist  # the sdist, then the wheel built from it
 	$(UV) export --locked --quiet --no-dev --no-emit-project --no-emit-workspace --format requirements-txt \
 		--output-file dist/requirements.txt
 	@ls -1 dist

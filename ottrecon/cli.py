@@ -10,6 +10,7 @@ import sys
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from importlib.metadata import PackageNotFoundError, version
+from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
 from api.errors import ApiError
@@ -20,6 +21,9 @@ from ottrecon.env import UsageError, require
 from webhook.errors import ConfigError as WebhookConfigError
 from worker.errors import ConfigError as WorkerConfigError
 from worker.errors import WorkerError
+
+if TYPE_CHECKING:
+    from aiohttp import web
 
 # How long SIGTERM waits for in-flight requests before cancelling them (deploy/systemd's TimeoutStopSec
 # is longer). The receiver's requests take at most its 2 s enqueue timeout; the api's up to its wait_s.
@@ -141,7 +145,6 @@ def _migrate(args: argparse.Namespace, env: Mapping[str, str]) -> int:
 
 
 def _web(args: argparse.Namespace, env: Mapping[str, str]) -> int:
-    from aiohttp import web
     from prometheus_client import start_http_server
 
     from webhook.app import create_app
@@ -153,34 +156,25 @@ def _web(args: argparse.Namespace, env: Mapping[str, str]) -> int:
         start_http_server(settings.metrics_port, addr=settings.host)
     # SIGTERM: stop accepting, let in-flight callbacks finish their enqueue (at most enqueue_timeout_s,
     # then a 503 the sender retries), close Redis, exit 0. The grace period bounds a stuck request.
-    web.run_app(
-        create_app(settings),
-        host=settings.host,
-        port=settings.port,
-        access_log=None,
-        print=None,
-        shutdown_timeout=RECEIVER_SHUTDOWN_GRACE_S,
-    )
+    _serve(create_app(settings), settings.host, settings.port, grace_s=RECEIVER_SHUTDOWN_GRACE_S)
     return 0
 
 
 def _api(args: argparse.Namespace, env: Mapping[str, str]) -> int:
-    from aiohttp import web
-
     from api.app import create_app
     from api.settings import ApiSettings
 
     settings = ApiSettings.from_env(env)
     # SIGTERM: in-flight requests finish, a POST waiting for the gateway included (up to wait_s).
-    web.run_app(
-        create_app(settings),
-        host=settings.host,
-        port=settings.port,
-        access_log=None,
-        print=None,
-        shutdown_timeout=settings.wait_s + API_SHUTDOWN_MARGIN_S,
-    )
+    _serve(create_app(settings), settings.host, settings.port, grace_s=settings.wait_s + API_SHUTDOWN_MARGIN_S)
     return 0
+
+
+def _serve(app: web.Application, host: str, port: int, *, grace_s: float) -> None:
+    """Serve until SIGINT/SIGTERM; then stop accepting and give in-flight requests grace_s to finish."""
+    from aiohttp import web
+
+    web.run_app(app, host=host, port=port, access_log=None, print=None, shutdown_timeout=grace_s)
 
 
 def _sim(args: argparse.Namespace, env: Mapping[str, str]) -> int:

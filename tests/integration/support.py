@@ -117,3 +117,51 @@ async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> N
             await writer.drain()
     finally:
         writer.close()
+
+
+class HoldingProxy:
+    """A TCP proxy to one server that can hold back what clients send until released."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self._target = (host, port)
+        self._open = asyncio.Event()
+        self._open.set()
+        self.held = asyncio.Event()
+        self.port = 0
+        self._server: asyncio.Server | None = None
+
+    async def __aenter__(self) -> HoldingProxy:
+        self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.release()
+        assert self._server is not None
+        self._server.close()
+
+    def hold(self) -> None:
+        self.held.clear()
+        self._open.clear()
+
+    def release(self) -> None:
+        self._open.set()
+
+    async def _handle(self, client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter) -> None:
+        server_reader, server_writer = await asyncio.open_connection(*self._target)
+        await asyncio.gather(
+            self._upstream(client_reader, server_writer),
+            _pipe(server_reader, client_writer),
+            return_exceptions=True,
+        )
+
+    async def _upstream(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while chunk := await reader.read(65536):
+                if not self._open.is_set():
+                    self.held.set()
+                    await self._open.wait()
+                writer.write(chunk)
+                await writer.drain()
+        finally:
+            writer.close()

@@ -1,8 +1,7 @@
 """SIGTERM on the receiver and the api, as systemd sends it: in-flight requests finish, then the process exits 0.
 
 Each process runs as an operator runs it (`ottrecon web`, `ottrecon api` in a subprocess). The receiver
-talks to Redis through a proxy that can hold its traffic, so a callback is provably in flight when the
-signal arrives.
+talks to Redis through a HoldingProxy, so a callback is provably in flight when the signal arrives.
 """
 
 from __future__ import annotations
@@ -21,68 +20,11 @@ import asyncpg
 from arq import ArqRedis
 
 from tests.conftest import MERCHANT, with_redis_db
-from tests.integration.support import make_callback
+from tests.integration.support import HoldingProxy, make_callback
 from tests.simulator import free_port
 
 OTTRECON = str(Path(__file__).resolve().parents[2] / ".venv" / "bin" / "ottrecon")
 API_TOKEN = "drain-test-token-0123456789abcdef"
-
-
-class HoldingProxy:
-    """A TCP proxy to one server that can hold back what clients send until released."""
-
-    def __init__(self, host: str, port: int) -> None:
-        self._target = (host, port)
-        self._open = asyncio.Event()
-        self._open.set()
-        self.held = asyncio.Event()
-        self.port = 0
-        self._server: asyncio.Server | None = None
-
-    async def __aenter__(self) -> HoldingProxy:
-        self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
-        self.port = self._server.sockets[0].getsockname()[1]
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        self.release()
-        assert self._server is not None
-        self._server.close()
-
-    def hold(self) -> None:
-        self.held.clear()
-        self._open.clear()
-
-    def release(self) -> None:
-        self._open.set()
-
-    async def _handle(self, client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter) -> None:
-        server_reader, server_writer = await asyncio.open_connection(*self._target)
-        await asyncio.gather(
-            self._upstream(client_reader, server_writer),
-            _copy(server_reader, client_writer),
-            return_exceptions=True,
-        )
-
-    async def _upstream(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            while chunk := await reader.read(65536):
-                if not self._open.is_set():
-                    self.held.set()
-                    await self._open.wait()
-                writer.write(chunk)
-                await writer.drain()
-        finally:
-            writer.close()
-
-
-async def _copy(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    try:
-        while chunk := await reader.read(65536):
-            writer.write(chunk)
-            await writer.drain()
-    finally:
-        writer.close()
 
 
 @contextlib.asynccontextmanager

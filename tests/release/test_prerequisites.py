@@ -83,15 +83,14 @@ def test_make_test_stops_before_running_anything_and_names_what_to_install(tmp_p
         assert later_step not in result.stdout + result.stderr
 
 
-def test_as_root_with_apt_the_missing_packages_are_installed_then_checked_again(tmp_path: Path) -> None:
-    path = machine_path(tmp_path / "bin", uid=0, apt_provides=True)
-    result = subprocess.run(
-        [str(REPO / "scripts" / "prerequisites.sh"), "test"],
-        env=machine_env(path),
-        capture_output=True,
-        text=True,
-        timeout=30,
+def prerequisites(env: dict[str, str] | None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(REPO / "scripts" / "prerequisites.sh"), "test"], env=env, capture_output=True, text=True, timeout=30
     )
+
+
+def test_as_root_with_apt_the_missing_packages_are_installed_then_checked_again(tmp_path: Path) -> None:
+    result = prerequisites(machine_env(machine_path(tmp_path / "bin", uid=0, apt_provides=True)))
     assert result.returncode == 0, result.stderr
     calls = (tmp_path / "bin" / "apt.log").read_text().splitlines()
     assert calls[0].endswith("update -qq")
@@ -100,14 +99,7 @@ def test_as_root_with_apt_the_missing_packages_are_installed_then_checked_again(
 
 
 def test_an_install_that_does_not_provide_the_command_fails_after_one_try(tmp_path: Path) -> None:
-    path = machine_path(tmp_path / "bin", uid=0, apt_provides=False)
-    result = subprocess.run(
-        [str(REPO / "scripts" / "prerequisites.sh"), "test"],
-        env=machine_env(path),
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
+    result = prerequisites(machine_env(machine_path(tmp_path / "bin", uid=0, apt_provides=False)))
     assert result.returncode == 1
     assert "chromium: Chromium for the browser tests" in result.stderr
     assert len((tmp_path / "bin" / "apt.log").read_text().splitlines()) == 2
@@ -115,9 +107,7 @@ def test_an_install_that_does_not_provide_the_command_fails_after_one_try(tmp_pa
 
 def test_this_machine_has_everything_make_test_needs() -> None:
     # The suite is running, so the check must agree (and must not try to install anything).
-    result = subprocess.run(
-        [str(REPO / "scripts" / "prerequisites.sh"), "test"], capture_output=True, text=True, timeout=30
-    )
+    result = prerequisites(env=None)
     assert (result.returncode, result.stderr) == (0, "")
 
 
