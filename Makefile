@@ -27,7 +27,8 @@ $(UV):
 # The service (editable), the test extra and the dev group (simulator, honcho), exactly as locked.
 # --locked refuses a uv.lock that no longer matches pyproject.toml: run `make lock` after editing it.
 $(BIN)/.installed: pyproject.toml simulator/pyproject.toml uv.lock $(UV)
-	$(UV) sync --locked --extra test --python $(PYTHON) --quiet
+	$(UV) sync --locked --extra test --python $(PYTHON) --quiet \
+		|| { echo 'make: if uv says the lock needs updating, run `make lock` (docs/RELEASING.md)' >&2; exit 1; }
 	touch $@
 
 ## lock: regenerate uv.lock after changing dependencies in pyproject.toml (keeps every other pin)
