@@ -102,8 +102,8 @@ def _web(args: argparse.Namespace, env: Mapping[str, str]) -> int:
 
     settings = WebhookSettings.from_env(env)
     if settings.metrics_port:
-        # Its own port (a daemon thread), so /metrics never answers on the public receiver port.
-        start_http_server(settings.metrics_port, addr=settings.host)
+        # Its own port and host (a daemon thread): /metrics never answers on the public receiver port.
+        start_http_server(settings.metrics_port, addr=settings.metrics_host)
     web.run_app(create_app(settings), host=settings.host, port=settings.port, access_log=None, print=None)
     return 0
 
@@ -145,7 +145,7 @@ def _worker(args: argparse.Namespace, env: Mapping[str, str]) -> int:
 
     settings = WorkerSettings.from_env(env)
     if settings.metrics_port:
-        start_http_server(settings.metrics_port)
+        start_http_server(settings.metrics_port, addr=settings.metrics_host)
     create_worker(settings).run()
     return 0
 
