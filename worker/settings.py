@@ -49,6 +49,8 @@ class WorkerSettings:
     # unless WORKER_METRICS_HOST says otherwise: the gauges show money at risk.
     metrics_port: int = 9102
     metrics_host: str = "127.0.0.1"
+    # Rejected callbacks last delivered longer ago than this are deleted (worker/retention.py).
+    rejected_retention_s: float = 30 * 86400.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> WorkerSettings:
@@ -117,6 +119,7 @@ class WorkerSettings:
             db_pool_max=int(reader.number("OTTRECON_DB_POOL_MAX", cls.db_pool_max, minimum=1)),
             metrics_port=reader.port("WORKER_METRICS_PORT", cls.metrics_port),
             metrics_host=env.get("WORKER_METRICS_HOST", "").strip() or cls.metrics_host,
+            rejected_retention_s=86400 * reader.number("OTTRECON_REJECTED_RETENTION_DAYS", 30, minimum=1),
         )
         if problems:
             raise ConfigError("invalid configuration: " + "; ".join(problems))
