@@ -138,8 +138,8 @@ def openapi_spec() -> dict[str, Any]:
                         {
                             "name": "after",
                             "in": "query",
-                            "schema": {"type": "integer"},
-                            "description": "cursor: the `next` of the previous page",
+                            "schema": {"type": "integer", "minimum": 0, "maximum": 2**63 - 1},
+                            "description": "cursor: the `next` of the previous page (0: from the newest)",
                         },
                     ],
                     "responses": _responses(

@@ -24,6 +24,7 @@ SETTINGS = web.AppKey("settings", ApiSettings)
 POOL = web.AppKey("pool", asyncpg.Pool)
 REDIS = web.AppKey("redis", ArqRedis)
 PAGE_MAX = 200
+LIST_QUERY = frozenset({"status", "limit", "after"})
 INT64_MAX = 2**63 - 1
 _DIGITS = re.compile(r"[0-9]{1,19}")
 # Ours are 20 characters of [0-9A-Z] (api.service.new_order_id); a little wider, never NUL or '/'.
@@ -42,6 +43,7 @@ HTTP_ERRORS = {
 async def create_payment(request: web.Request) -> web.Response:
     """POST /api/payments: store, submit, wait a bounded time for the gateway, answer the state."""
     settings, pool = request.app[SETTINGS], request.app[POOL]
+    _no_query(request)
     key = service.check_idempotency_key(request.headers.get("Idempotency-Key"))
     payment = service.PaymentRequest.parse(await _json(request), settings.merchant_ids)
     order, created = await service.create_payment(pool, request.app[REDIS], payment, key)
@@ -55,6 +57,7 @@ async def create_payment(request: web.Request) -> web.Response:
 
 async def get_payment(request: web.Request) -> web.Response:
     pool = request.app[POOL]
+    _no_query(request)
     order = await _order(pool, _payment_id(request))
     return web.json_response(payment_view(order, await _refunds(pool, order)))
 
@@ -62,7 +65,7 @@ async def get_payment(request: web.Request) -> web.Response:
 async def list_payments(request: web.Request) -> web.Response:
     """GET /api/payments?status=…&limit=…&after=…: newest first; `next` is the cursor for the next page."""
     status = request.query.get("status")
-    problems = []
+    problems = _unknown_query(request, LIST_QUERY)
     if status is not None and status not in STATUSES:
         problems.append(f"status must be one of {', '.join(STATUSES)}")
     limit = _int_query(request, "limit", 50, problems)
@@ -76,6 +79,7 @@ async def list_payments(request: web.Request) -> web.Response:
 
 
 async def payment_qr(request: web.Request) -> web.Response:
+    _no_query(request)
     order = await _order(request.app[POOL], _payment_id(request))
     if not order["code_url"]:
         raise NotFound("this payment has no QR code (not an ACTIVEPAY accepted by the gateway)")
@@ -85,6 +89,7 @@ async def payment_qr(request: web.Request) -> web.Response:
 async def create_refund(request: web.Request) -> web.Response:
     """POST /api/payments/{id}/refunds: store under its own refund order id, send, wait bounded."""
     settings, pool = request.app[SETTINGS], request.app[POOL]
+    _no_query(request)
     key = service.check_idempotency_key(request.headers.get("Idempotency-Key"))
     body = await _json(request)
     problems: list[str] = []
@@ -161,6 +166,18 @@ def _int_query(request: web.Request, name: str, default: int, problems: list[str
         problems.append(f"{name} must be an integer from 0 to {INT64_MAX}")
         return default
     return int(raw)
+
+
+def _unknown_query(request: web.Request, allowed: frozenset[str]) -> list[str]:
+    """A typo (`limt=5`) must not be ignored silently; names are not echoed (they are client text)."""
+    if set(request.query) <= allowed:
+        return []
+    return [f"unknown query parameter; this route takes {', '.join(sorted(allowed)) or 'none'}"]
+
+
+def _no_query(request: web.Request) -> None:
+    if problems := _unknown_query(request, frozenset()):
+        raise InvalidRequest(problems)
 
 
 def _payment_id(request: web.Request) -> str:

@@ -16,7 +16,8 @@ from typing import Any
 
 # Deeper than any document our edges take (callbacks are flat; API bodies are one level).
 MAX_DEPTH = 32
-_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+# What Postgres text and jsonb cannot hold: NUL, and UTF-16 surrogates without their pair.
+UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 
 
 class NotStrictJson(ValueError):
@@ -61,13 +62,13 @@ def storage_problem(value: Any, max_depth: int = MAX_DEPTH) -> str | None:
                 return f"JSON is nested more than {max_depth} levels deep"
             if isinstance(item, dict):
                 for key, child in item.items():
-                    if isinstance(key, str) and _UNSTORABLE.search(key):
+                    if isinstance(key, str) and UNSTORABLE.search(key):
                         return "a field name holds a NUL character or a lone surrogate escape"
                     stack.append((child, depth + 1))
             else:
                 stack.extend((child, depth + 1) for child in item)
         elif isinstance(item, str):
-            if _UNSTORABLE.search(item):
+            if UNSTORABLE.search(item):
                 return "a string holds a NUL character or a lone surrogate escape"
         elif isinstance(item, float) and not math.isfinite(item):
             return "numbers must be finite (no NaN, Infinity or overflowing exponents)"

@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import json
 import logging
 from collections.abc import AsyncIterator
 from typing import Any
@@ -150,3 +152,77 @@ async def test_csv_downloads_beyond_the_limit_are_refused_not_queued_on_threads(
             await asyncio.sleep(0.1)
         assert again.status == 200
         assert (await again.read()).count(b"\n") == 20001
+
+
+def _cursor(values: object) -> str:
+    return base64.urlsafe_b64encode(json.dumps(values).encode()).decode().rstrip("=")
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/console/ledger?merchant_id=A%00B",
+        "/console/ledger.csv?order_id=%00",
+        "/console/order?merchant_id=M&order_id=O%00",
+        "/console/unpaid?merchant_id=%00",
+        "/console/alerts?merchant_id=%00",
+        "/console/rejected/%C2%B2",
+        "/console/statements/%D9%A3",
+        "/console/rejected?after=%C2%B9",
+        "/console/ledger?after=" + _cursor(["2024-05-01", "M\x00", "O"]),
+        "/console/alerts?after=" + _cursor(["2024-05-01T00:00:00+00:00", 2**70]),
+        "/console/ledger?after=" + base64.urlsafe_b64encode(b"[" * 5000).decode(),
+    ],
+    ids=[
+        "nul-merchant",
+        "nul-csv",
+        "nul-order",
+        "nul-unpaid",
+        "nul-alerts",
+        "sup-digit",
+        "arabic-digit",
+        "sup-after",
+        "nul-cursor",
+        "int-cursor",
+        "deep-cursor",
+    ],
+)
+async def test_hostile_filters_and_ids_are_a_400_page_not_a_fault(
+    client: TestClient[Any, Any], caplog: pytest.LogCaptureFixture, path: str
+) -> None:
+    await sign_in(client, "victor")
+    response = await client.get(path)
+    assert response.status == 400, (response.status, (await response.text())[:300])
+    assert "console page failed" not in caplog.text
+
+
+async def test_alert_note_with_a_nul_is_refused_with_a_page(
+    client: TestClient[Any, Any], db: asyncpg.Connection, caplog: pytest.LogCaptureFixture
+) -> None:
+    alert_id = await db.fetchval(
+        "INSERT INTO alerts (kind, merchant_id, order_id, amount_at_risk, status) "
+        "VALUES ('unpaid', 'M1', 'O1', 100, 'open') RETURNING id"
+    )
+    csrf = await sign_in(client, "fiona")
+    response = await client.post(
+        f"/console/alerts/{alert_id}/acknowledge", data={"csrf_token": csrf, "note": "seen\x00"}, allow_redirects=False
+    )
+    assert response.status == 422, (response.status, (await response.text())[:300])
+    assert "console page failed" not in caplog.text
+
+
+async def test_upload_with_control_characters_in_its_part_headers_is_a_400_page(
+    client: TestClient[Any, Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    csrf = await sign_in(client, "fiona")
+    boundary = "XyZ"
+    body = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="csrf_token"\r\n\r\n{csrf}\r\n'
+        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="\x1f"\r\n\r\nO1,100\r\n'
+        f"--{boundary}--\r\n"
+    ).encode()
+    response = await client.post(
+        "/console/statements", data=body, headers={"Content-Type": f"multipart/form-data; boundary={boundary}"}
+    )
+    assert response.status == 400, (response.status, (await response.text())[:300])
+    assert "console page failed" not in caplog.text
