@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 # Find or start Postgres and Redis (scripts/local_services.sh); fail loudly if it cannot.
 SERVICES = services="$$(scripts/local_services.sh env)" && eval "$$services"
 
-.PHONY: run test check format unit demo bench clean-data
+.PHONY: run test check format unit soak demo bench clean-data
 
 $(BIN)/.installed: pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "ottrecon needs Python 3.11 or newer")'
@@ -32,6 +32,10 @@ check: $(BIN)/.installed
 	$(BIN)/ruff format --check .
 	$(BIN)/ruff check .
 	$(BIN)/mypy
+
+## soak: the fuzzers `make test` runs briefly (tests/fuzz), run for a long time (OTTRECON_FUZZ=soak; about 30-60 min)
+soak: $(BIN)/.installed
+	$(SERVICES) && OTTRECON_FUZZ=soak $(BIN)/pytest tests/fuzz --timeout=7200
 
 ## unit: only the pure tests (no services needed)
 unit: $(BIN)/.installed

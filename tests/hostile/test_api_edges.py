@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -95,3 +97,30 @@ async def test_unknown_routes_and_methods_answer_json(api: TestClient[Any, Any])
     assert (await _error_of(await api.get("/api/nothing-here", headers=AUTH), 404))["error"] == "not_found"
     response = await api.delete("/api/payments", headers=AUTH)
     assert (await _error_of(response, 405))["error"] == "method_not_allowed"
+
+
+@pytest.mark.parametrize("merchant_id", [{}, [], {"a": 1}])
+async def test_unhashable_merchant_id_is_a_json_422(api: TestClient[Any, Any], merchant_id: object) -> None:
+    body = {"merchant_id": merchant_id, "kind": "ACTIVEPAY", "biz_type": "ALIPAY", "amount": 100}
+    response = await api.post("/api/payments", json=body, headers=AUTH | {"Idempotency-Key": "unhashable"})
+    assert (await _error_of(response, 422))["error"] == "invalid_request"
+
+
+async def test_authorization_header_that_is_not_utf8_is_a_json_401(api: TestClient[Any, Any]) -> None:
+    # Raw bytes on the wire: HTTP clients would encode a str header as UTF-8 first.
+    reader, writer = await asyncio.open_connection(api.host, api.port)
+    writer.write(
+        b"GET /api/payments HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer \xff\xfe\r\nConnection: close\r\n\r\n"
+    )
+    answer = await reader.read()
+    writer.close()
+    await writer.wait_closed()
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 401"), answer[:300]
+    assert json.loads(body)["error"] == "unauthorized"
+
+
+@pytest.mark.parametrize("path", ["/api/payments?limt=5", "/api/payments/A0000000000000000000?x=1"])
+async def test_query_parameters_a_route_does_not_take_are_a_json_422(api: TestClient[Any, Any], path: str) -> None:
+    response = await api.get(path, headers=AUTH)
+    assert (await _error_of(response, 422))["error"] == "invalid_request"
