@@ -112,7 +112,8 @@ async def error_middleware(request: web.Request, handler: Any) -> web.StreamResp
     The console (a sub-app these middlewares also wrap) answers with its own HTML pages.
     """
     if request.path.startswith(CONSOLE_PATH):
-        return await handler(request)  # type: ignore[no-any-return]
+        page: web.StreamResponse = await handler(request)
+        return page
     try:
         response: web.StreamResponse = await handler(request)
         return response
@@ -133,7 +134,9 @@ async def error_middleware(request: web.Request, handler: Any) -> web.StreamResp
         return _error(exc.status, code, [problem], headers=_kept_headers(exc))
     except Exception:
         logger.exception("api request failed", extra={"path": request.path, "method": request.method})
-        return _error(500, "internal_error", ["an unexpected error; it was logged, nothing is known to be stored"])
+        return _error(
+            500, "internal_error", ["an unexpected fault (logged); a retry with the same Idempotency-Key is safe"]
+        )
 
 
 async def _order(pool: asyncpg.Pool, payment_id: str) -> asyncpg.Record:
