@@ -33,7 +33,7 @@ check: $(BIN)/.installed
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 
-## soak: the fuzzers `make test` runs briefly (tests/fuzz), run for a long time (OTTRECON_FUZZ=soak; about 30-60 min)
+## soak: the fuzzers `make test` runs briefly (tests/fuzz), run ~100x longer (OTTRECON_FUZZ=soak; about 10 minutes)
 soak: $(BIN)/.installed
 	$(SERVICES) && OTTRECON_FUZZ=soak $(BIN)/pytest tests/fuzz --timeout=7200
 
