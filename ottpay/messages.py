@@ -7,6 +7,7 @@ from datetime import datetime, tzinfo
 from zoneinfo import ZoneInfo
 
 from ottpay.envelope import seal
+from ottpay.strict_json import UNSTORABLE
 
 CALLBACK_FIELDS: tuple[str, ...] = ("rsp_code", "rsp_msg", "merchant_id", "data", "md5")
 
@@ -21,8 +22,6 @@ FIELD_MAX_CHARS: dict[str, int] = {"rsp_code": 64, "rsp_msg": 1024, "merchant_id
 MAX_EXTRA_FIELDS = 16
 EXTRA_NAME_MAX_CHARS = 64
 EXTRA_VALUE_MAX_CHARS = 1024
-# Postgres text and jsonb cannot hold NUL or an unpaired UTF-16 surrogate (JSON lets "\ud800" through).
-_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 
 # Integer cents only: "100" is 1.00. [0-9] rather than \d, which also matches other scripts' digits.
 _CENTS = re.compile(r"[0-9]{1,15}")
@@ -56,7 +55,7 @@ def callback_shape_problems(body: object) -> list[str]:
             problems.append(f"field {field!r} must not be empty")
         elif len(body[field]) > FIELD_MAX_CHARS[field]:
             problems.append(f"field {field!r} is longer than {FIELD_MAX_CHARS[field]} characters")
-        elif _UNSTORABLE.search(body[field]):
+        elif UNSTORABLE.search(body[field]):
             problems.append(f"field {field!r} holds a NUL character or a lone surrogate escape")
     extras = [name for name in body if name not in FIELD_MAX_CHARS]
     if len(extras) > MAX_EXTRA_FIELDS:
@@ -69,14 +68,14 @@ def callback_shape_problems(body: object) -> list[str]:
 
 def _extra_field_problems(name: str, value: object) -> list[str]:
     # Field names are echoed only once known to be short and storable (they are attacker text).
-    if len(name) > EXTRA_NAME_MAX_CHARS or _UNSTORABLE.search(name):
+    if len(name) > EXTRA_NAME_MAX_CHARS or UNSTORABLE.search(name):
         return [f"an extra field name is longer than {EXTRA_NAME_MAX_CHARS} characters or holds a NUL"]
     if isinstance(value, dict | list):
         return [f"extra field {name!r} must be a string, number, boolean or null, not {_json_type(value)}"]
     if isinstance(value, str):
         if len(value) > EXTRA_VALUE_MAX_CHARS:
             return [f"extra field {name!r} is longer than {EXTRA_VALUE_MAX_CHARS} characters"]
-        if _UNSTORABLE.search(value):
+        if UNSTORABLE.search(value):
             return [f"extra field {name!r} holds a NUL character or a lone surrogate escape"]
     if isinstance(value, float) and not math.isfinite(value):
         return [f"extra field {name!r} must be a finite number"]
