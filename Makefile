@@ -16,7 +16,7 @@ UV := $(UV_HOME)/bin/uv
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 export UV_PYTHON_DOWNLOADS := never
 
-.PHONY: run test check format unit demo bench clean-data lock upgrade dist _run _test
+.PHONY: run test check format unit soak demo bench clean-data lock upgrade dist _run _test
 
 $(UV):
 	@scripts/prerequisites.sh run
@@ -72,6 +72,10 @@ check: $(BIN)/.installed
 	$(BIN)/ruff format --check .
 	$(BIN)/ruff check .
 	$(BIN)/mypy
+
+## soak: the fuzzers `make test` runs briefly (tests/fuzz), run ~100x longer (OTTRECON_FUZZ=soak; about 10 minutes)
+soak: $(BIN)/.installed
+	$(SERVICES) && OTTRECON_FUZZ=soak $(BIN)/pytest tests/fuzz --timeout=7200
 
 ## unit: only the pure tests (no services needed)
 unit: $(BIN)/.installed

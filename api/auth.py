@@ -38,7 +38,8 @@ def token_middleware(token_digests: Mapping[str, bytes]) -> Middleware:
 
 
 def _match(token: str, token_digests: Mapping[str, bytes]) -> str | None:
-    digest = hashlib.sha256(token.encode()).digest()
+    # aiohttp decodes header bytes that are not UTF-8 as surrogates: encode them back, never raise.
+    digest = hashlib.sha256(token.encode("utf-8", "surrogateescape")).digest()
     found = None
     # Compare against every digest so the time taken does not reveal which one matched.
     for client, expected in token_digests.items():

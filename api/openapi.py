@@ -10,6 +10,12 @@ _CENTS = {"type": "integer", "minimum": 0, "description": "integer cents (1250 =
 _ERROR = {
     "type": "object",
     "required": ["error", "problems"],
+    "description": (
+        "Every error, whatever its status, has this shape. `error` is a stable code: invalid_request (422), "
+        "unauthorized (401), not_found (404), method_not_allowed (405), idempotency_conflict and not_refundable "
+        "(409), body_too_large (413), database_unavailable (503), internal_error (500, a fault: logged). "
+        "`problems` says, in words, everything that is wrong."
+    ),
     "properties": {"error": {"type": "string"}, "problems": {"type": "array", "items": {"type": "string"}}},
 }
 _STATUS = {
@@ -69,14 +75,16 @@ _IDEMPOTENCY_KEY = {
 _PAYMENT_ID = {"name": "payment_id", "in": "path", "required": True, "schema": {"type": "string"}}
 
 
-def _responses(ok: dict[str, Any]) -> dict[str, Any]:
+def _responses(ok: dict[str, Any], *, body: bool = False) -> dict[str, Any]:
     errors = {
         "401": "missing or wrong bearer token",
-        "404": "no such payment",
+        "404": "no such payment (an id that cannot be ours, e.g. holding a NUL, is simply not found)",
         "409": "idempotency key reused with another request, or not refundable",
-        "422": "invalid request",
+        "422": "invalid request: every problem named (bad JSON, NaN, deep nesting, unknown query parameters…)",
         "503": "database unavailable: nothing stored, retry with the same key",
     }
+    if body:
+        errors["413"] = "body larger than 64 KiB"
     return ok | {
         code: {"description": text, "content": {"application/json": {"schema": _ERROR}}}
         for code, text in errors.items()
@@ -113,7 +121,8 @@ def openapi_spec() -> dict[str, Any]:
             "title": "ottrecon payments API",
             "version": "1",
             "description": "Internal API for point-of-sale systems. Every path except this one and /healthz "
-            "needs `Authorization: Bearer <token>`.",
+            "needs `Authorization: Bearer <token>`. Every error is JSON in the Error shape; query parameters "
+            "a route does not take are refused (422), never ignored.",
         },
         "components": {
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
@@ -128,7 +137,9 @@ def openapi_spec() -> dict[str, Any]:
                     "for the gateway (a cashier is waiting), then answers the current state; poll GET if pending.",
                     "parameters": [_IDEMPOTENCY_KEY],
                     "requestBody": _json_body(create_payment_body),
-                    "responses": _responses({"201": _ok("created", payment_ref), "200": _ok("replayed", payment_ref)}),
+                    "responses": _responses(
+                        {"201": _ok("created", payment_ref), "200": _ok("replayed", payment_ref)}, body=True
+                    ),
                 },
                 "get": {
                     "summary": "List payments, newest first",
@@ -138,8 +149,8 @@ def openapi_spec() -> dict[str, Any]:
                         {
                             "name": "after",
                             "in": "query",
-                            "schema": {"type": "integer"},
-                            "description": "cursor: the `next` of the previous page",
+                            "schema": {"type": "integer", "minimum": 0, "maximum": 2**63 - 1},
+                            "description": "cursor: the `next` of the previous page (0: from the newest)",
                         },
                     ],
                     "responses": _responses(
@@ -183,7 +194,9 @@ def openapi_spec() -> dict[str, Any]:
                     "requestBody": _json_body(
                         {"type": "object", "required": ["amount"], "properties": {"amount": _CENTS | {"minimum": 1}}}
                     ),
-                    "responses": _responses({"201": _ok("created", refund_ref), "200": _ok("replayed", refund_ref)}),
+                    "responses": _responses(
+                        {"201": _ok("created", refund_ref), "200": _ok("replayed", refund_ref)}, body=True
+                    ),
                 }
             },
         },

@@ -62,7 +62,8 @@ class PaymentRequest:
             raise InvalidRequest(["body must be a JSON object"])
         problems: list[str] = []
         merchant_id = body.get("merchant_id")
-        if merchant_id not in merchant_ids:
+        # Type first: a JSON object or array is unhashable, and `in merchant_ids` would raise.
+        if not isinstance(merchant_id, str) or merchant_id not in merchant_ids:
             problems.append("merchant_id is not a merchant configured for payments (OTTPAY_OPERATORS)")
         kind = body.get("kind")
         if kind not in KINDS:

@@ -6,6 +6,7 @@ import asyncio
 import sys
 import time
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 
 import asyncpg
@@ -14,7 +15,7 @@ from bench.children import Child, ottrecon_command
 from bench.errors import BenchError
 from bench.redisdb import ClaimedRedisDb
 from webhook.batcher import EnqueueBatcher
-from webhook.queue import QUEUE_NAME, connect
+from webhook.queue import QUEUE_NAME, connect, prepare
 from worker.queue import DEAD_LETTER_KEY
 
 NOOP = "arq no-op"
@@ -137,7 +138,7 @@ async def _fill(redis_url: str, callbacks: list[dict[str, str]]) -> None:
 
     async def one(envelope: dict[str, str]) -> bool:
         async with limit:
-            return await batcher.enqueue(envelope)
+            return await batcher.enqueue(prepare(envelope, datetime.now(UTC)))
 
     try:
         fresh = await asyncio.gather(*(one(envelope) for envelope in callbacks))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 from aiohttp import web
@@ -9,6 +10,7 @@ from aiohttp import web
 from api.settings import ApiSettings
 from console.auth import auth_middleware
 from console.error_pages import add_security_headers, error_pages
+from console.offload import OFFLOAD_SLOTS, OffloadSlots
 from console.pages import alerts, evidence, ledger, login, overview, rejected, statements, unpaid
 from console.render import ENV, create_environment
 from console.throttle import LoginThrottle
@@ -24,6 +26,8 @@ def create_console_app(settings: ApiSettings) -> web.Application:
     app[SETTINGS] = settings
     app[ENV] = create_environment(settings.console)
     app[login.THROTTLE] = LoginThrottle()
+    app[login.HASHING] = asyncio.Semaphore(login.MAX_CONCURRENT_HASHES)
+    app[OFFLOAD_SLOTS] = OffloadSlots(settings.console.max_offloaded)
     app.on_response_prepare.append(add_security_headers)
     routes = app.router
     routes.add_get("/", overview.show)

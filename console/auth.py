@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from urllib.parse import urlencode
 
 from aiohttp import web
@@ -17,6 +18,8 @@ LOGIN_COOKIE = "ottrecon_console_login"
 # Reachable signed out: the sign-in form and the stylesheet it uses.
 PUBLIC_PATHS = frozenset({url("/login")})
 STATIC_PREFIX = url("/static/")
+# Printable ASCII without spaces, up to a length any browser keeps.
+_PLAIN_PATH = re.compile(r"[\x21-\x7e]{1,2000}")
 
 
 @web.middleware
@@ -67,7 +70,8 @@ def set_cookie(request: web.Request, response: web.StreamResponse, name: str, va
 
 
 def safe_next(target: str | None) -> str:
-    """Where to go after sign-in: only a path inside the console (never another site)."""
-    if target and target.startswith(url("/")) and not target.startswith("//") and "\\" not in target:
+    """Where to go after sign-in: only a path inside the console (never another site), in printable
+    ASCII (a CR or LF would split the Location header; browsers send paths percent-encoded anyway)."""
+    if target and target.startswith(url("/")) and _PLAIN_PATH.fullmatch(target) and "\\" not in target:
         return target
     return url("/")

@@ -17,7 +17,7 @@ from typing import Any, TextIO, cast
 import asyncpg
 from aiohttp import web
 
-from console.offload import run_with_private_pool
+from console.offload import OFFLOAD_SLOTS, run_with_private_pool
 from console.web import STREAMING
 from worker.db import translate_errors
 from worker.export import csv_cell
@@ -70,7 +70,13 @@ async def stream_csv(request: web.Request, filename: str, database_url: str, exp
 
     If the database fails before the first bytes, the caller's error page is shown; after that, the
     connection is cut so the browser reports an incomplete download rather than a short file.
+    At most max_offloaded run at once (console.offload.OffloadSlots); past that, a 503 page.
     """
+    with request.config_dict[OFFLOAD_SLOTS].claim():
+        return await _stream(request, filename, database_url, export)
+
+
+async def _stream(request: web.Request, filename: str, database_url: str, export: Export) -> web.StreamResponse:
     loop = asyncio.get_running_loop()
     queue: asyncio.Queue[bytes | None] = asyncio.Queue(MAX_PENDING_CHUNKS)
     pipe = _Pipe(loop, queue)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date, timedelta
@@ -9,6 +10,10 @@ from datetime import date, timedelta
 from console.errors import BadFilter
 from console.times import today
 
+# Control characters (NUL included, which Postgres text cannot hold) and unpaired surrogates.
+CONTROL = re.compile("[\x00-\x1f\x7f\ud800-\udfff]")
+# An int8 id: at most 18 digits always fits.
+_DIGITS = re.compile("[0-9]{1,18}")
 # Longer ranges are refused rather than scanning years of ledger for one page.
 MAX_DAYS = 366
 MAX_TEXT = 64
@@ -56,10 +61,14 @@ def date_range(query: Mapping[str, str], tz: str, problems: list[str]) -> DateRa
 
 
 def text(query: Mapping[str, str], name: str, problems: list[str]) -> str | None:
-    """An optional id (merchant, order): trimmed, empty means no filter."""
+    """An optional id (merchant, order): trimmed, empty means no filter; no control characters
+    (Postgres refuses NUL, and no id holds one)."""
     value = query.get(name, "").strip()
     if len(value) > MAX_TEXT:
         problems.append(f"{name} is longer than {MAX_TEXT} characters")
+        return None
+    if CONTROL.search(value):
+        problems.append(f"{name} must not contain control characters")
         return None
     return value or None
 
@@ -73,8 +82,11 @@ def choice(query: Mapping[str, str], name: str, choices: tuple[str, ...], proble
 
 
 def positive_int(text: str, what: str) -> int:
-    """A database id from the address (404-free validation: a non-number is a 400 page)."""
-    if not text.isdigit() or len(text) > 18:
+    """A database id from the address (404-free validation: a non-number is a 400 page).
+
+    ASCII digits only: str.isdigit also takes '²' and '٣', which int() then refuses.
+    """
+    if not _DIGITS.fullmatch(text):
         raise BadFilter([f"{what} must be a number"])
     return int(text)
 

@@ -8,14 +8,50 @@ never take connections from the api's small pool.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from typing import TypeVar
 
 import asyncpg
+from aiohttp import web
 
+from console.errors import PageError
 from worker.db import translate_errors
 
 T = TypeVar("T")
+
+
+class OffloadSlots:
+    """How many offloaded jobs (CSV downloads, statement imports) may run at once.
+
+    Each holds a thread of the loop's default executor (shared with password checks) and a
+    Postgres connection of its own for as long as it runs, a download as long as the browser
+    reads. Past the limit a request is refused at once with a 503 page: waiting would hold the
+    request, and a browser reloading would pile up more.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.running = 0
+
+    @contextmanager
+    def claim(self) -> Iterator[None]:
+        """Hold a slot for the block; raise the 503 PageError when none is free."""
+        if self.running >= self.limit:
+            raise PageError(
+                503,
+                "The console is busy with other downloads and imports",
+                f"{self.limit} CSV downloads or statement imports are running already. "
+                "Wait for them to finish, then try again (or use `ottrecon export` on a server).",
+            )
+        self.running += 1
+        try:
+            yield
+        finally:
+            self.running -= 1
+
+
+OFFLOAD_SLOTS = web.AppKey("console_offload_slots", OffloadSlots)
 
 
 async def run_with_private_pool(

@@ -9,8 +9,11 @@ from collections.abc import Sequence
 from datetime import date, datetime
 
 from console.errors import BadFilter
+from ottpay import strict_json
 
 PAGE_SIZE = 50
+# Cursor ints are Postgres int8 ids; anything larger would be a database error, not an empty page.
+INT64_MAX = 2**63 - 1
 Key = tuple[date | datetime | str | int, ...]
 
 
@@ -28,7 +31,7 @@ def decode(text: str | None, kinds: Sequence[type]) -> Key | None:
     if not text:
         return None
     try:
-        values = json.loads(base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)))
+        values = strict_json.loads(base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)), max_depth=1)
         if not isinstance(values, list) or len(values) != len(kinds):
             raise ValueError("wrong length")
         return tuple(_convert(value, kind) for value, kind in zip(values, kinds, strict=True))
@@ -44,7 +47,7 @@ def _convert(value: object, kind: type) -> date | datetime | str | int:
         return parsed
     if kind is date and isinstance(value, str):
         return date.fromisoformat(value)
-    if kind is int and isinstance(value, int) and not isinstance(value, bool):
+    if kind is int and isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= INT64_MAX:
         return value
     if kind is str and isinstance(value, str):
         return value

@@ -13,8 +13,10 @@ import hmac
 import secrets
 from dataclasses import dataclass, field
 
-# n=2**14, r=8, p=1: about 16 MiB and tens of milliseconds per check (RFC 7914's interactive setting).
-N, R, P = 2**14, 8, 1
+# n=2**17, r=8, p=1: 128 MiB and about 0.3 s per check on one core (OWASP's scrypt minimum). A
+# guess costs an attacker with a stolen hash that much too. Hashes made with a smaller n (2**14
+# before issue #9) are upgraded at the next sign-in (console/password_upgrades.py).
+N, R, P = 2**17, 8, 1
 SALT_BYTES = 16
 KEY_BYTES = 32
 # Bounds that keep one check from exhausting memory or time if the configuration is hostile or mistyped.
@@ -36,7 +38,7 @@ class PasswordHash:
     def parse(cls, encoded: str) -> PasswordHash:
         """Parse ``scrypt$n$r$p$salt$hash``; ValueError (never quoting the input) when malformed."""
         parts = encoded.split("$")
-        if len(parts) != 6 or parts[0] != "scrypt" or not all(p.isdigit() for p in parts[1:4]):
+        if len(parts) != 6 or parts[0] != "scrypt" or not all(p.isascii() and p.isdigit() for p in parts[1:4]):
             raise ValueError("not a hash made by `ottrecon hash-password` (scrypt$n$r$p$salt$hash)")
         n, r, p = (int(x) for x in parts[1:4])
         if n < 2 or n & (n - 1) or r < 1 or 128 * n * r > MAX_MEMORY or not 1 <= p <= MAX_P:
@@ -50,25 +52,35 @@ class PasswordHash:
             raise ValueError("salt or hash too short")
         return cls(n, r, p, salt, digest)
 
+    def encode(self) -> str:
+        """The ``scrypt$n$r$p$salt$hash`` text this hash parses from."""
+        b64 = base64.b64encode
+        return f"scrypt${self.n}${self.r}${self.p}${b64(self.salt).decode()}${b64(self.digest).decode()}"
+
+    def weaker_than(self, n: int) -> bool:
+        """True when this hash costs less than a fresh one made with work factor n (and r=8, p=1)."""
+        return self.n * self.r * self.p < n * R * P
+
     def matches(self, password: str) -> bool:
         """True when password hashes to this digest; the comparison takes the same time either way."""
         computed = _scrypt(password, self.salt, self.n, self.r, self.p, len(self.digest))
         return hmac.compare_digest(computed, self.digest)
 
 
-def hash_password(password: str) -> str:
-    """A new encoded scrypt hash of password with a fresh random salt."""
+def hash_password(password: str, *, n: int = N) -> str:
+    """A new encoded scrypt hash of password with a fresh random salt (n: the work factor, a power of 2)."""
     salt = secrets.token_bytes(SALT_BYTES)
-    digest = _scrypt(password, salt, N, R, P, KEY_BYTES)
-    b64 = base64.b64encode
-    return f"scrypt${N}${R}${P}${b64(salt).decode()}${b64(digest).decode()}"
+    return PasswordHash(n, R, P, salt, _scrypt(password, salt, n, R, P, KEY_BYTES)).encode()
 
 
-# Checked against when the user name is unknown, so that a wrong name costs as long as a wrong password.
-DUMMY_HASH = PasswordHash(N, R, P, b"\0" * SALT_BYTES, b"\0" * KEY_BYTES)
+def dummy_hash(n: int = N) -> PasswordHash:
+    """Checked against when the user name is unknown, so that a wrong name costs as long as a wrong password."""
+    return PasswordHash(n, R, P, b"\0" * SALT_BYTES, b"\0" * KEY_BYTES)
 
 
 def _scrypt(password: str, salt: bytes, n: int, r: int, p: int, length: int) -> bytes:
     # OpenSSL refuses n*r*128 above maxmem's default of 32 MiB; allow what the bounds above permit.
     maxmem = 128 * r * (n + p + 2) + 1024 * 1024
-    return hashlib.scrypt(password.encode("utf-8"), salt=salt, n=n, r=r, p=p, maxmem=maxmem, dklen=length)
+    return hashlib.scrypt(
+        password.encode("utf-8", "surrogatepass"), salt=salt, n=n, r=r, p=p, maxmem=maxmem, dklen=length
+    )

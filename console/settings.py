@@ -8,8 +8,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from console.client_address import Network, parse_trusted_proxies
 from console.errors import ConsoleConfigError
-from console.passwords import PasswordHash
+from console.passwords import N, PasswordHash
 
 ROLES = ("finance", "viewer")
 _USER_NAME = re.compile(r"[A-Za-z0-9._@-]{1,64}")
@@ -44,6 +45,12 @@ class ConsoleSettings:
     currency: str = "CAD"
     # Every failed sign-in is answered this much later (not configurable from the environment; tests shorten it).
     failure_delay_s: float = 1.0
+    # Proxies whose X-Forwarded-For names the client that the sign-in throttle counts (console/client_address.py).
+    trusted_proxies: tuple[Network, ...] = ()
+    # scrypt work factor of new and upgraded password hashes (not from the environment; tests lower it).
+    password_n: int = N
+    # CSV downloads and statement imports running at once, each on its own thread and connection.
+    max_offloaded: int = 2
 
     @property
     def configured(self) -> bool:
@@ -66,6 +73,11 @@ class ConsoleSettings:
         insecure = env.get("OTTRECON_CONSOLE_INSECURE_COOKIES", "").strip().lower()
         if insecure not in _TRUE | _FALSE:
             problems.append("OTTRECON_CONSOLE_INSECURE_COOKIES must be 1 or 0")
+        proxies: tuple[Network, ...] = ()
+        try:
+            proxies = parse_trusted_proxies(env.get("OTTRECON_CONSOLE_TRUSTED_PROXIES", ""))
+        except ValueError as exc:
+            problems.append(f"OTTRECON_CONSOLE_TRUSTED_PROXIES: {exc}")
         currency = env.get("OTTRECON_CURRENCY", "").strip() or cls.currency
         if not _CURRENCY.fullmatch(currency):
             problems.append(f"OTTRECON_CURRENCY must be a three-letter ISO 4217 code like CAD, got {currency!r}")
@@ -77,6 +89,7 @@ class ConsoleSettings:
             business_tz=zones["OTTRECON_BUSINESS_TZ"],
             insecure_cookies=insecure in _TRUE,
             currency=currency,
+            trusted_proxies=proxies,
         )
 
 

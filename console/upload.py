@@ -11,7 +11,8 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from aiohttp import BodyPartReader, web
+from aiohttp import BodyPartReader, MultipartReader, web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from console.csrf import FIELD, check
 from console.errors import BadFilter, UploadTooLarge
@@ -38,6 +39,14 @@ async def receive(request: web.Request, directory: Path, csrf_token: str) -> Upl
         reader = await request.multipart()
     except (AssertionError, ValueError, KeyError) as exc:  # not multipart at all
         raise BadFilter(["the upload must be sent by the console's form (multipart/form-data)"]) from exc
+    try:
+        return await _read(reader, directory, csrf_token)
+    except HttpProcessingError as exc:
+        # A part's headers aiohttp cannot parse (control characters in a file name, say).
+        raise BadFilter(["the upload is not a well-formed form: send it with the console's form"]) from exc
+
+
+async def _read(reader: MultipartReader, directory: Path, csrf_token: str) -> Upload:
     first = await reader.next()
     given = await _text(first) if isinstance(first, BodyPartReader) and first.name == FIELD else None
     check(csrf_token, given)

@@ -1,11 +1,13 @@
 """OTT Pay callback bodies and field parsing: shape checks, a callback builder, amounts and times (PROTOCOL §4)."""
 
+import math
 import re
 from collections.abc import Mapping
 from datetime import datetime, tzinfo
 from zoneinfo import ZoneInfo
 
 from ottpay.envelope import seal
+from ottpay.strict_json import UNSTORABLE
 
 CALLBACK_FIELDS: tuple[str, ...] = ("rsp_code", "rsp_msg", "merchant_id", "data", "md5")
 
@@ -13,6 +15,13 @@ CALLBACK_FIELDS: tuple[str, ...] = ("rsp_code", "rsp_msg", "merchant_id", "data"
 SUCCESS_ACK: dict[str, str] = {"rsp_code": "SUCCESS", "rsp_msg": "success"}
 
 _NON_EMPTY_FIELDS = ("merchant_id", "data", "md5")
+# Bounds of the documented shape. A real callback is well under 2 KiB: its data (Base64 of the
+# encrypted fields) a few hundred characters, merchant ids 10, md5 32 hex digits. The limits
+# leave room for long remarks and future fields while keeping every field's size known.
+FIELD_MAX_CHARS: dict[str, int] = {"rsp_code": 64, "rsp_msg": 1024, "merchant_id": 64, "data": 32 * 1024, "md5": 64}
+MAX_EXTRA_FIELDS = 16
+EXTRA_NAME_MAX_CHARS = 64
+EXTRA_VALUE_MAX_CHARS = 1024
 
 # Integer cents only: "100" is 1.00. [0-9] rather than \d, which also matches other scripts' digits.
 _CENTS = re.compile(r"[0-9]{1,15}")
@@ -28,9 +37,11 @@ _OTTPAY_ZONE = ZoneInfo("America/Toronto")
 def callback_shape_problems(body: object) -> list[str]:
     """Return what is wrong with the shape of a parsed callback body; an empty list means usable.
 
-    Cheap and key-free, for the receiver to run before queueing: the body is a JSON object,
-    every callback field is present as a string, and merchant_id, data and md5 are not empty.
-    Extra fields are allowed. Problems name fields and JSON types, never echo values.
+    Cheap and key-free, for the receiver to run before queueing. The documented shape only
+    (PROTOCOL §4): a flat JSON object whose five callback fields are strings of bounded length
+    (merchant_id, data and md5 not empty); unknown extra fields are kept, but only a few, with
+    short names and scalar values of bounded size. No string may hold a NUL or a lone surrogate
+    (Postgres cannot store them). Problems name fields and JSON types, never echo values.
     """
     if not isinstance(body, dict):
         return [f"body must be a JSON object, not {_json_type(body)}"]
@@ -42,7 +53,33 @@ def callback_shape_problems(body: object) -> list[str]:
             problems.append(f"field {field!r} must be a string, not {_json_type(body[field])}")
         elif field in _NON_EMPTY_FIELDS and not body[field]:
             problems.append(f"field {field!r} must not be empty")
+        elif len(body[field]) > FIELD_MAX_CHARS[field]:
+            problems.append(f"field {field!r} is longer than {FIELD_MAX_CHARS[field]} characters")
+        elif UNSTORABLE.search(body[field]):
+            problems.append(f"field {field!r} holds a NUL character or a lone surrogate escape")
+    extras = [name for name in body if name not in FIELD_MAX_CHARS]
+    if len(extras) > MAX_EXTRA_FIELDS:
+        problems.append(f"at most {MAX_EXTRA_FIELDS} extra fields are accepted, got {len(extras)}")
+        return problems
+    for name in extras:
+        problems += _extra_field_problems(name, body[name])
     return problems
+
+
+def _extra_field_problems(name: str, value: object) -> list[str]:
+    # Field names are echoed only once known to be short and storable (they are attacker text).
+    if len(name) > EXTRA_NAME_MAX_CHARS or UNSTORABLE.search(name):
+        return [f"an extra field name is longer than {EXTRA_NAME_MAX_CHARS} characters or holds a NUL"]
+    if isinstance(value, dict | list):
+        return [f"extra field {name!r} must be a string, number, boolean or null, not {_json_type(value)}"]
+    if isinstance(value, str):
+        if len(value) > EXTRA_VALUE_MAX_CHARS:
+            return [f"extra field {name!r} is longer than {EXTRA_VALUE_MAX_CHARS} characters"]
+        if UNSTORABLE.search(value):
+            return [f"extra field {name!r} holds a NUL character or a lone surrogate escape"]
+    if isinstance(value, float) and not math.isfinite(value):
+        return [f"extra field {name!r} must be a finite number"]
+    return []
 
 
 def build_callback(

@@ -153,7 +153,7 @@ def _web(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     settings = WebhookSettings.from_env(env)
     if settings.metrics_port:
         # Its own port (a daemon thread), so /metrics never answers on the public receiver port.
-        start_http_server(settings.metrics_port, addr=settings.host)
+        start_http_server(settings.metrics_port, addr=settings.metrics_host)
     # SIGTERM: stop accepting, let in-flight callbacks finish their enqueue (at most enqueue_timeout_s,
     # then a 503 the sender retries), close Redis, exit 0. The grace period bounds a stuck request.
     _serve(create_app(settings), settings.host, settings.port, grace_s=RECEIVER_SHUTDOWN_GRACE_S)
@@ -211,7 +211,7 @@ def _worker(args: argparse.Namespace, env: Mapping[str, str]) -> int:
 
     settings = WorkerSettings.from_env(env)
     if settings.metrics_port:
-        start_http_server(settings.metrics_port)
+        start_http_server(settings.metrics_port, addr=settings.metrics_host)
     create_worker(settings).run()
     return 0
 

@@ -2,20 +2,21 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from typing import Any
 
 from aiohttp import web
 from arq import ArqRedis
 from redis.exceptions import RedisError
 
+from ottpay import strict_json
 from ottpay.messages import SUCCESS_ACK, callback_shape_problems
 from webhook import metrics
 from webhook.batcher import EnqueueBatcher
 from webhook.errors import QueueUnavailable
-from webhook.queue import connect
+from webhook.queue import connect, prepare
 from webhook.settings import WebhookSettings
 
 logger = logging.getLogger("ottrecon.webhook")
@@ -23,7 +24,6 @@ logger = logging.getLogger("ottrecon.webhook")
 SETTINGS = web.AppKey("settings", WebhookSettings)
 REDIS = web.AppKey("redis", ArqRedis)
 BATCHER = web.AppKey("batcher", EnqueueBatcher)
-_NOT_JSON = object()
 
 
 def create_app(settings: WebhookSettings) -> web.Application:
@@ -47,25 +47,38 @@ async def _redis_client(app: web.Application) -> AsyncIterator[None]:
 
 
 async def receive_callback(request: web.Request) -> web.Response:
-    """Queue a callback; 200 only once Redis has it, 503 if not, 400/413 for non-callbacks."""
+    """Queue a callback; 200 only once Redis has it, 503 if not, 400/413 for non-callbacks.
+
+    Everything about this one body (parsing, shape, fingerprint, serialization) happens here,
+    before it joins a batch: a body that fails, fails alone (docs/SECURITY.md).
+    """
     metrics.RECEIVED.inc()
     try:
         raw = await request.read()
     except web.HTTPRequestEntityTooLarge:
         metrics.REFUSED["body_too_large"].inc()
         return _error(413, "body_too_large", [f"limit is {request.app[SETTINGS].max_body_bytes} bytes"])
-    body = _parse_json(raw)
-    problems = callback_shape_problems(body) if body is not _NOT_JSON else ["body is not valid UTF-8 JSON"]
-    # Postgres text cannot hold NUL; refuse it here rather than fail later in the worker.
-    if not problems and (b"\\u0000" in raw or b"\x00" in raw):
-        problems = ["body contains a NUL character"]
+    received_at = datetime.now(UTC)
+    try:
+        body = strict_json.loads(raw, max_depth=2)
+    except strict_json.NotStrictJson as exc:
+        metrics.REFUSED["not_a_callback"].inc()
+        return _error(400, "not_a_callback", [str(exc)])
+    problems = callback_shape_problems(body)
     if problems:
         metrics.REFUSED["not_a_callback"].inc()
         return _error(400, "not_a_callback", problems)
     envelope: dict[str, Any] = body  # shape checked above
     try:
+        prepared = prepare(envelope, received_at)
+    except ValueError:
+        # Unreachable after the checks above; if it happens, this request alone is refused.
+        logger.exception("shape-checked callback could not be serialized")
+        metrics.REFUSED["not_a_callback"].inc()
+        return _error(400, "not_a_callback", ["the body cannot be stored as received"])
+    try:
         with metrics.ENQUEUE_SECONDS.time():
-            fresh = await request.app[BATCHER].enqueue(envelope)
+            fresh = await request.app[BATCHER].enqueue(prepared)
     except QueueUnavailable as exc:
         metrics.REFUSED["queue_unavailable"].inc()
         logger.error("callback not queued", extra={"merchant_id": envelope["merchant_id"], "error": str(exc)})
@@ -92,13 +105,6 @@ async def readyz(request: web.Request) -> web.Response:
     except (RedisError, OSError, TimeoutError) as exc:
         return web.json_response({"status": "unavailable", "redis": exc.__class__.__name__}, status=503)
     return web.json_response({"status": "ok"})
-
-
-def _parse_json(raw: bytes) -> Any:
-    try:
-        return json.loads(raw)
-    except (UnicodeDecodeError, ValueError):
-        return _NOT_JSON
 
 
 def _error(status: int, code: str, problems: list[str]) -> web.Response:

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from typing import Any
 
 from arq import ArqRedis
 
 from webhook.errors import QueueUnavailable
-from webhook.queue import enqueue_callbacks
+from webhook.queue import PreparedCallback, enqueue_callbacks
 
 
 class EnqueueBatcher:
@@ -25,16 +24,18 @@ class EnqueueBatcher:
         self._redis = redis
         self._timeout_s = timeout_s
         self._max_batch = max_batch
-        self._waiting: deque[tuple[dict[str, Any], asyncio.Future[bool]]] = deque()
+        self._waiting: deque[tuple[PreparedCallback, asyncio.Future[bool]]] = deque()
         self._flusher: asyncio.Task[None] | None = None
 
-    async def enqueue(self, envelope: dict[str, Any]) -> bool:
-        """Queue one callback; True if newly queued, False if an identical one already is.
+    async def enqueue(self, callback: PreparedCallback) -> bool:
+        """Queue one prepared callback; True if newly queued, False if an identical one already is.
 
-        Raises QueueUnavailable if Redis did not confirm the write in time.
+        Raises QueueUnavailable if Redis did not confirm the write in time. Takes only prepared
+        callbacks (webhook.queue.prepare, run in the request's handler): the shared write does
+        no per-body work, so one body can never fail the others grouped with it.
         """
         done: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
-        self._waiting.append((envelope, done))
+        self._waiting.append((callback, done))
         if self._flusher is None or self._flusher.done():
             self._flusher = asyncio.create_task(self._flush())
         return await done
@@ -44,11 +45,12 @@ class EnqueueBatcher:
             batch = [self._waiting.popleft() for _ in range(min(self._max_batch, len(self._waiting)))]
             try:
                 async with asyncio.timeout(self._timeout_s):
-                    fresh = await enqueue_callbacks(self._redis, [envelope for envelope, _ in batch])
+                    fresh = await enqueue_callbacks(self._redis, [callback for callback, _ in batch])
             except Exception as exc:
                 # A timed-out write may still have landed: the sender retries, and the queued-key
                 # then makes its redelivery join the job instead of doubling it. Any other error
-                # (a bug) must not leave requests hanging either: they get a 503 and OTT Pay retries.
+                # (a bug: bodies arrive prepared, so none is theirs) must not leave requests
+                # hanging either: they get a 503 and OTT Pay retries.
                 failure = (
                     exc
                     if isinstance(exc, QueueUnavailable)

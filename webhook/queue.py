@@ -6,7 +6,8 @@ import json
 import time
 import uuid
 from collections.abc import Sequence
-from datetime import UTC, datetime, timedelta
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
 from arq import ArqRedis
@@ -67,15 +68,38 @@ def connect(redis_url: str, timeout_s: float) -> ArqRedis:
     return ArqRedis(pool, job_serializer=serialize, job_deserializer=deserialize)
 
 
-async def enqueue_callbacks(redis: ArqRedis, envelopes: Sequence[dict[str, Any]]) -> list[bool]:
-    """Queue callbacks exactly as received, all in one job and one Redis round trip.
+@dataclass(frozen=True)
+class PreparedCallback:
+    """One callback ready for the queue: its identity and its job entry, already serialized.
 
-    Returns, per envelope, True if newly queued or False if an identical body is already queued
+    Built in the request's own handler (prepare), so nothing about one body can fail the shared
+    Redis write that carries it with others: a batch fails only for a reason that concerns all
+    of it, Redis itself (docs/decisions/0016-per-request-work-before-batching.md).
+    """
+
+    fingerprint: str
+    item: bytes
+
+
+def prepare(envelope: dict[str, Any], received_at: datetime) -> PreparedCallback:
+    """Fingerprint and serialize one shape-checked envelope.
+
+    Raises ValueError (UnicodeEncodeError included) if the body cannot be encoded; the shape
+    check refuses such bodies first, so that is a bug, answered for this request alone.
+    """
+    fingerprint = envelope_fingerprint(envelope)
+    item = {"envelope": envelope, "received_at": received_at.isoformat(), "fingerprint": fingerprint}
+    return PreparedCallback(fingerprint, serialize(item))
+
+
+async def enqueue_callbacks(redis: ArqRedis, callbacks: Sequence[PreparedCallback]) -> list[bool]:
+    """Queue prepared callbacks exactly as received, all in one job and one Redis round trip.
+
+    Returns, per callback, True if newly queued or False if an identical body is already queued
     (it then joins that job). Returns only after Redis confirmed the write; raises
     QueueUnavailable when it did not (nothing was queued). A different body with the same md5
     (a forgery, say) has another fingerprint and is queued on its own.
     """
-    received_at = datetime.now(UTC).isoformat()
     args: list[str | bytes | int] = [
         uuid.uuid4().hex,
         int(time.time() * 1000),
@@ -83,10 +107,8 @@ async def enqueue_callbacks(redis: ArqRedis, envelopes: Sequence[dict[str, Any]]
         INGEST_JOB,
         ARQ_JOB_KEY_PREFIX,
     ]
-    for envelope in envelopes:
-        fingerprint = envelope_fingerprint(envelope)
-        item = {"envelope": envelope, "received_at": received_at, "fingerprint": fingerprint}
-        args += [QUEUED_KEY_PREFIX + fingerprint, serialize(item)]
+    for callback in callbacks:
+        args += [QUEUED_KEY_PREFIX + callback.fingerprint, callback.item]
     try:
         fresh = await redis.eval(ENQUEUE_SCRIPT, 1, QUEUE_NAME, *args)  # type: ignore[misc, arg-type]  # redis-py typing
     except (RedisError, OSError, TimeoutError) as exc:

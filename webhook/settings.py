@@ -16,8 +16,10 @@ class WebhookSettings:
     redis_url: str = field(repr=False)
     port: int = 8080
     host: str = "0.0.0.0"
-    # Prometheus /metrics on its own port, never on the public one; 0 turns it off.
+    # Prometheus /metrics on its own port, never on the public one; 0 turns it off. Loopback unless
+    # WEB_METRICS_HOST says otherwise: the receiver's host is public, its metrics are not.
     metrics_port: int = 9101
+    metrics_host: str = "127.0.0.1"
     # A real callback is well under 2 KiB; anything near this limit is not a callback.
     max_body_bytes: int = 64 * 1024
     # Redis must confirm within this time or the sender gets a 503 and retries.
@@ -46,4 +48,5 @@ class WebhookSettings:
             port=int(port_text),
             host=env.get("HOST", "").strip() or cls.host,
             metrics_port=int(metrics_text),
+            metrics_host=env.get("WEB_METRICS_HOST", "").strip() or cls.metrics_host,
         )

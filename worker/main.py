@@ -39,6 +39,7 @@ from worker.recon_jobs import (
     report_merchants,
 )
 from worker.refunder import Refunder
+from worker.retention import purge_rejected_callbacks
 from worker.settings import WorkerSettings
 from worker.submitter import Submitter
 from worker.writer import BatchWriter
@@ -95,6 +96,7 @@ def create_worker(settings: WorkerSettings, **overrides: Any) -> Worker:
         cron(timed(reconcile_ledger), second=every, run_at_startup=True, timeout=240),
         cron(timed(deliver_alerts), second=every, run_at_startup=True, timeout=120),
         cron(timed(report_merchants), second={0, 30}, run_at_startup=True, timeout=30),
+        cron(timed(purge_rejected_callbacks), second={15}, run_at_startup=True, timeout=120),
     ]
     if settings.metrics_port:
         # Gauges are only worth their queries when something can scrape them.

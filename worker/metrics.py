@@ -36,6 +36,13 @@ REFRESH_EVERY_S = 15
 RECORDED = Counter("ottrecon_callbacks_recorded_total", "Verified callbacks newly recorded.")
 DUPLICATE = Counter("ottrecon_callbacks_duplicate_total", "Verified callbacks that were already recorded.")
 REJECTED = Counter("ottrecon_callbacks_rejected_total", "Callbacks kept as rejected, by stable reason.", ["reason"])
+# Retention (worker/retention.py): what it deleted, and how fast distinct rejected bodies arrive.
+REJECTED_PURGED = Counter(
+    "ottrecon_rejected_callbacks_purged_total", "Rejected callbacks deleted past OTTRECON_REJECTED_RETENTION_DAYS."
+)
+REJECTED_LAST_HOUR = Gauge(
+    "ottrecon_rejected_callbacks_last_hour", "Distinct rejected callback bodies last delivered within the past hour."
+)
 DEAD_LETTERED = Counter("ottrecon_callbacks_dead_lettered_total", "Callbacks moved to the dead-letter list.")
 _submissions = Counter(
     "ottrecon_submissions_total", "Requests sent to OTT Pay by the submitter and refunder.", ["action", "outcome"]

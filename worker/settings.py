@@ -45,8 +45,12 @@ class WorkerSettings:
     # Slack-compatible incoming webhook for alerts; its path is a secret. None: alerts go to the log.
     alert_webhook_url: str | None = field(default=None, repr=False)
     alert_storm_threshold: int = 10
-    # Prometheus /metrics port; 0 turns it off. Workers sharing a host each need their own.
+    # Prometheus /metrics port; 0 turns it off. Workers sharing a host each need their own. Loopback
+    # unless WORKER_METRICS_HOST says otherwise: the gauges show money at risk.
     metrics_port: int = 9102
+    metrics_host: str = "127.0.0.1"
+    # Rejected callbacks last delivered longer ago than this are deleted (worker/retention.py).
+    rejected_retention_s: float = 30 * 86400.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> WorkerSettings:
@@ -114,6 +118,8 @@ class WorkerSettings:
             write_batch_max=int(reader.number("OTTRECON_WRITE_BATCH_MAX", cls.write_batch_max, minimum=1)),
             db_pool_max=int(reader.number("OTTRECON_DB_POOL_MAX", cls.db_pool_max, minimum=1)),
             metrics_port=reader.port("WORKER_METRICS_PORT", cls.metrics_port),
+            metrics_host=env.get("WORKER_METRICS_HOST", "").strip() or cls.metrics_host,
+            rejected_retention_s=86400 * reader.number("OTTRECON_REJECTED_RETENTION_DAYS", 30, minimum=1),
         )
         if problems:
             raise ConfigError("invalid configuration: " + "; ".join(problems))

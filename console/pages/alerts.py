@@ -16,6 +16,7 @@ from console.errors import BadFilter, PageError
 from console.filters import RECON_STATUSES, choice, positive_int, text
 from console.render import render
 from console.web import pool, redirect, session, url
+from ottpay.strict_json import UNSTORABLE
 from worker import alert_admin
 from worker.db import translate_errors
 
@@ -103,6 +104,8 @@ async def _change(
     note = form.get("note", "").strip()
     if not note:
         raise PageError(422, "A note is required", "Go back and say what you found or did; it is kept with the alert.")
+    if UNSTORABLE.search(note):
+        raise PageError(422, "The note holds characters that cannot be kept", "Retype it without pasted control codes.")
     actor = session(request).user.name
     try:
         await change(pool(request), alert_id, actor=actor, note=note[:2000])

@@ -1,4 +1,4 @@
-"""Sign-in and sign-out: scrypt-checked passwords, throttled failures, a fresh session per sign-in."""
+"""Sign-in and sign-out: scrypt-checked passwords, throttled attempts, a fresh session per sign-in."""
 
 from __future__ import annotations
 
@@ -8,10 +8,11 @@ import secrets
 
 from aiohttp import web
 
-from console import sessions
+from console import password_upgrades, sessions
 from console.auth import COOKIE, LOGIN_COOKIE, safe_next, set_cookie
+from console.client_address import client_address
 from console.csrf import check, checked_form
-from console.passwords import DUMMY_HASH
+from console.passwords import PasswordHash, dummy_hash
 from console.render import render
 from console.throttle import LoginThrottle
 from console.web import pool, redirect, session, settings, url
@@ -19,6 +20,10 @@ from console.web import pool, redirect, session, settings, url
 logger = logging.getLogger("ottrecon.console")
 
 THROTTLE = web.AppKey("console_throttle", LoginThrottle)
+# scrypt checks running at once: each holds 128 MiB for about 0.3 s, so a burst of sign-ins (or
+# guesses) waits here instead of exhausting the api process's memory and its thread pool.
+HASHING = web.AppKey("console_hashing", asyncio.Semaphore)
+MAX_CONCURRENT_HASHES = 2
 LOGIN_TOKEN_MAX_AGE = 3600
 MAX_NAME = 64
 
@@ -36,29 +41,36 @@ async def login(request: web.Request) -> web.Response:
     form = {k: v for k, v in (await request.post()).items() if isinstance(v, str)}
     token = request.cookies.get(LOGIN_COOKIE, "")
     check(token, form.get("csrf_token"))
+    console = settings(request).console
     name, password = form.get("username", "").strip()[:MAX_NAME], form.get("password", "")
-    address = request.remote or "unknown"
+    # Decided before anything is stored: a target that cannot be a header value is the overview.
+    target = safe_next(form.get("next"))
+    address = client_address(request, console.trusted_proxies)
     throttle = request.app[THROTTLE]
-    if wait := throttle.retry_after(name, address):
+    # Counted before the slow check is awaited, so guesses sent at once cannot all slip through.
+    if wait := throttle.begin(name, address):
         error = f"Too many failed sign-ins. Try again in {(wait + 59) // 60} minute(s), or ask an administrator."
-        return _form(request, token, status=429, error=error, username=name, target=form.get("next"))
-    user = settings(request).console.users.get(name)
+        return _form(request, token, status=429, error=error, username=name, target=target)
+    user = console.users.get(name)
     # An unknown name is checked against a dummy hash so that it costs as long as a wrong password.
-    hashed = user.password if user else DUMMY_HASH
-    matched = await asyncio.to_thread(hashed.matches, password)
+    configured = user.password if user else dummy_hash(console.password_n)
+    async with request.app[HASHING]:
+        hashed = await password_upgrades.effective_hash(pool(request), name, configured)
+        matched = await asyncio.to_thread(hashed.matches, password)
     if user is None or not matched:
-        throttle.failed(name, address)
-        logger.warning("console sign-in failed", extra={"user": name, "address": address})
+        # Never the typed name: people type their password into the name field.
+        logger.warning("console sign-in failed", extra={"address": address})
         # Slows guessing down without locking anyone out (the throttle does that past its limits).
-        await asyncio.sleep(settings(request).console.failure_delay_s)
+        await asyncio.sleep(console.failure_delay_s)
         error = "Wrong user name or password."
-        return _form(request, token, status=401, error=error, username=name, target=form.get("next"))
-    throttle.succeeded(name)
+        return _form(request, token, status=401, error=error, username=name, target=target)
+    throttle.succeeded(name, address)
     logger.info("console sign-in", extra={"user": name, "address": address, "role": user.role})
+    await _upgrade(request, name, configured, hashed, password)
     if old := request.cookies.get(COOKIE):
         await sessions.end(pool(request), sessions.token_digest(old))
     cookie, _ = await sessions.create(pool(request), user)
-    response = redirect(safe_next(form.get("next")))
+    response = redirect(target)
     set_cookie(request, response, COOKIE, cookie, int(sessions.ABSOLUTE.total_seconds()))
     response.del_cookie(LOGIN_COOKIE, path=url("/"))
     return response
@@ -71,6 +83,15 @@ async def logout(request: web.Request) -> web.Response:
     response = redirect(url("/login?done=signed_out"))
     response.del_cookie(COOKIE, path=url("/"))
     return response
+
+
+async def _upgrade(
+    request: web.Request, name: str, configured: PasswordHash, checked: PasswordHash, password: str
+) -> None:
+    async with request.app[HASHING]:
+        await password_upgrades.upgrade_if_weak(
+            pool(request), name, configured, checked, password, settings(request).console.password_n
+        )
 
 
 def _form(

@@ -13,7 +13,7 @@ from console import paging
 from console.auth import require_finance
 from console.errors import PageError
 from console.filters import positive_int
-from console.offload import run_with_private_pool
+from console.offload import OFFLOAD_SLOTS, run_with_private_pool
 from console.render import render
 from console.upload import MAX_UPLOAD_BYTES, receive
 from console.web import pool, redirect, session, settings, url
@@ -65,12 +65,13 @@ async def upload(request: web.Request) -> web.Response:
         try:
             layout, period = _options(received.fields)
             path = received.path
-            report = await run_with_private_pool(
-                api_settings.database_url,
-                lambda db: import_statement(
-                    db, path, layout, business_tz=api_settings.console.business_tz, period=period
-                ),
-            )
+            with request.config_dict[OFFLOAD_SLOTS].claim():
+                report = await run_with_private_pool(
+                    api_settings.database_url,
+                    lambda db: import_statement(
+                        db, path, layout, business_tz=api_settings.console.business_tz, period=period
+                    ),
+                )
         except StatementError as exc:
             return await _form_page(request, problems=[str(exc).split("\n")[0], *exc.problems], status=422)
     async with translate_errors(), pool(request).acquire() as conn:

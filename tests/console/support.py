@@ -21,6 +21,7 @@ from worker.reconcile import reconcile_pending
 from worker.verify import RejectedCallback, VerifiedCallback, judge
 
 TZ = "America/Toronto"
+TEST_N = 2**14
 PASSWORDS = {"fiona": "fiona-finance-pass", "victor": "victor-viewer-pass"}
 _HIDDEN = re.compile(r'name="csrf_token" value="([^"]*)"')
 _NEXT = re.compile(r'<a href="([^"]*)" rel="next"')
@@ -28,12 +29,22 @@ _NEXT = re.compile(r'<a href="([^"]*)" rel="next"')
 
 @cache
 def users_text() -> str:
-    """OTTRECON_CONSOLE_USERS for a finance user and a viewer (hashed once per test session: scrypt is slow)."""
-    return f"fiona:finance:{hash_password(PASSWORDS['fiona'])},victor:viewer:{hash_password(PASSWORDS['victor'])}"
+    """OTTRECON_CONSOLE_USERS for a finance user and a viewer (hashed once per test session: scrypt is slow).
+
+    Hashed with TEST_N, far below production's 2**17, so that the suite's many sign-ins stay fast;
+    console_settings() lowers password_n to match, so no test upgrades them by accident.
+    """
+    fiona, victor = (hash_password(PASSWORDS[name], n=TEST_N) for name in ("fiona", "victor"))
+    return f"fiona:finance:{fiona},victor:viewer:{victor}"
 
 
 def console_settings(**overrides: Any) -> ConsoleSettings:
-    base: dict[str, Any] = {"users": parse_users(users_text()), "insecure_cookies": True, "failure_delay_s": 0.01}
+    base: dict[str, Any] = {
+        "users": parse_users(users_text()),
+        "insecure_cookies": True,
+        "failure_delay_s": 0.01,
+        "password_n": TEST_N,
+    }
     return ConsoleSettings(**(base | overrides))
 
 

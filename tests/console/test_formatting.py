@@ -82,8 +82,7 @@ def test_throttle_locks_a_user_after_repeated_failures_until_the_window_passes()
     now = [1000.0]
     throttle = LoginThrottle(clock=lambda: now[0])
     for _ in range(USER_LIMIT):
-        assert throttle.retry_after("ann", "10.0.0.1") == 0
-        throttle.failed("ann", "10.0.0.1")
+        assert throttle.begin("ann", "10.0.0.1") == 0
 
     assert throttle.retry_after("ann", "10.0.0.2") == WINDOW_S
     assert throttle.retry_after("bob", "10.0.0.1") == 0
@@ -94,8 +93,22 @@ def test_throttle_locks_a_user_after_repeated_failures_until_the_window_passes()
 def test_throttle_locks_an_address_guessing_many_users() -> None:
     throttle = LoginThrottle(clock=lambda: 0.0)
     for n in range(ADDRESS_LIMIT):
-        throttle.failed(f"user{n}", "10.0.0.9")
-    throttle.succeeded("user0")
+        assert throttle.begin(f"user{n}", "10.0.0.9") == 0
 
     assert throttle.retry_after("someone", "10.0.0.9") > 0
     assert throttle.retry_after("someone", "10.0.0.10") == 0
+
+
+def test_throttle_counts_an_attempt_when_it_begins_and_takes_it_back_on_success() -> None:
+    throttle = LoginThrottle(clock=lambda: 0.0)
+    # Attempts begun together are all counted before any password check ends.
+    started = [throttle.begin("ann", "10.0.0.1") for _ in range(USER_LIMIT + 3)]
+    assert started.count(0) == USER_LIMIT
+    locked = LoginThrottle(clock=lambda: 0.0)
+    for n in range(ADDRESS_LIMIT - 1):
+        locked.begin(f"user{n}", "10.0.0.9")
+    # Right passwords do not use up the address's budget: their counts are taken back.
+    for _ in range(5):
+        assert locked.begin("good", "10.0.0.9") == 0
+        locked.succeeded("good", "10.0.0.9")
+    assert locked.retry_after("someone", "10.0.0.9") == 0

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import dataclasses
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from typing import Any
 
 from aiohttp.test_utils import TestClient, TestServer
@@ -15,7 +16,7 @@ from ottpay.keys import MerchantKeys
 from ottpay.messages import build_callback
 from tests.conftest import MERCHANT, OLD_KEY
 from webhook.app import create_app
-from webhook.queue import enqueue_callbacks
+from webhook.queue import enqueue_callbacks, prepare
 from webhook.settings import WebhookSettings
 from worker.main import create_worker
 from worker.settings import WorkerSettings
@@ -38,7 +39,7 @@ def make_callback(
 
 async def enqueue_callback(redis: ArqRedis, envelope: dict[str, Any]) -> bool:
     """Queue one callback with the receiver's own code, without its HTTP app; True if newly queued."""
-    return (await enqueue_callbacks(redis, [envelope]))[0]
+    return (await enqueue_callbacks(redis, [prepare(envelope, datetime.now(UTC))]))[0]
 
 
 def worker_settings(database_url: str, redis_url: str, merchants: MerchantKeys, **overrides: Any) -> WorkerSettings:

@@ -83,9 +83,16 @@ def test_callback_shape_problems_empty_required_field_is_reported(field: str) ->
     assert callback_shape_problems(body) == [f"field {field!r} must not be empty"]
 
 
-def test_callback_shape_problems_empty_rsp_msg_and_extra_fields_are_allowed() -> None:
-    body = valid_body() | {"rsp_msg": "", "sign_type": "MD5", "extra": {"nested": 1}}
+def test_callback_shape_problems_empty_rsp_msg_and_scalar_extra_fields_are_allowed() -> None:
+    body = valid_body() | {"rsp_msg": "", "sign_type": "MD5", "version": 1, "test": False, "memo": None}
     assert callback_shape_problems(body) == []
+
+
+@pytest.mark.parametrize("value", [{"nested": 1}, [1], float("nan"), float("inf"), "x\u0000", "\ud800", "v" * 1025])
+def test_callback_shape_problems_nested_unbounded_or_unstorable_extra_fields_are_reported(value: object) -> None:
+    problems = callback_shape_problems(valid_body() | {"extra": value})
+    assert len(problems) == 1
+    assert "'extra'" in problems[0]
 
 
 def test_callback_shape_problems_reports_every_problem_at_once() -> None:

@@ -1,0 +1,86 @@
+"""JSON that every later hop can hold: Postgres jsonb, our JSON queue, UTF-8 logs. Pure.
+
+Python's json module accepts more than that: NaN and Infinity, numbers that overflow to inf
+(1e999), lone surrogate escapes ("\\ud800") and "\\u0000", which jsonb and text columns refuse,
+and nesting deep enough to raise RecursionError. An edge that parses with `loads` refuses all
+of them up front with a message a careless client can act on, instead of failing later, in a
+shared step, for everyone.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from typing import Any
+
+# Deeper than any document our edges take (callbacks are flat; API bodies are one level).
+MAX_DEPTH = 32
+# What Postgres text and jsonb cannot hold: NUL, and UTF-16 surrogates without their pair.
+UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+
+
+class NotStrictJson(ValueError):
+    """The body is not JSON that can be stored as received."""
+
+
+def loads(raw: bytes | str, *, max_depth: int = MAX_DEPTH) -> Any:
+    """Parse raw as strict JSON; raise NotStrictJson (a ValueError) naming the first problem.
+
+    Never raises anything else for any input, whatever its size or shape.
+    """
+    try:
+        text = raw.decode("utf-8") if isinstance(raw, bytes | bytearray) else raw
+    except UnicodeDecodeError:
+        raise NotStrictJson("body is not valid UTF-8") from None
+    try:
+        value = json.loads(text, parse_constant=_refuse_constant, parse_float=_finite_float)
+    except NotStrictJson:
+        raise
+    except RecursionError:
+        raise NotStrictJson(f"JSON is nested more than {max_depth} levels deep") from None
+    except ValueError:
+        # JSONDecodeError, and ints beyond Python's digit limit; the message would echo input.
+        raise NotStrictJson("body is not valid JSON") from None
+    problem = storage_problem(value, max_depth)
+    if problem:
+        raise NotStrictJson(problem)
+    return value
+
+
+def storage_problem(value: Any, max_depth: int = MAX_DEPTH) -> str | None:
+    """What keeps an already parsed value from being stored as received, or None.
+
+    Walks iteratively (a hostile value cannot exhaust the stack): depth, NUL characters and
+    lone surrogates in keys and strings, non-finite floats.
+    """
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict | list):
+            if depth > max_depth:
+                return f"JSON is nested more than {max_depth} levels deep"
+            if isinstance(item, dict):
+                for key, child in item.items():
+                    if isinstance(key, str) and UNSTORABLE.search(key):
+                        return "a field name holds a NUL character or a lone surrogate escape"
+                    stack.append((child, depth + 1))
+            else:
+                stack.extend((child, depth + 1) for child in item)
+        elif isinstance(item, str):
+            if UNSTORABLE.search(item):
+                return "a string holds a NUL character or a lone surrogate escape"
+        elif isinstance(item, float) and not math.isfinite(item):
+            return "numbers must be finite (no NaN, Infinity or overflowing exponents)"
+    return None
+
+
+def _refuse_constant(name: str) -> Any:
+    raise NotStrictJson(f"{name} is not a JSON number")
+
+
+def _finite_float(text: str) -> float:
+    number = float(text)
+    if not math.isfinite(number):
+        raise NotStrictJson("numbers must be finite (no overflowing exponents like 1e999)")
+    return number
