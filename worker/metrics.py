@@ -57,7 +57,12 @@ ALERTS_UNDELIVERED = Gauge("ottrecon_alerts_undelivered", "Alerts not yet delive
 
 # Series exist from 0 at start, so alert rules on a kind or reason work before its first event.
 # The reasons are the codes stored in rejected_callbacks (worker/verify.py, ottpay/errors.py).
-_REJECT_REASONS = ("malformed_envelope", "invalid_fields", *(cls.reason for cls in EnvelopeError.__subclasses__()))
+_REJECT_REASONS = (
+    "malformed_envelope",
+    "invalid_fields",
+    "unstorable",
+    *(cls.reason for cls in EnvelopeError.__subclasses__()),
+)
 # Alert kinds: the ledger's recon_status mismatches and the statement differences (worker/sql/sync_alerts.sql).
 _ALERT_KINDS = (
     "amount_mismatch",

@@ -47,6 +47,15 @@ class WorkerSettings:
     alert_storm_threshold: int = 10
     # Prometheus /metrics port; 0 turns it off. Workers sharing a host each need their own.
     metrics_port: int = 9102
+    # A running job holds a lease (arq's in-progress key) renewed every lease/3 seconds; a worker
+    # killed mid-job stops renewing, and another worker takes the job once the lease expires.
+    job_lease_s: float = 15.0
+    # An ingest job gives up waiting for its write after this long and retries (below arq's timeout).
+    ingest_write_timeout_s: float = 60.0
+    # On SIGTERM the worker stops taking jobs and lets running ones finish for up to this long.
+    shutdown_grace_s: float = 25.0
+    # How often Redis's persistence settings are read again (a volatile Redis is warned about).
+    persistence_check_every_s: float = 60.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> WorkerSettings:
@@ -114,6 +123,8 @@ class WorkerSettings:
             write_batch_max=int(reader.number("OTTRECON_WRITE_BATCH_MAX", cls.write_batch_max, minimum=1)),
             db_pool_max=int(reader.number("OTTRECON_DB_POOL_MAX", cls.db_pool_max, minimum=1)),
             metrics_port=reader.port("WORKER_METRICS_PORT", cls.metrics_port),
+            job_lease_s=reader.number("OTTRECON_JOB_LEASE_SECONDS", cls.job_lease_s, minimum=1),
+            shutdown_grace_s=reader.number("OTTRECON_WORKER_SHUTDOWN_GRACE_SECONDS", cls.shutdown_grace_s, minimum=0),
         )
         if problems:
             raise ConfigError("invalid configuration: " + "; ".join(problems))
