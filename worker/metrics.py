@@ -48,6 +48,9 @@ JOB_SECONDS = Histogram(
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 240.0),
 )
 
+REDIS_UP = Gauge("ottrecon_redis_up", "1 while the worker's last Redis command succeeded, 0 during an outage.")
+REDIS_OUTAGES = Counter("ottrecon_redis_outages_total", "Redis outages the worker rode out (or is riding out).")
+
 QUEUE_DEPTH = Gauge("ottrecon_queue_depth", "Jobs in the arq queue, due or deferred.")
 DEAD_LETTERS = Gauge("ottrecon_dead_letters", "Entries in the dead-letter list awaiting `ottrecon requeue-dead`.")
 OPEN_MISMATCHES = Gauge("ottrecon_open_mismatches", "Alerts not resolved, by kind.", ["kind"])
