@@ -7,7 +7,7 @@ import logging
 from typing import Any
 
 import aiohttp
-from arq import ArqRedis, Worker, cron, func
+from arq import ArqRedis, cron, func
 from redis.asyncio import ConnectionPool
 
 from ottrecon.redis_persistence import PersistenceWatch, stop_watch
@@ -53,7 +53,7 @@ logger = logging.getLogger("ottrecon.worker")
 REDIS_SOCKET_TIMEOUT_S = 5.0
 
 
-def create_worker(settings: WorkerSettings, **overrides: Any) -> Worker:
+def create_worker(settings: WorkerSettings, **overrides: Any) -> ResilientWorker:
     """An arq Worker for the callback queue; overrides (burst=True, poll_delay=0…) are for tests."""
 
     async def startup(ctx: dict[str, Any]) -> None:
