@@ -133,6 +133,8 @@ class PersistenceWatch:
         self.latest: Persistence | None = None
         self._warned_at = 0.0
         self._stop = asyncio.Event()
+        # /readyz may check while the periodic check runs: one at a time, so a change is logged once.
+        self._checking = asyncio.Lock()
 
     async def run(self) -> None:
         """Check at once, then every every_s seconds, until stop(). A Redis that is away is skipped."""
@@ -146,6 +148,11 @@ class PersistenceWatch:
         self._stop.set()
 
     async def check_once(self) -> Persistence | None:
+        """Read the settings now; on a change set the metrics and log. Returns the latest reading (None: never read)."""
+        async with self._checking:
+            return await self._check()
+
+    async def _check(self) -> Persistence | None:
         try:
             current = await probe(self._redis)
         except (RedisError, OSError, TimeoutError) as exc:

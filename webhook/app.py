@@ -17,6 +17,7 @@ from ottrecon.redis_persistence import PersistenceWatch, stop_watch
 from webhook import metrics
 from webhook.batcher import EnqueueBatcher
 from webhook.errors import QueueUnavailable
+from webhook.malformed import quiet_malformed_requests
 from webhook.queue import connect
 from webhook.settings import WebhookSettings
 
@@ -32,6 +33,7 @@ _NOT_JSON = object()
 def create_app(settings: WebhookSettings) -> web.Application:
     """The receiver app. It only checks a body's shape: verifying needs the sign keys, which
     live in the worker (docs/decisions/0001-receiver-does-not-verify.md)."""
+    quiet_malformed_requests()
     app = web.Application(client_max_size=settings.max_body_bytes)
     app[SETTINGS] = settings
     app.cleanup_ctx.append(_redis_client)
