@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 # Find or start Postgres and Redis (scripts/local_services.sh); fail loudly if it cannot.
 SERVICES = services="$$(scripts/local_services.sh env)" && eval "$$services"
 
-.PHONY: run test check format unit demo bench clean-data
+.PHONY: run test check format unit demo bench chaos clean-data
 
 $(BIN)/.installed: pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "ottrecon needs Python 3.11 or newer")'
@@ -48,6 +48,10 @@ demo: $(BIN)/.installed
 ## bench: receiver and worker throughput (see docs/BENCHMARKS.md)
 bench: $(BIN)/.installed
 	$(SERVICES) && $(BIN)/python -m bench.run_all
+
+## chaos: fault injection on a Postgres and Redis of its own (kills, restarts, malformed storm); see docs/RELIABILITY.md
+chaos: $(BIN)/.installed
+	$(BIN)/python -m tests.chaos.run
 
 ## clean-data: stop and delete the throwaway Postgres/Redis under .data (if any were started)
 clean-data:
