@@ -21,10 +21,13 @@ import tempfile
 import time
 from pathlib import Path
 
+import redis as redis_client
+
 from bench.children import Child, child_env, free_port, ottrecon_command, wait_http_ok
 from bench.report import table
 from bench.support import make_callbacks, new_sign_key
 from bench.wrk import WrkResult, require_wrk, run_wrk, write_bodies
+from webhook.queue import QUEUE_NAME, QUEUED_KEY_PREFIX
 
 MODES = {
     "no persistence": ["--appendonly", "no"],
@@ -45,7 +48,8 @@ def _redis_port() -> int:
     raise RuntimeError("no free port in 56300-56399")
 
 
-def measure(mode: str, args: argparse.Namespace, bodies: Path, workdir: Path) -> WrkResult:
+def measure(mode: str, args: argparse.Namespace, bodies: Path, workdir: Path) -> tuple[WrkResult, float]:
+    """One receiver run against a fresh Redis in this mode: wrk's result and callbacks per Redis write."""
     redis_port = _redis_port()
     data = Path(tempfile.mkdtemp(dir=workdir))
     redis = subprocess.Popen(
@@ -67,9 +71,16 @@ def measure(mode: str, args: argparse.Namespace, bodies: Path, workdir: Path) ->
         with Child("web", ottrecon_command("web"), workdir / f"web-{port}.log", child_env(variables)) as child:
             wait_http_ok(port, "/healthz", child)
             run_wrk(url, bodies, workdir, duration_s=2, **load)
+            client = redis_client.Redis(port=redis_port)
+            client.flushdb()
             result = run_wrk(url, bodies, workdir, duration_s=args.duration, **load)
             child.check_alive()
-        return result
+            time.sleep(0.5)
+            # Each receiver write is one job (one EVAL); with appendfsync always, one fsync covers it.
+            callbacks = sum(1 for _ in client.scan_iter(match=QUEUED_KEY_PREFIX + "*", count=5000))
+            writes = int(client.zcard(QUEUE_NAME))  # type: ignore[arg-type]  # redis-py types commands sync|async
+            client.close()
+        return result, callbacks / max(1, writes)
     finally:
         redis.kill()
         redis.wait(timeout=10)
@@ -91,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
         for round_no in range(1, args.rounds + 1):
             baseline = 0.0
             for mode in MODES:
-                result = measure(mode, args, bodies, workdir)
+                result, per_write = measure(mode, args, bodies, workdir)
                 baseline = baseline or result.rps
                 ratios[mode].append(result.rps / baseline)
                 rows.append(
@@ -101,11 +112,17 @@ def main(argv: list[str] | None = None) -> int:
                         f"{result.rps:,.0f}",
                         f"{result.rps / baseline:.0%}",
                         f"{result.p50_ms:.1f} / {result.p99_ms:.1f} ms",
+                        f"{per_write:.1f}",
                         str(result.non_2xx + result.socket_errors),
                     ]
                 )
                 print(f"  round {round_no} {mode:<22} {result.rps:8,.0f} req/s", file=sys.stderr, flush=True)
-    print(table(["round", "redis", "receiver req/s", "vs no persistence", "p50 / p99", "errors"], rows))
+    print(
+        table(
+            ["round", "redis", "receiver req/s", "vs no persistence", "p50 / p99", "callbacks per write", "errors"],
+            rows,
+        )
+    )
     for mode, values in ratios.items():
         print(f"{mode}: median {statistics.median(values):.0%} of the no-persistence throughput")
     return 0
