@@ -27,6 +27,11 @@ logger = logging.getLogger("ottrecon.worker")
 UNEXPECTED_TRIES = 3
 # Counts a job's unexpected errors (per arq job id), apart from arq's job_try.
 ERROR_COUNT_PREFIX = "ottrecon:jobs:errors:"
+# arq drops a job, without calling it, once job_try passes the function's max_tries. The job
+# keeps its own budget (settings.max_tries, then dead-letter); arq's limit sits this far above it,
+# so a try cut short by a killed worker, or a Retry while Redis is away on the last try, never
+# makes arq drop callbacks.
+ARQ_TRIES_SLACK = 100
 
 
 @dataclass

@@ -14,7 +14,7 @@ from ottrecon.redis_persistence import PersistenceWatch, stop_watch
 from worker import db
 from worker.errors import DatabaseUnavailable
 from worker.gateway import Gateway
-from worker.jobs import WorkerState, ingest_callbacks
+from worker.jobs import ARQ_TRIES_SLACK, WorkerState, ingest_callbacks
 from worker.metrics import REFRESH_EVERY_S, refresh_metrics, timed
 from worker.migrations import check_schema
 from worker.payment_jobs import (
@@ -118,7 +118,7 @@ def create_worker(settings: WorkerSettings, **overrides: Any) -> ResilientWorker
             func(
                 timed(ingest_callbacks),
                 name=INGEST_JOB,
-                max_tries=settings.max_tries,
+                max_tries=settings.max_tries + ARQ_TRIES_SLACK,
                 timeout=settings.ingest_write_timeout_s + 30,
             ),
             func(timed(process_order), name=PROCESS_ORDER_JOB, max_tries=1),

@@ -107,3 +107,17 @@ async def test_client_and_protocol_level_errors_mean_postgres_is_unavailable(err
     with pytest.raises(DatabaseUnavailable):
         async with worker_db.translate_errors():
             raise error
+
+
+async def test_a_job_whose_tries_were_used_up_by_killed_workers_is_still_recorded(
+    database_url: str, redis_url: str, redis: ArqRedis, merchants: MerchantKeys, db: asyncpg.Connection
+) -> None:
+    settings = worker_settings(database_url, redis_url, merchants)
+    assert await enqueue_callbacks(redis, [make_callback("KILLED", "900")]) == [True]
+    job_id = (await redis.keys("arq:job:*"))[0].decode().removeprefix("arq:job:")
+    # arq counts a try when it starts a job, so every worker killed mid-job used one up.
+    await redis.set(f"arq:retry:{job_id}", settings.max_tries)
+
+    await drain(settings)
+
+    assert await db.fetchval("SELECT amount FROM payments WHERE order_id = 'KILLED'") == 900
