@@ -63,6 +63,7 @@ class ResilientWorker(Worker):
         renewer = asyncio.create_task(self._renew_leases())
         try:
             async for _ in poll(self.poll_delay_s):
+                _reraise_cancellation()
                 if not await self._guarded(self._poll_iteration):
                     continue
                 if self.burst and await self._burst_finished():
@@ -122,6 +123,7 @@ class ResilientWorker(Worker):
                         pipe.pexpire(in_progress_key_prefix + job_id, lease_ms)
                     await pipe.execute()
             except REDIS_DOWN_ERRORS as exc:
+                _reraise_cancellation()
                 # The poll loop reports the outage; a lease that lapses meanwhile only lets another
                 # worker run the (idempotent) job too.
                 logger.debug("could not renew job leases", extra={"error": exc.__class__.__name__})
@@ -147,6 +149,7 @@ class ResilientWorker(Worker):
         try:
             result = await step()
         except REDIS_DOWN_ERRORS as exc:
+            _reraise_cancellation()
             await self._redis_failed(exc)
             return default
         self._redis_ok()
@@ -177,3 +180,11 @@ class ResilientWorker(Worker):
             down_for = time.monotonic() - self._down_since
             self._down_since = None
             logger.warning("redis is back; the worker resumed", extra={"down_for_s": round(down_for, 2)})
+
+
+def _reraise_cancellation() -> None:
+    """redis-py can turn a cancellation that lands mid-command into a connection error: a task being
+    cancelled (a stop) must stop, not mistake it for an outage and carry on."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
