@@ -16,7 +16,7 @@ UV := $(UV_HOME)/bin/uv
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 export UV_PYTHON_DOWNLOADS := never
 
-.PHONY: run test check format unit soak demo bench clean-data lock upgrade dist _run _test
+.PHONY: run test check format unit soak chaos demo bench clean-data lock upgrade dist _run _test
 
 $(UV):
 	@scripts/prerequisites.sh run
@@ -92,6 +92,10 @@ demo: $(BIN)/.installed
 ## bench: receiver and worker throughput (see docs/BENCHMARKS.md)
 bench: $(BIN)/.installed
 	$(SERVICES) && $(BIN)/python -m bench.run_all
+
+## chaos: fault injection on a Postgres and Redis of its own (kills, restarts, malformed storm); see docs/RELIABILITY.md
+chaos: $(BIN)/.installed
+	$(BIN)/python -m tests.chaos.run
 
 ## clean-data: stop and delete the throwaway Postgres/Redis under .data (if any were started)
 clean-data:

@@ -14,6 +14,7 @@ from redis.exceptions import RedisError
 from api.errors import ConfigError as ApiConfigError
 from api.settings import ApiSettings
 from ottrecon import logs
+from ottrecon.redis_persistence import probe
 from webhook.errors import ConfigError as WebhookConfigError
 from webhook.settings import WebhookSettings
 from worker.errors import ConfigError as WorkerConfigError
@@ -107,7 +108,7 @@ async def check_services(env: Mapping[str, str], processes: Sequence[str], repor
         report.reached.append(f"PostgreSQL at {_where(database_url)}")
     redis_url = env.get("REDIS_URL", "").strip()
     if redis_url and {"web", "worker", "api"} & set(processes):
-        checks.append(_redis_problem(redis_url))
+        checks.append(_redis_problem(redis_url, report))
         report.reached.append(f"Redis at {_where(redis_url)}")
     report.service_problems += [problem for problem in await asyncio.gather(*checks) if problem]
 
@@ -141,7 +142,7 @@ async def _postgres_problem(url: str, *, needs_schema: bool) -> str | None:
     return None
 
 
-async def _redis_problem(url: str) -> str | None:
+async def _redis_problem(url: str, report: Report) -> str | None:
     where = f"Redis at {_where(url)}"
     try:
         client = Redis.from_url(url, socket_timeout=REACH_TIMEOUT_S, socket_connect_timeout=REACH_TIMEOUT_S)
@@ -149,10 +150,23 @@ async def _redis_problem(url: str) -> str | None:
         return f"{where}: REDIS_URL is not a redis:// URL ({exc.__class__.__name__})"
     try:
         await client.ping()
+        persistence = await probe(client)
     except (RedisError, OSError, TimeoutError) as exc:
         return f"{where} cannot be reached ({exc.__class__.__name__})"
     finally:
         await client.aclose(close_connection_pool=True)
+    # A warning, not a problem: the processes run on such a Redis too (and warn); the operator decides
+    # (docs/decisions/0021-redis-persistence-is-visible.md).
+    if persistence.volatile:
+        report.warnings.append(
+            f"{where}: redis is volatile (mode {persistence.mode}), it can lose {persistence.loss_window}; "
+            "set appendonly yes and appendfsync always"
+        )
+    elif not persistence.durable:
+        report.warnings.append(
+            f"{where}: redis does not fsync every write (mode {persistence.mode}), "
+            f"it can lose {persistence.loss_window}"
+        )
     return None
 
 

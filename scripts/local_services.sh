@@ -172,7 +172,8 @@ start_local_redis() {
     take_lock
     if ! redis_answers "$REDIS_LOCAL_PORT"; then
         log "starting throwaway Redis on 127.0.0.1:$REDIS_LOCAL_PORT (log: $DATA_DIR/redis.log)"
-        redis-server --port "$REDIS_LOCAL_PORT" --bind 127.0.0.1 --daemonize yes --save '' --appendonly no \
+        redis-server --port "$REDIS_LOCAL_PORT" --bind 127.0.0.1 --daemonize yes --save '' \
+            --appendonly yes --appendfsync always \
             --dir "$DATA_DIR" --pidfile "$DATA_DIR/redis.pid" --logfile "$DATA_DIR/redis.log" >&2 9>&-
         local i
         for ((i = 0; i < WAIT_SECONDS * 5; i++)); do

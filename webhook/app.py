@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -13,9 +14,11 @@ from redis.exceptions import RedisError
 
 from ottpay import strict_json
 from ottpay.messages import SUCCESS_ACK, callback_shape_problems
+from ottrecon.redis_persistence import PersistenceWatch, stop_watch
 from webhook import metrics
 from webhook.batcher import EnqueueBatcher
 from webhook.errors import QueueUnavailable
+from webhook.malformed import quiet_malformed_requests
 from webhook.queue import connect, prepare
 from webhook.settings import WebhookSettings
 
@@ -24,11 +27,13 @@ logger = logging.getLogger("ottrecon.webhook")
 SETTINGS = web.AppKey("settings", WebhookSettings)
 REDIS = web.AppKey("redis", ArqRedis)
 BATCHER = web.AppKey("batcher", EnqueueBatcher)
+PERSISTENCE = web.AppKey("persistence", PersistenceWatch)
 
 
 def create_app(settings: WebhookSettings) -> web.Application:
     """The receiver app. It only checks a body's shape: verifying needs the sign keys, which
     live in the worker (docs/decisions/0001-receiver-does-not-verify.md)."""
+    quiet_malformed_requests()
     app = web.Application(client_max_size=settings.max_body_bytes)
     app[SETTINGS] = settings
     app.cleanup_ctx.append(_redis_client)
@@ -42,7 +47,11 @@ async def _redis_client(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     app[REDIS] = connect(settings.redis_url, settings.enqueue_timeout_s)
     app[BATCHER] = EnqueueBatcher(app[REDIS], settings.enqueue_timeout_s)
+    # How much a Redis restart could lose: read at start and periodically, in /readyz and the metrics.
+    app[PERSISTENCE] = PersistenceWatch(app[REDIS], settings.persistence_check_every_s, process="web")
+    watcher = asyncio.create_task(app[PERSISTENCE].run())
     yield
+    await stop_watch(app[PERSISTENCE], watcher)
     await app[REDIS].aclose(close_connection_pool=True)
 
 
@@ -99,12 +108,27 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
-    """Ready when Redis answers a PING, i.e. callbacks can be queued."""
+    """Ready when Redis answers a PING, i.e. callbacks can be queued; says how durable Redis is either way.
+
+    A volatile Redis still takes callbacks (200, with a warning): refusing them would lose more.
+    """
+    watch = request.app[PERSISTENCE]
+    persistence = watch.latest.report() if watch.latest is not None else None
     try:
         await request.app[REDIS].ping()
     except (RedisError, OSError, TimeoutError) as exc:
-        return web.json_response({"status": "unavailable", "redis": exc.__class__.__name__}, status=503)
-    return web.json_response({"status": "ok"})
+        down = {"status": "unavailable", "redis": exc.__class__.__name__, "redis_persistence": persistence}
+        return web.json_response(down, status=503)
+    if persistence is None:
+        # Not read yet (Redis was away at start): read it now rather than report nothing.
+        latest = await watch.check_once()
+        persistence = latest.report() if latest is not None else None
+    body: dict[str, Any] = {"status": "ok", "redis_persistence": persistence}
+    if persistence is None or persistence["mode"] == "unknown":
+        body["warnings"] = ["could not read how Redis persists data: acknowledged callbacks may be lost on a restart"]
+    elif persistence["volatile"]:
+        body["warnings"] = ["redis is volatile: acknowledged callbacks can be lost on a Redis restart"]
+    return web.json_response(body)
 
 
 def _error(status: int, code: str, problems: list[str]) -> web.Response:

@@ -12,6 +12,10 @@ _enqueued = Counter(
     ["outcome"],
 )
 _refused = Counter("ottrecon_callbacks_refused_total", "Callback requests answered with an error.", ["reason"])
+# Requests aiohttp could not parse (bad request line, header, length), by aiohttp's exception name.
+MALFORMED = Counter(
+    "ottrecon_malformed_requests_total", "HTTP requests refused with 400 before any handler ran.", ["reason"]
+)
 # A Redis enqueue takes about a millisecond; the buckets run up to the 2 s enqueue timeout and past it.
 ENQUEUE_SECONDS = Histogram(
     "ottrecon_enqueue_seconds",

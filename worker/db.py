@@ -14,16 +14,22 @@ from worker.errors import DatabaseUnavailable
 from worker.verify import RejectedCallback, VerifiedCallback
 
 # Errors after which the same work can succeed later (the api maps the same ones to 503): the server or network is away,
-# restarting, overloaded, or the transaction lost a race it can win next time.
+# restarting, overloaded, read-only during a failover, or the transaction lost a race it can win next time.
 TRANSIENT_ERRORS = (
     OSError,
     asyncio.TimeoutError,
     asyncpg.PostgresConnectionError,
     asyncpg.InterfaceError,
+    # Client/protocol-level: a pooled connection the server terminated (a restart) can surface as
+    # "cannot switch to state …; another operation is in progress" instead of a closed connection.
+    asyncpg.InternalClientError,
     asyncpg.CannotConnectNowError,
-    asyncpg.TooManyConnectionsError,
+    asyncpg.InsufficientResourcesError,
     asyncpg.AdminShutdownError,
     asyncpg.CrashShutdownError,
+    asyncpg.QueryCanceledError,
+    asyncpg.ReadOnlySQLTransactionError,
+    asyncpg.LockNotAvailableError,
     asyncpg.DeadlockDetectedError,
     asyncpg.SerializationError,
 )

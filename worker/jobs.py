@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -15,10 +16,22 @@ from worker import metrics
 from worker.errors import DatabaseUnavailable
 from worker.queue import DEAD_LETTER_KEY, QUEUED_KEY_PREFIX, serialize
 from worker.settings import WorkerSettings
-from worker.verify import RejectedCallback, Verdict, judge
+from worker.storable import UNSTORABLE, safe_fingerprint, safe_text, storable_copy, unstorable_problem
+from worker.verify import RejectedCallback, Verdict, VerifiedCallback, judge
 from worker.writer import BatchWriter
 
 logger = logging.getLogger("ottrecon.worker")
+
+# An unexpected error (neither Postgres away nor bad input) is retried this many times in all
+# before the callbacks that met it are dead-lettered: a fluke heals, a poison entry is parked.
+UNEXPECTED_TRIES = 3
+# Counts a job's unexpected errors (per arq job id), apart from arq's job_try.
+ERROR_COUNT_PREFIX = "ottrecon:jobs:errors:"
+# arq drops a job, without calling it, once job_try passes the function's max_tries. The job
+# keeps its own budget (settings.max_tries, then dead-letter); arq's limit sits this far above it,
+# so a try cut short by a killed worker, or a Retry while Redis is away on the last try, never
+# makes arq drop callbacks.
+ARQ_TRIES_SLACK = 100
 
 
 @dataclass
@@ -37,29 +50,99 @@ async def ingest_callbacks(ctx: dict[str, Any], callbacks: list[Any]) -> dict[st
     "fingerprint": sha256}``; a job carries every callback the receiver grouped into one write.
     Verified callbacks and their payments, and rejected callbacks with their reason, are
     written in one transaction. While Postgres is unavailable the job is retried with
-    backoff (arq Retry) for the configured window; after that, or on an unexpected error,
-    the items go to the dead-letter list for `ottrecon requeue-dead`: never dropped.
+    backoff (arq Retry) for the configured window, then dead-lettered. An unexpected error
+    is retried a few times (UNEXPECTED_TRIES); after that only the callbacks that met it go
+    to the dead-letter list, their neighbours are recorded. Never dropped: the job lets no
+    exception but Retry escape (arq would drop the job).
     """
     state: WorkerState = ctx["state"]
-    verdicts = [_judge_item(item, state) for item in callbacks]
+    redis: ArqRedis = ctx["redis"]
+    verdicts: list[Verdict | None] = []
+    failures: dict[int, Exception] = {}
+    for position, item in enumerate(callbacks):
+        try:
+            verdicts.append(_judge_item(item, state))
+        except Exception as exc:  # a bug in judging one body must not cost its neighbours
+            verdicts.append(None)
+            failures[position] = exc
+    writable = [(position, v) for position, v in enumerate(verdicts) if v is not None]
     try:
-        new = await state.writer.write(verdicts)
-    except DatabaseUnavailable as exc:
+        # The job bounds its own write below arq's timeout: arq fails (drops) a timed-out job, we retry it.
+        async with asyncio.timeout(state.settings.ingest_write_timeout_s):
+            outcome = await state.writer.write([v for _, v in writable])
+    except (DatabaseUnavailable, TimeoutError) as exc:
         job_try: int = ctx["job_try"]
         if job_try < state.settings.max_tries:
             delay = state.settings.retry_delay(job_try)
             logger.warning("postgres unavailable, will retry", extra={"job_try": job_try, "retry_in_s": delay})
             raise Retry(defer=delay) from exc
-        await dead_letter(ctx["redis"], callbacks, reason=f"retries exhausted: {exc}")
-        await _release_queued_keys(ctx["redis"], callbacks)
+        reason = f"retries exhausted: {exc if isinstance(exc, DatabaseUnavailable) else 'write timed out'}"
+        await _park(redis, callbacks, reason=reason)
         return {"dead_lettered": len(callbacks)}
-    except Exception as exc:
-        logger.exception("unexpected error while recording callbacks")
-        await dead_letter(ctx["redis"], callbacks, reason=f"unexpected error: {exc.__class__.__name__}")
-        await _release_queued_keys(ctx["redis"], callbacks)
-        return {"dead_lettered": len(callbacks)}
-    await _release_queued_keys(ctx["redis"], callbacks)
-    return _log_outcomes(verdicts, new)
+    for index, error in outcome.failures.items():
+        failures[writable[index][0]] = error
+    if failures:
+        return await _after_unexpected(ctx, callbacks, verdicts, failures, outcome.new)
+    await _clear_error_count(redis, ctx)
+    await _release_queued_keys(redis, callbacks)
+    return _log_outcomes([v for v in verdicts if v is not None], outcome.new)
+
+
+async def _after_unexpected(
+    ctx: dict[str, Any],
+    callbacks: list[Any],
+    verdicts: list[Verdict | None],
+    failures: dict[int, Exception],
+    new: set[tuple[str, str]],
+) -> dict[str, int]:
+    """Retry the job a few times (its recorded neighbours are found duplicates), then park only the failed items."""
+    state: WorkerState = ctx["state"]
+    redis: ArqRedis = ctx["redis"]
+    first = next(iter(failures.values()))
+    logger.error(
+        "unexpected error while recording callbacks",
+        exc_info=first,
+        extra={"failed": len(failures), "of": len(callbacks)},
+    )
+    try:
+        # Counted apart from job_try, which also counts tries cut short by a killed worker.
+        errors = int(await redis.incr(_error_count_key(ctx)))
+        await redis.expire(_error_count_key(ctx), 86400)
+    except (RedisError, OSError) as exc:
+        raise Retry(defer=state.settings.retry_delay(1)) from exc
+    if errors < UNEXPECTED_TRIES:
+        delay = state.settings.retry_delay(errors)
+        logger.warning("will retry after an unexpected error", extra={"errors": errors, "retry_in_s": delay})
+        raise Retry(defer=delay)
+    failed_items = [callbacks[position] for position in sorted(failures)]
+    reason = f"unexpected error after {errors} tries: {first.__class__.__name__}"
+    await _park(redis, failed_items, reason=reason)
+    await _clear_error_count(redis, ctx)
+    kept = [item for position, item in enumerate(callbacks) if position not in failures]
+    await _release_queued_keys(redis, kept)
+    counts = _log_outcomes([v for p, v in enumerate(verdicts) if v is not None and p not in failures], new)
+    return {**counts, "dead_lettered": len(failed_items)}
+
+
+async def _park(redis: ArqRedis, callbacks: list[Any], *, reason: str) -> None:
+    """Dead-letter, then release the queued-keys. Redis away: Retry, so the job stays queued, nothing is dropped."""
+    try:
+        await dead_letter(redis, callbacks, reason=reason)
+    except (RedisError, OSError) as exc:
+        logger.warning("redis unavailable while dead-lettering; the job stays queued", extra={"error": str(exc)})
+        raise Retry(defer=1) from exc
+    await _release_queued_keys(redis, callbacks)
+
+
+def _error_count_key(ctx: dict[str, Any]) -> str:
+    return f"{ERROR_COUNT_PREFIX}{ctx.get('job_id', 'unknown')}"
+
+
+async def _clear_error_count(redis: ArqRedis, ctx: dict[str, Any]) -> None:
+    try:
+        await redis.delete(_error_count_key(ctx))
+    except (RedisError, OSError):
+        pass  # it expires on its own
 
 
 async def _release_queued_keys(redis: ArqRedis, callbacks: list[Any]) -> None:
@@ -83,7 +166,28 @@ async def _release_queued_keys(redis: ArqRedis, callbacks: list[Any]) -> None:
 def _judge_item(item: Any, state: WorkerState) -> Verdict:
     envelope = item.get("envelope") if isinstance(item, dict) else None
     received_at = _parse_received_at(item.get("received_at") if isinstance(item, dict) else None)
-    return judge(envelope if isinstance(envelope, dict) else {}, received_at, state.settings.merchants)
+    # The receiver refuses what Postgres cannot store, but the worker never trusts the edge alone.
+    problem = unstorable_problem(envelope)
+    if problem is None:
+        verdict = judge(envelope if isinstance(envelope, dict) else {}, received_at, state.settings.merchants)
+        if isinstance(verdict, VerifiedCallback):
+            problem = unstorable_problem(verdict.data)
+        if problem is None:
+            return verdict
+    envelope_dict = envelope if isinstance(envelope, dict) else {}
+    return RejectedCallback(
+        merchant_id=safe_text(_text(envelope_dict.get("merchant_id"))),
+        md5=safe_text(_text(envelope_dict.get("md5"))).upper(),
+        envelope=storable_copy(envelope),
+        fingerprint=safe_fingerprint(item, envelope),
+        reason=UNSTORABLE,
+        detail=problem,
+        received_at=received_at,
+    )
+
+
+def _text(value: object) -> str:
+    return value if isinstance(value, str) else ""
 
 
 def _parse_received_at(raw: object) -> datetime:

@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
 import aiohttp
-from arq import Worker, cron, func
-from arq.connections import RedisSettings
+from arq import ArqRedis, cron, func
+from redis.asyncio import ConnectionPool
 
+from ottrecon.redis_persistence import PersistenceWatch, stop_watch
 from worker import db
 from worker.errors import DatabaseUnavailable
 from worker.gateway import Gateway
-from worker.jobs import WorkerState, ingest_callbacks
+from worker.jobs import ARQ_TRIES_SLACK, WorkerState, ingest_callbacks
 from worker.metrics import REFRESH_EVERY_S, refresh_metrics, timed
 from worker.migrations import check_schema
 from worker.payment_jobs import (
@@ -39,6 +41,7 @@ from worker.recon_jobs import (
     report_merchants,
 )
 from worker.refunder import Refunder
+from worker.resilient import ResilientWorker
 from worker.retention import purge_rejected_callbacks
 from worker.settings import WorkerSettings
 from worker.submitter import Submitter
@@ -46,8 +49,12 @@ from worker.writer import BatchWriter
 
 logger = logging.getLogger("ottrecon.worker")
 
+# A Redis that does not answer a command within this long counts as down (arq sets no limit:
+# a hung Redis would hang the worker). No command the worker sends blocks on the server side.
+REDIS_SOCKET_TIMEOUT_S = 5.0
 
-def create_worker(settings: WorkerSettings, **overrides: Any) -> Worker:
+
+def create_worker(settings: WorkerSettings, **overrides: Any) -> ResilientWorker:
     """An arq Worker for the callback queue; overrides (burst=True, poll_delay=0…) are for tests."""
 
     async def startup(ctx: dict[str, Any]) -> None:
@@ -77,9 +84,13 @@ def create_worker(settings: WorkerSettings, **overrides: Any) -> Worker:
             alert_storm_threshold=settings.alert_storm_threshold,
             merchants=settings.merchants,
         )
+        watch = PersistenceWatch(ctx["redis"], settings.persistence_check_every_s, process="worker")
+        ctx["persistence"] = (watch, asyncio.create_task(watch.run()))
         logger.info("worker started", extra={"merchants": len(settings.merchants), "max_tries": settings.max_tries})
 
     async def shutdown(ctx: dict[str, Any]) -> None:
+        if "persistence" in ctx:
+            await stop_watch(*ctx["persistence"])
         session: aiohttp.ClientSession | None = ctx.get("http")
         if session is not None:
             await session.close()
@@ -104,14 +115,21 @@ def create_worker(settings: WorkerSettings, **overrides: Any) -> Worker:
         cron_jobs.append(cron(timed(refresh_metrics), second=refresh_at, run_at_startup=True, timeout=30))
     options: dict[str, Any] = {
         "functions": [
-            func(timed(ingest_callbacks), name=INGEST_JOB, max_tries=settings.max_tries),
+            # The job bounds its own write below this (ingest_write_timeout_s) and retries: a timeout
+            # here would make arq drop it.
+            func(
+                timed(ingest_callbacks),
+                name=INGEST_JOB,
+                max_tries=settings.max_tries + ARQ_TRIES_SLACK,
+                timeout=settings.ingest_write_timeout_s + 30,
+            ),
             func(timed(process_order), name=PROCESS_ORDER_JOB, max_tries=1),
             func(timed(process_refund), name=PROCESS_REFUND_JOB, max_tries=1),
             func(timed(replay_rejected_callback), name=REPLAY_REJECTED_JOB, max_tries=1),
         ],
         "cron_jobs": cron_jobs,
         "queue_name": QUEUE_NAME,
-        "redis_settings": RedisSettings.from_dsn(settings.redis_url),
+        "redis_pool": _redis_pool(settings.redis_url),
         "on_startup": startup,
         "on_shutdown": shutdown,
         "max_jobs": settings.max_jobs,
@@ -122,9 +140,26 @@ def create_worker(settings: WorkerSettings, **overrides: Any) -> Worker:
         "job_timeout": 120,
         "job_serializer": serialize,
         "job_deserializer": deserialize,
+        # SIGTERM: take no new job, let the running ones finish (their batch is recorded and
+        # acknowledged), then exit; what is still running after the grace is cancelled and requeued.
+        "job_completion_wait": int(settings.shutdown_grace_s),
+        "job_lease_s": settings.job_lease_s,
     }
     options.update(overrides)
-    return Worker(**options)
+    return ResilientWorker(**options)
+
+
+def _redis_pool(redis_url: str) -> ArqRedis:
+    """A lazily connecting client: the worker starts (and waits) while Redis is down."""
+    pool = ConnectionPool.from_url(
+        redis_url, socket_timeout=REDIS_SOCKET_TIMEOUT_S, socket_connect_timeout=REDIS_SOCKET_TIMEOUT_S
+    )
+    return ArqRedis(
+        pool,
+        job_serializer=serialize,
+        job_deserializer=deserialize,
+        default_queue_name=QUEUE_NAME,
+    )
 
 
 async def _check_schema_if_reachable(pool: Any) -> None:

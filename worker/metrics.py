@@ -55,6 +55,9 @@ JOB_SECONDS = Histogram(
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 240.0),
 )
 
+REDIS_UP = Gauge("ottrecon_redis_up", "1 while the worker's last Redis command succeeded, 0 during an outage.")
+REDIS_OUTAGES = Counter("ottrecon_redis_outages_total", "Redis outages the worker rode out (or is riding out).")
+
 QUEUE_DEPTH = Gauge("ottrecon_queue_depth", "Jobs in the arq queue, due or deferred.")
 DEAD_LETTERS = Gauge("ottrecon_dead_letters", "Entries in the dead-letter list awaiting `ottrecon requeue-dead`.")
 OPEN_MISMATCHES = Gauge("ottrecon_open_mismatches", "Alerts not resolved, by kind.", ["kind"])
@@ -64,7 +67,12 @@ ALERTS_UNDELIVERED = Gauge("ottrecon_alerts_undelivered", "Alerts not yet delive
 
 # Series exist from 0 at start, so alert rules on a kind or reason work before its first event.
 # The reasons are the codes stored in rejected_callbacks (worker/verify.py, ottpay/errors.py).
-_REJECT_REASONS = ("malformed_envelope", "invalid_fields", *(cls.reason for cls in EnvelopeError.__subclasses__()))
+_REJECT_REASONS = (
+    "malformed_envelope",
+    "invalid_fields",
+    "unstorable",
+    *(cls.reason for cls in EnvelopeError.__subclasses__()),
+)
 # Alert kinds: the ledger's recon_status mismatches and the statement differences (worker/sql/sync_alerts.sql).
 _ALERT_KINDS = (
     "amount_mismatch",

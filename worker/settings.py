@@ -51,6 +51,15 @@ class WorkerSettings:
     metrics_host: str = "127.0.0.1"
     # Rejected callbacks last delivered longer ago than this are deleted (worker/retention.py).
     rejected_retention_s: float = 30 * 86400.0
+    # A running job holds a lease (arq's in-progress key) renewed every lease/3 seconds; a worker
+    # killed mid-job stops renewing, and another worker takes the job once the lease expires.
+    job_lease_s: float = 15.0
+    # An ingest job gives up waiting for its write after this long and retries (below arq's timeout).
+    ingest_write_timeout_s: float = 60.0
+    # On SIGTERM the worker stops taking jobs and lets running ones finish for up to this long.
+    shutdown_grace_s: float = 25.0
+    # How often Redis's persistence settings are read again (a volatile Redis is warned about).
+    persistence_check_every_s: float = 60.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> WorkerSettings:
@@ -120,6 +129,8 @@ class WorkerSettings:
             metrics_port=reader.port("WORKER_METRICS_PORT", cls.metrics_port),
             metrics_host=env.get("WORKER_METRICS_HOST", "").strip() or cls.metrics_host,
             rejected_retention_s=86400 * reader.number("OTTRECON_REJECTED_RETENTION_DAYS", 30, minimum=1),
+            job_lease_s=reader.number("OTTRECON_JOB_LEASE_SECONDS", cls.job_lease_s, minimum=1),
+            shutdown_grace_s=reader.number("OTTRECON_WORKER_SHUTDOWN_GRACE_SECONDS", cls.shutdown_grace_s, minimum=0),
         )
         if problems:
             raise ConfigError("invalid configuration: " + "; ".join(problems))

@@ -13,12 +13,19 @@ from worker.verify import RejectedCallback, Verdict, VerifiedCallback
 RecordBatch = Callable[[Sequence[VerifiedCallback], Sequence[RejectedCallback]], Awaitable[set[tuple[str, str]]]]
 
 
+@dataclass(frozen=True)
+class WriteOutcome:
+    """What became of one job's verdicts: the (merchant_id, md5) pairs newly recorded, and the
+    verdicts (by position) that could not be written, with the error each met."""
+
+    new: set[tuple[str, str]] = field(default_factory=set)
+    failures: dict[int, Exception] = field(default_factory=dict)
+
+
 @dataclass
 class _Waiting:
     verdicts: Sequence[Verdict]
-    done: asyncio.Future[set[tuple[str, str]]] = field(
-        default_factory=lambda: asyncio.get_running_loop().create_future()
-    )
+    done: asyncio.Future[WriteOutcome] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
 
 
 class BatchWriter:
@@ -26,9 +33,11 @@ class BatchWriter:
 
     While one batch is being written, newly arriving jobs queue up and form the next
     batch, so the batch size grows with load and costs no added latency when idle
-    (see docs/decisions/0003-group-commit.md). Every caller gets the result of the
-    statement that carried its verdicts: success only after the commit, or that
-    statement's exception, so a failed batch is retried by every job in it.
+    (see docs/decisions/0003-group-commit.md). Every caller gets the outcome of the
+    statement that carried its verdicts, only after the commit. Postgres being unavailable
+    fails every caller of the batch (DatabaseUnavailable: retry later); any other error
+    splits the batch and writes verdict by verdict, so each caller learns exactly which of
+    its verdicts failed and its neighbours are still recorded.
     """
 
     def __init__(self, record_batch: RecordBatch, max_batch: int) -> None:
@@ -37,8 +46,8 @@ class BatchWriter:
         self._waiting: deque[_Waiting] = deque()
         self._flusher: asyncio.Task[None] | None = None
 
-    async def write(self, verdicts: Sequence[Verdict]) -> set[tuple[str, str]]:
-        """Record verdicts; return the (merchant_id, md5) pairs that were new. Raises what the write raised."""
+    async def write(self, verdicts: Sequence[Verdict]) -> WriteOutcome:
+        """Record verdicts. Raises DatabaseUnavailable when Postgres is away (nothing to blame on the input)."""
         waiting = _Waiting(verdicts)
         self._waiting.append(waiting)
         if self._flusher is None or self._flusher.done():
@@ -57,33 +66,32 @@ class BatchWriter:
                 # Postgres is away: every job in the batch retries later; splitting would not help.
                 for waiting in batch:
                     _settle(waiting, exc=exc)
-            except Exception as exc:
-                if len(batch) > 1 or len(batch[0].verdicts) > 1:
-                    # One bad entry must not fail its neighbours: write them one by one.
-                    await self._write_each(batch)
-                else:
-                    _settle(batch[0], exc=exc)
+            except Exception:
+                # One bad entry must not fail its neighbours: write them one by one.
+                await self._write_each(batch)
             else:
                 for waiting in batch:
-                    _settle(waiting, result=new)
+                    _settle(waiting, result=WriteOutcome(new=new))
 
     async def _write_each(self, batch: list[_Waiting]) -> None:
-        # Verdict by verdict, so every good neighbour of a bad entry is still recorded; a job
-        # holding a bad entry gets its error (and dead-letters its items, re-recording nothing twice).
-        for waiting in batch:
+        # Verdict by verdict, so every good neighbour of a bad entry is still recorded and each
+        # job learns which of its entries failed. Should Postgres go away meanwhile, the jobs
+        # not yet settled retry as a whole (re-recording nothing twice: every write is idempotent).
+        for index, waiting in enumerate(batch):
             new: set[tuple[str, str]] = set()
-            failure: Exception | None = None
-            for verdict in waiting.verdicts:
+            failures: dict[int, Exception] = {}
+            for position, verdict in enumerate(waiting.verdicts):
                 verified = [verdict] if isinstance(verdict, VerifiedCallback) else []
                 rejected = [verdict] if isinstance(verdict, RejectedCallback) else []
                 try:
                     new |= await self._record_batch(verified, rejected)
+                except DatabaseUnavailable as exc:
+                    for rest in batch[index:]:
+                        _settle(rest, exc=exc)
+                    return
                 except Exception as exc:
-                    failure = failure or exc
-            if failure is None:
-                _settle(waiting, result=new)
-            else:
-                _settle(waiting, exc=failure)
+                    failures[position] = exc
+            _settle(waiting, result=WriteOutcome(new=new, failures=failures))
 
     def _take_batch(self) -> list[_Waiting]:
         batch: list[_Waiting] = []
@@ -95,10 +103,10 @@ class BatchWriter:
         return batch
 
 
-def _settle(waiting: _Waiting, *, result: set[tuple[str, str]] | None = None, exc: BaseException | None = None) -> None:
+def _settle(waiting: _Waiting, *, result: WriteOutcome | None = None, exc: BaseException | None = None) -> None:
     if waiting.done.done():
         return
     if exc is not None:
         waiting.done.set_exception(exc)
     else:
-        waiting.done.set_result(result or set())
+        waiting.done.set_result(result or WriteOutcome())

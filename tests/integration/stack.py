@@ -157,6 +157,9 @@ async def stop_worker(worker: Worker, task: asyncio.Task[None]) -> None:
     jobs in flight. Cancelling mid-command would strand a Redis connection (and fail the test
     on the ResourceWarning)."""
     worker.burst = True
+    # Start nothing more: the scheduled jobs are enqueued a second ahead, so the queue is never
+    # empty and burst mode alone would wait out the whole timeout below.
+    worker.max_burst_jobs = 0
     await worker.pool.delete(QUEUE_NAME)
     try:
         await asyncio.wait_for(asyncio.shield(task), timeout=15)

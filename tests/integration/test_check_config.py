@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import uuid
 from importlib.metadata import version
+from pathlib import Path
 
 import asyncpg
 
 from tests.conftest import MERCHANT, OLD_KEY, with_database
+from tests.integration.processes import redis_server
 from tests.integration.test_cli import run_cli
 from tests.simulator import free_port
 
@@ -31,9 +33,11 @@ async def test_version_prints_the_installed_distribution_version() -> None:
 
 
 async def test_check_config_passes_a_complete_configuration_with_reachable_services(
-    database_url: str, redis_url: str
+    database_url: str, tmp_path: Path
 ) -> None:
-    code, out, err = await run_cli("check-config", env=complete_env(database_url, redis_url))
+    # A Redis of its own that fsyncs every write: the shared one may be volatile, which only warns.
+    async with redis_server(tmp_path, "--appendonly", "yes", "--appendfsync", "always") as server:
+        code, out, err = await run_cli("check-config", env=complete_env(database_url, server.url))
     assert code == 0, err
     assert "migrate, web, worker, api" in out
     assert err == ""
@@ -122,3 +126,17 @@ async def test_an_invalid_log_level_is_a_configuration_error_for_every_command(r
     assert code == 2
     assert "LOG_LEVEL" in err
     assert "Traceback" not in err
+
+
+async def test_check_config_warns_when_redis_can_lose_acknowledged_callbacks(tmp_path: Path, database_url: str) -> None:
+    async with redis_server(tmp_path) as server:  # no AOF, no snapshots
+        code, _, err = await run_cli("check-config", "web", env=complete_env(database_url, server.url))
+    assert code == 0, err  # a warning, as the processes themselves warn and still run
+    assert "redis is volatile" in err and "mode none" in err, err
+
+
+async def test_check_config_is_quiet_about_a_redis_that_fsyncs_every_write(tmp_path: Path, database_url: str) -> None:
+    async with redis_server(tmp_path, "--appendonly", "yes", "--appendfsync", "always") as server:
+        code, _, err = await run_cli("check-config", "web", env=complete_env(database_url, server.url))
+    assert code == 0, err
+    assert err == ""

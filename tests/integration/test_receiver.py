@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import socket
 
 import asyncpg
+import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from arq import ArqRedis
+from prometheus_client import REGISTRY
+from redis.asyncio import ConnectionPool
 
 from ottpay.keys import parse_merchant_keys
 from tests.conftest import MERCHANT, OLD_KEY
@@ -79,7 +83,13 @@ async def test_receiver_health_endpoints_when_redis_is_up(redis_url: str) -> Non
         assert (await client.get("/healthz")).status == 200
         ready = await client.get("/readyz")
         assert ready.status == 200
-        assert await ready.json() == {"status": "ok"}
+        body = await ready.json()
+        assert body["status"] == "ok"
+        # Whatever the shared Redis is configured with, /readyz reports it as read.
+        redis = ArqRedis(ConnectionPool.from_url(redis_url))
+        appendonly = (await redis.config_get("appendonly"))["appendonly"]
+        await redis.aclose(close_connection_pool=True)
+        assert body["redis_persistence"]["appendonly"] == appendonly
 
 
 async def test_concurrent_callbacks_share_redis_writes_and_jobs(
@@ -96,3 +106,43 @@ async def test_concurrent_callbacks_share_redis_writes_and_jobs(
     assert await db.fetchval("SELECT count(*) FROM callbacks") == 60
     # Processed bodies are released, so a later redelivery would be queued (and found a duplicate).
     assert await redis.keys("ottrecon:queued:*") == []
+
+
+MALFORMED_REQUESTS = [
+    b"GET / HTTP/9.9\r\n\r\n",
+    b"GET / HTTP/1.1\r\nBad Header\r\n\r\n",
+    b"POST /ottpay/callback HTTP/1.1\r\nContent-Length: x\r\n\r\n",
+    b"GET /" + b"a" * 10000 + b" HTTP/1.1\r\n\r\n",
+    b"GARBAGE\r\n\r\n",
+]
+
+
+async def test_malformed_requests_are_counted_and_logged_quietly(
+    redis_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    def malformed_total() -> float:
+        return sum(
+            sample.value
+            for metric in REGISTRY.collect()
+            if metric.name == "ottrecon_malformed_requests"
+            for sample in metric.samples
+            if sample.name.endswith("_total")
+        )
+
+    before = malformed_total()
+    with caplog.at_level(logging.DEBUG):
+        async with receiver(redis_url) as client:
+            for raw in MALFORMED_REQUESTS:
+                reader, writer = await asyncio.open_connection(client.host, client.port)
+                writer.write(raw)
+                await writer.drain()
+                assert (await reader.read(100)).startswith(b"HTTP/1.0 400"), raw[:30]
+                writer.close()
+                await writer.wait_closed()
+            # A genuine callback still gets through, and real errors would still be logged.
+            assert (await client.post("/ottpay/callback", json=make_callback("AFTER_NOISE"))).status == 200
+
+    assert malformed_total() - before == len(MALFORMED_REQUESTS)
+    assert [r for r in caplog.records if r.levelno >= logging.WARNING and r.name.startswith("aiohttp")] == []
+    quiet = [r for r in caplog.records if r.getMessage() == "malformed request refused with 400"]
+    assert len(quiet) == len(MALFORMED_REQUESTS) and all(r.exc_info is None for r in quiet)
