@@ -110,10 +110,15 @@ def _import_statement(args: argparse.Namespace, env: Mapping[str, str]) -> int:
         print(f"{args.file.name} was already imported: nothing stored")
         return 0
     print(
-        f"imported {report.lines_stored} line(s) of {report.lines_read} ({report.duplicate_lines} already known) "
+        f"imported {report.lines_stored} line(s) ({report.unchanged_lines} unchanged from earlier statements) "
         f"for {', '.join(report.merchant_ids)}, {report.period_start} to {report.period_end}; "
         "the worker reconciles them within seconds (or run `ottrecon reconcile`)"
     )
+    if report.repeated_payments:
+        print(
+            f"warning: {report.repeated_payments} line(s) repeat a payment listed earlier in this file "
+            "(settled twice?): see the duplicate_settlement mismatches"
+        )
     return 0
 
 

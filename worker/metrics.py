@@ -69,6 +69,8 @@ _ALERT_KINDS = (
     "not_in_ledger",
     "not_in_statement",
     "statement_amount_differs",
+    "statement_refund_differs",
+    "duplicate_settlement",
 )
 for _reason in _REJECT_REASONS:
     REJECTED.labels(reason=_reason)

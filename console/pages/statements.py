@@ -34,7 +34,8 @@ SELECT merchant_id, order_id, business_date, channel, recon_status, statement_st
        received_tip, statement_amount, statement_amount_at_risk
 FROM ledger
 WHERE merchant_id = ANY ($1) AND business_date BETWEEN $2 AND $3
-  AND statement_status IN ('not_in_statement', 'not_in_ledger', 'amount_differs')
+  AND statement_status IN ('not_in_statement', 'not_in_ledger', 'amount_differs', 'duplicate_settlement',
+                           'refund_differs')
   AND (business_date, merchant_id, order_id) > ($4, $5, $6)
 ORDER BY business_date, merchant_id, order_id
 LIMIT $7
