@@ -61,6 +61,10 @@ def _business_tz(env: Mapping[str, str]) -> str:
     return env.get("OTTRECON_BUSINESS_TZ", "").strip() or "America/Toronto"
 
 
+def _display_tz(env: Mapping[str, str]) -> str:
+    return env.get("OTTRECON_DISPLAY_TZ", "").strip() or "America/Toronto"
+
+
 async def _with_pool(database_url: str, run: Callable[[asyncpg.Pool], Awaitable[T]]) -> T:
     pool = await db.create_pool(database_url, 2)
     try:
@@ -132,7 +136,7 @@ def _alerts(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     async def run(pool: asyncpg.Pool) -> str:
         if args.action == "list":
             found = await alert_admin.list_alerts(pool, status=args.status, kind=args.kind)
-            return alert_admin.format_alert_table(found)
+            return alert_admin.format_alert_table(found, _display_tz(env))
         change = alert_admin.acknowledge if args.action == "ack" else alert_admin.resolve
         alert = await change(pool, args.alert_id, actor=args.actor, note=args.note)
         return f"alert {alert.id} is now {alert.status}\n"

@@ -154,7 +154,8 @@ CREATE INDEX statement_lines_date_idx ON statement_lines (merchant_id, business_
 ALTER TABLE ledger
     ADD COLUMN statement_tip        bigint,
     ADD COLUMN statement_refund     bigint,
-    ADD COLUMN statement_import_ids bigint[] NOT NULL DEFAULT '{}';
+    ADD COLUMN statement_import_ids bigint[] NOT NULL DEFAULT '{}',
+    ADD COLUMN statement_line_ids   bigint[] NOT NULL DEFAULT '{}';  -- the current lines (others: superseded)
 DROP INDEX ledger_statement_status_idx;
 CREATE INDEX ledger_statement_status_idx ON ledger (statement_status)
     WHERE statement_status IN ('not_in_statement', 'not_in_ledger', 'amount_differs', 'duplicate_settlement',

@@ -75,6 +75,7 @@ def create_worker(settings: WorkerSettings, **overrides: Any) -> Worker:
             alert_webhook_url=settings.alert_webhook_url,
             alert_storm_threshold=settings.alert_storm_threshold,
             merchants=settings.merchants,
+            display_tz=settings.display_tz,
         )
         logger.info("worker started", extra={"merchants": len(settings.merchants), "max_tries": settings.max_tries})
 

@@ -76,8 +76,9 @@ def render(instant: datetime, form: str) -> str:
     }[form]
 
 
-def gateway_instant(text: str) -> datetime:
+def gateway_instant(text: str | None) -> datetime:
     """The simulator's trade_time / refund_time: compact Beijing wall time (PROTOCOL.md section 4)."""
+    assert text is not None, "the gateway gave no time"
     return datetime.strptime(text, "%Y%m%d%H%M%S").replace(tzinfo=BEIJING)
 
 

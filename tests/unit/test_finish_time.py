@@ -15,8 +15,8 @@ BEIJING = ZoneInfo("Asia/Shanghai")
 TORONTO = ZoneInfo("America/Toronto")
 
 
-def _utc(*fields: int) -> datetime:
-    return datetime(*fields, tzinfo=UTC)  # type: ignore[misc]
+def _utc(year: int, month: int, day: int, hour: int, minute: int, second: int) -> datetime:
+    return datetime(year, month, day, hour, minute, second, tzinfo=UTC)
 
 
 @pytest.mark.parametrize(

@@ -56,7 +56,7 @@ WITH keys AS (
 ), st AS (
     SELECT merchant_id, order_id, sum(amount) AS amount, sum(tip) AS tip, sum(fee) AS fee, sum(refund) AS refund,
            array_agg(DISTINCT bizpay_order_id) FILTER (WHERE coalesce(bizpay_order_id, '') <> '') AS channel_ids,
-           array_agg(DISTINCT import_id ORDER BY import_id) AS import_ids,
+           array_agg(DISTINCT import_id ORDER BY import_id) AS import_ids, array_agg(id ORDER BY id) AS line_ids,
            min(business_date) AS business_date, max(period_end) AS period_end,
            count(*) FILTER (WHERE nth > 1) AS extra_lines,
            coalesce(sum(amount + tip) FILTER (WHERE nth > 1), 0) AS extra_amount
@@ -81,7 +81,8 @@ WITH keys AS (
            -- Refunds booked on or before the statement's period end: what its refund column can know of.
            coalesce(rt.refunded, 0) AS refunded_by_statement,
            st.amount AS st_amount, st.tip AS st_tip, st.refund AS st_refund, coalesce(st.fee, 0) AS fee,
-           coalesce(st.import_ids, '{}') AS st_import_ids, coalesce(st.extra_lines, 0) AS st_extra_lines,
+           coalesce(st.import_ids, '{}') AS st_import_ids, coalesce(st.line_ids, '{}') AS st_line_ids,
+           coalesce(st.extra_lines, 0) AS st_extra_lines,
            coalesce(st.extra_amount, 0) AS st_extra_amount,
            coalesce(o.created_at, p.created_at, cb.first_received_at) AS created_at,
            coalesce(o.paid_at, p.created_at, cb.first_received_at) AS paid_at,
@@ -142,14 +143,15 @@ WITH keys AS (
 INSERT INTO ledger AS l (
     merchant_id, order_id, kind, channel, order_status, expected_amount, expected_tip, received_amount,
     received_tip, refunded_amount, fee, channel_payment_ids, callback_count, paid_source, recon_status,
-    statement_status, statement_amount, statement_tip, statement_refund, statement_import_ids, amount_at_risk,
-    statement_amount_at_risk, created_at, paid_at, business_date, reconciled_at
+    statement_status, statement_amount, statement_tip, statement_refund, statement_import_ids, statement_line_ids,
+    amount_at_risk, statement_amount_at_risk, created_at, paid_at, business_date, reconciled_at
 )
 SELECT merchant_id, order_id, kind,
        coalesce(biz_type, CASE left(channel_ids[1], 2) WHEN 'AL' THEN 'ALIPAY' WHEN 'WX' THEN 'WECHATPAY'
                                                       WHEN 'UP' THEN 'UNIONPAY' END),
        order_status, expected_amount, expected_tip, received_amount, received_tip, refunded, fee, channel_ids,
        callback_count, paid_source, recon_status, statement_status, st_amount, st_tip, st_refund, st_import_ids,
+       st_line_ids,
        CASE recon_status
            WHEN 'amount_mismatch' THEN greatest(
                abs(coalesce(received_amount, 0) + coalesce(received_tip, 0) - expected_amount - expected_tip),
@@ -182,7 +184,7 @@ ON CONFLICT ON CONSTRAINT ledger_pkey DO UPDATE SET
     paid_source = EXCLUDED.paid_source, recon_status = EXCLUDED.recon_status,
     statement_status = EXCLUDED.statement_status, statement_amount = EXCLUDED.statement_amount,
     statement_tip = EXCLUDED.statement_tip, statement_refund = EXCLUDED.statement_refund,
-    statement_import_ids = EXCLUDED.statement_import_ids,
+    statement_import_ids = EXCLUDED.statement_import_ids, statement_line_ids = EXCLUDED.statement_line_ids,
     amount_at_risk = EXCLUDED.amount_at_risk, statement_amount_at_risk = EXCLUDED.statement_amount_at_risk,
     created_at = EXCLUDED.created_at, paid_at = EXCLUDED.paid_at,
     business_date = EXCLUDED.business_date, reconciled_at = now()
