@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 # Find or start Postgres and Redis (scripts/local_services.sh); fail loudly if it cannot.
 SERVICES = services="$$(scripts/local_services.sh env)" && eval "$$services"
 
-.PHONY: run test check format unit demo bench clean-data
+.PHONY: run test check format unit soak demo bench clean-data
 
 $(BIN)/.installed: pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "ottrecon needs Python 3.11 or newer")'
@@ -40,6 +40,17 @@ unit: $(BIN)/.installed
 format: $(BIN)/.installed
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
+
+## soak: the model-based reconciliation tests with many more histories than `make test` runs
+## (figures in docs/RECONCILIATION.md); OTTRECON_SOAK_SCALE=2 doubles every count
+SOAK_SCALE = $${OTTRECON_SOAK_SCALE:-1}
+soak: $(BIN)/.installed
+	$(SERVICES) && \
+		OTTRECON_MODEL_EXAMPLES=$$((1000 * $(SOAK_SCALE))) OTTRECON_MODEL_STEPS=60 \
+		OTTRECON_RACE_EXAMPLES=$$((600 * $(SOAK_SCALE))) OTTRECON_RACE_STEPS=50 \
+		OTTRECON_PARSER_EXAMPLES=$$((20000 * $(SOAK_SCALE))) \
+		$(BIN)/pytest -s -q tests/integration/test_reconciliation_model.py tests/integration/test_reconciler_race.py \
+			tests/integration/test_finish_time_sql.py
 
 ## demo: the whole system against the simulator with faults on; prints paid / recovered / unpaid / charged twice
 demo: $(BIN)/.installed

@@ -91,8 +91,9 @@ END $$;
 ALTER TABLE recon_dirty DROP CONSTRAINT recon_dirty_pkey;
 ALTER TABLE recon_dirty ADD COLUMN id bigint GENERATED ALWAYS AS IDENTITY;
 ALTER TABLE recon_dirty ADD CONSTRAINT recon_dirty_pkey PRIMARY KEY (id);
--- Claims now take the oldest changes by id (the primary key), not by time.
+-- Claims now take the oldest changes by id (the primary key), not by time, then every change of those keys.
 DROP INDEX recon_dirty_marked_idx;
+CREATE INDEX recon_dirty_key_idx ON recon_dirty (merchant_id, order_id);
 
 CREATE OR REPLACE FUNCTION mark_dirty_from_new_rows() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN

@@ -16,13 +16,20 @@ _SQL = Path(__file__).with_name("sql")
 RECONCILE_LEDGER = (_SQL / "reconcile_ledger.sql").read_text(encoding="utf-8")
 BOOK_REFUNDS = (_SQL / "book_refunds.sql").read_text(encoding="utf-8")
 SYNC_ALERTS = (_SQL / "sync_alerts.sql").read_text(encoding="utf-8")
-# Take the oldest changes (rows of the change log, decision 0012). Only committed rows are visible and
+# Take the oldest changes (rows of the change log, decision 0012) and every other visible change of the same
+# keys, so that a key changed by several statements is recomputed once. Only committed rows are visible and
 # SKIP LOCKED leaves rows another reconciler holds: each change is consumed exactly once, and a change
-# committed after this claim stays queued for the next one, whatever its key.
+# committed after this claim's snapshot stays queued for the next one, whatever its key.
 CLAIM_CHANGES = """
-DELETE FROM recon_dirty WHERE id IN (
-    SELECT id FROM recon_dirty ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED
+WITH picked AS (
+    SELECT id, merchant_id, order_id FROM recon_dirty ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED
+), same_keys AS (
+    SELECT d.id FROM recon_dirty d
+    JOIN (SELECT DISTINCT merchant_id, order_id FROM picked) k USING (merchant_id, order_id)
+    FOR UPDATE OF d SKIP LOCKED
 )
+-- An array, so the delete walks the primary key (a set here is planned as a scan of the whole queue).
+DELETE FROM recon_dirty WHERE id = ANY (ARRAY(SELECT id FROM picked UNION SELECT id FROM same_keys))
 RETURNING merchant_id, order_id
 """
 # Serialise reconcilers per key (transaction-scoped advisory locks, always taken in the same order so two
