@@ -52,7 +52,7 @@ CENTRAL = timezone(timedelta(hours=-6), "CST")
 MERCHANT_IDS = (MERCHANT, OTHER_MERCHANT)
 CHANNELS = {"ALIPAY": "AL", "WECHATPAY": "WX", "UNIONPAY": "UP"}
 GATEWAY_PAID = ("success", "partial_refunded", "fully_refunded")
-EXAMPLES = scaled("OTTRECON_MODEL_EXAMPLES", 60)
+EXAMPLES = scaled("OTTRECON_MODEL_EXAMPLES", 75)
 STEPS = scaled("OTTRECON_MODEL_STEPS", 40)
 
 # How OTT Pay may write one instant as finish_time (PROTOCOL.md section 4), and how a statement may.
@@ -60,7 +60,7 @@ FINISH_FORMS = ("compact_beijing", "compact_beijing", "dashed_beijing", "central
 LINE_FORMS = ("toronto", "toronto", "toronto_compact", "eastern", "central_cst", "offset")
 CALLBACK_VARIANTS = ("as_sent", "as_sent", "other_form")
 ODD_CALLBACKS = ("wrong_amount", "wrong_amount", "other_channel")
-LINE_VARIANTS = ("exact", "exact", "exact", "omit", "amount", "refund", "duplicate", "duplicate", "moved", "no_channel")
+LINE_VARIANTS = ("exact",) * 3 + ("omit", "amount") + ("refund", "duplicate") * 2 + ("moved", "no_channel")
 
 
 def render(instant: datetime, form: str) -> str:
@@ -370,6 +370,16 @@ class LedgerHistories(RuleBasedStateMachine):
         today = self.w.now.astimezone(TORONTO).date()
         start = today + timedelta(days=data.draw(st.integers(-3, 0)))
         end = start + timedelta(days=data.draw(st.integers(0, 3)))
+        self.statement_for(data, start, end)
+
+    # The usual case: yesterday's (or today's) daily statement, listing the day's payments.
+    @precondition(lambda self: self.paid_at_gateway())
+    @rule(data=st.data(), yesterday=st.booleans())
+    def daily_statement_arrives(self, data: st.DataObject, yesterday: bool) -> None:
+        day = self.w.now.astimezone(TORONTO).date() - timedelta(days=int(yesterday))
+        self.statement_for(data, day, day)
+
+    def statement_for(self, data: st.DataObject, start: date, end: date) -> None:
         lines: list[Line] = []
         for gateway in sorted(self.w.sim.state.orders.values(), key=lambda o: (o.trade_time or "", o.order_id)):
             if gateway.status not in GATEWAY_PAID:
