@@ -88,7 +88,7 @@ GENERATE: tuple[tuple[str, str], ...] = (
                                             || sha256(convert_to(chan_n, 'UTF8')), 'base64'), E'\n', '')),
                jsonb_build_object('amount', received::text, 'tip', tip::text, 'bizpay_order_id', chan_n,
                    'merchant_id', merchant_id, 'order_id', order_id,
-                   'finish_time', to_char(paid_at AT TIME ZONE 'America/Toronto', 'YYYYMMDDHH24MISS')),
+                   'finish_time', to_char(paid_at AT TIME ZONE 'Asia/Shanghai', 'YYYYMMDDHH24MISS')),
                0, paid_at + make_interval(secs => 2 + n)
         FROM (
             SELECT p.*, n, upper(md5(order_id || '/' || n)) AS digest,
@@ -107,8 +107,8 @@ GENERATE: tuple[tuple[str, str], ...] = (
             callback_id, created_at, updated_at
         )
         SELECT p.merchant_id, p.order_id, CASE WHEN p.b = 69 THEN 'partially_refunded' ELSE 'paid' END,
-               p.received, p.tip, p.chan, to_char(p.paid_at AT TIME ZONE 'America/Toronto', 'YYYYMMDDHH24MISS'),
-               CASE WHEN p.paid_by = 'callback' THEN p.paid_at END, p.paid_by, c.id, p.paid_at, p.paid_at
+               p.received, p.tip, p.chan, to_char(p.paid_at AT TIME ZONE 'Asia/Shanghai', 'YYYYMMDDHH24MISS'),
+               p.paid_at, p.paid_by, c.id, p.paid_at, p.paid_at
         FROM paid p
         LEFT JOIN callbacks c ON c.merchant_id = p.merchant_id AND c.md5 = upper(md5(p.order_id || '/1'))
         """,
@@ -138,9 +138,10 @@ GENERATE: tuple[tuple[str, str], ...] = (
         # Half of every b = 69 order refunded, and the refund confirmed.
         """
         INSERT INTO refunds (order_ref, merchant_id, refund_order_id, amount, idempotency_key, request_sha256, status,
-                             created_at, updated_at)
+                             created_at, updated_at, succeeded_at)
         SELECT o.id, o.merchant_id, 'R' || substr(o.order_id, 2), o.amount / 2, 'refund-' || g.i,
-               md5(o.order_id || 'r'), 'succeeded', g.paid_at + interval '1 day', g.paid_at + interval '1 day'
+               md5(o.order_id || 'r'), 'succeeded', g.paid_at + interval '1 day', g.paid_at + interval '1 day',
+               g.paid_at + interval '1 day'
         FROM orders o JOIN gen g USING (merchant_id, order_id) WHERE g.b = 69
         """,
     ),

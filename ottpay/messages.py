@@ -3,11 +3,19 @@
 import math
 import re
 from collections.abc import Mapping
-from datetime import datetime, tzinfo
-from zoneinfo import ZoneInfo
 
 from ottpay.envelope import seal
+from ottpay.finish_time import parse_finish_time
 from ottpay.strict_json import UNSTORABLE
+
+__all__ = [
+    "CALLBACK_FIELDS",
+    "SUCCESS_ACK",
+    "build_callback",
+    "callback_shape_problems",
+    "parse_cents",
+    "parse_finish_time",
+]
 
 CALLBACK_FIELDS: tuple[str, ...] = ("rsp_code", "rsp_msg", "merchant_id", "data", "md5")
 
@@ -25,13 +33,6 @@ EXTRA_VALUE_MAX_CHARS = 1024
 
 # Integer cents only: "100" is 1.00. [0-9] rather than \d, which also matches other scripts' digits.
 _CENTS = re.compile(r"[0-9]{1,15}")
-
-_COMPACT_TIME = re.compile(r"[0-9]{14}")
-# A trailing zone name such as "CST" is ambiguous (China, US Central, Cuba) and OTT Pay's is
-# not reliable anyway; numeric offsets and ISO "Z" are not letters-after-space and survive.
-_ZONE_NAME = re.compile(r"\s*[A-Za-z]{2,5}\Z")
-
-_OTTPAY_ZONE = ZoneInfo("America/Toronto")
 
 
 def callback_shape_problems(body: object) -> list[str]:
@@ -104,31 +105,6 @@ def parse_cents(raw: str) -> int:
     if not _CENTS.fullmatch(text):
         raise ValueError(f"not an OTT Pay amount in integer cents (1-15 ASCII digits): {raw[:40]!r}")
     return int(text)
-
-
-def parse_finish_time(raw: str, *, default_tz: tzinfo = _OTTPAY_ZONE) -> datetime | None:
-    """Parse OTT Pay's finish_time leniently; return an aware datetime, or None. Never raises.
-
-    Accepted: "20200416050429", "2023-03-23 01:21:53", "2024-01-08 16:29:03 CST", and ISO-8601
-    date-times with "T" and/or an offset. The zone OTT Pay reports is not reliable, so a trailing
-    zone name (CST, EST, UTC, GMT, ...) is ignored and the wall time is read in default_tz
-    (America/Toronto unless given); an explicit numeric offset ("+08:00") or ISO "Z" is honoured.
-    A date without a time is rejected. Use the result for display and reconciliation, not for
-    business deadlines: those run on the receipt time.
-    """
-    if not isinstance(raw, str) or not raw.isascii():
-        return None
-    text = _ZONE_NAME.sub("", raw.strip())
-    try:
-        if _COMPACT_TIME.fullmatch(text):
-            parsed = datetime.strptime(text, "%Y%m%d%H%M%S")
-        elif "T" in text or " " in text:
-            parsed = datetime.fromisoformat(text)
-        else:
-            return None
-    except ValueError:
-        return None
-    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=default_tz)
 
 
 def _json_type(value: object) -> str:

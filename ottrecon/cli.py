@@ -11,7 +11,6 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING
-from zoneinfo import ZoneInfo
 
 from api.errors import ApiError
 from api.errors import ConfigError as ApiConfigError
@@ -289,6 +288,7 @@ def _hash_password(args: argparse.Namespace, env: Mapping[str, str]) -> int:
 
 
 def _make_callback(args: argparse.Namespace, env: Mapping[str, str]) -> int:
+    from ottpay.finish_time import BEIJING
     from ottpay.keys import parse_merchant_keys
     from ottpay.messages import build_callback, parse_cents
 
@@ -301,8 +301,8 @@ def _make_callback(args: argparse.Namespace, env: Mapping[str, str]) -> int:
         raise UsageError(str(exc)) from exc
     if not keys:
         raise UsageError(f"merchant {args.merchant} is not in OTTPAY_MERCHANTS")
-    # OTT Pay reports wall-clock time in Canada (decision 0007), so the sample does too.
-    now = datetime.now(ZoneInfo("America/Toronto"))
+    # OTT Pay writes zone-less Beijing wall-clock time (PROTOCOL.md section 4, decision 0007); so does the sample.
+    now = datetime.now(BEIJING)
     data = {
         "amount": args.amount,
         "bizpay_order_id": "AL" + now.strftime("%Y%m%d%H%M%S%f"),

@@ -61,6 +61,10 @@ def _business_tz(env: Mapping[str, str]) -> str:
     return env.get("OTTRECON_BUSINESS_TZ", "").strip() or "America/Toronto"
 
 
+def _display_tz(env: Mapping[str, str]) -> str:
+    return env.get("OTTRECON_DISPLAY_TZ", "").strip() or "America/Toronto"
+
+
 async def _with_pool(database_url: str, run: Callable[[asyncpg.Pool], Awaitable[T]]) -> T:
     pool = await db.create_pool(database_url, 2)
     try:
@@ -110,10 +114,15 @@ def _import_statement(args: argparse.Namespace, env: Mapping[str, str]) -> int:
         print(f"{args.file.name} was already imported: nothing stored")
         return 0
     print(
-        f"imported {report.lines_stored} line(s) of {report.lines_read} ({report.duplicate_lines} already known) "
+        f"imported {report.lines_stored} line(s) ({report.unchanged_lines} unchanged from earlier statements) "
         f"for {', '.join(report.merchant_ids)}, {report.period_start} to {report.period_end}; "
         "the worker reconciles them within seconds (or run `ottrecon reconcile`)"
     )
+    if report.repeated_payments:
+        print(
+            f"warning: {report.repeated_payments} line(s) repeat a payment listed earlier in this file "
+            "(settled twice?): see the duplicate_settlement mismatches"
+        )
     return 0
 
 
@@ -127,7 +136,7 @@ def _alerts(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     async def run(pool: asyncpg.Pool) -> str:
         if args.action == "list":
             found = await alert_admin.list_alerts(pool, status=args.status, kind=args.kind)
-            return alert_admin.format_alert_table(found)
+            return alert_admin.format_alert_table(found, _display_tz(env))
         change = alert_admin.acknowledge if args.action == "ack" else alert_admin.resolve
         alert = await change(pool, args.alert_id, actor=args.actor, note=args.note)
         return f"alert {alert.id} is now {alert.status}\n"

@@ -58,14 +58,15 @@ def local(day: date, hour: int, minute: int) -> datetime:
 
 
 def callback(merchant_id: str, order_id: str, amount: int, tip: int, paid: datetime, channel_id: str) -> dict[str, str]:
-    """A callback as OTT Pay sends it: encrypted and signed with the merchant's key, Toronto wall time."""
+    """A callback as OTT Pay sends it: encrypted and signed with the merchant's key, Beijing wall time."""
     data = {
         "merchant_id": merchant_id,
         "order_id": order_id,
         "amount": str(amount),
         "tip": str(tip),
         "bizpay_order_id": channel_id,
-        "finish_time": paid.astimezone(TZ).strftime("%Y%m%d%H%M%S"),
+        # OTT Pay writes finish_time in Beijing time (PROTOCOL.md section 4).
+        "finish_time": paid.astimezone(ZoneInfo("Asia/Shanghai")).strftime("%Y%m%d%H%M%S"),
     }
     return build_callback(data, merchant_id, MERCHANTS.get(merchant_id, STRANGER_KEY))
 
@@ -152,7 +153,7 @@ async def seed_day(pool: asyncpg.Pool, day: date, statement: list[str], *, refun
             )
             await conn.execute(
                 "INSERT INTO refunds (order_ref, merchant_id, refund_order_id, amount, idempotency_key, "
-                "request_sha256, status) VALUES ($1, $2, $3, 500, $3, 'seed', 'succeeded')",
+                "request_sha256, status, succeeded_at) VALUES ($1, $2, $3, 500, $3, 'seed', 'succeeded', now())",
                 refunded["id"],
                 refunded["merchant_id"],
                 "R" + refunded["order_id"][1:],

@@ -5,19 +5,18 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from datetime import datetime
-from zoneinfo import ZoneInfo
+from datetime import UTC, datetime
 
-# OTT Pay is a Toronto company and ottpay.messages reads zone-less times as Toronto wall time.
-_ZONE = ZoneInfo("America/Toronto")
+from ottpay.finish_time import BEIJING
+
 _BIZPAY_PREFIX = {"ALIPAY": "AL", "WECHATPAY": "WX", "UNIONPAY": "UP"}
 BIZ_TYPES: tuple[str, ...] = tuple(_BIZPAY_PREFIX)
 OrderKey = tuple[str, str]
 
 
-def toronto_now() -> datetime:
-    """The simulator's default clock."""
-    return datetime.now(_ZONE)
+def utc_now() -> datetime:
+    """The simulator's default clock (any aware datetime will do: times are written in Beijing time)."""
+    return datetime.now(UTC)
 
 
 @dataclass
@@ -78,8 +77,9 @@ class CallbackStats:
 class SimState:
     """Orders keyed by (merchant_id, order_id); refund ids share that namespace, as order ids do."""
 
-    def __init__(self, clock: Callable[[], datetime] = toronto_now) -> None:
-        self._clock = clock
+    def __init__(self, clock: Callable[[], datetime] = utc_now) -> None:
+        # Public so that a test can run the gateway on a clock of its own.
+        self.clock = clock
         self.clear()
 
     def clear(self) -> None:
@@ -94,8 +94,9 @@ class SimState:
         self._sequence = 0
 
     def now_text(self) -> str:
-        """The current time in OTT Pay's compact finish_time format, YYYYmmddHHMMSS."""
-        return self._clock().strftime("%Y%m%d%H%M%S")
+        """The current time as OTT Pay writes finish_time, trade_time and refund_time: YYYYmmddHHMMSS,
+        Beijing wall time, no zone (PROTOCOL.md section 4)."""
+        return self.clock().astimezone(BEIJING).strftime("%Y%m%d%H%M%S")
 
     def id_in_use(self, merchant_id: str, order_id: str) -> bool:
         """True when the merchant already used order_id for a payment or a refund."""

@@ -14,8 +14,9 @@ from zoneinfo import ZoneInfo
 
 from aiohttp import web
 
+from ottpay.finish_time import BEIJING
 from simulator.core import SIM
-from simulator.state import SimState
+from simulator.state import Order, SimState
 
 # The default layout of worker.statement (docs/STATEMENTS.md).
 HEADER = ("merchant_id", "order_id", "bizpay_order_id", "amount", "tip", "fee", "refund", "txn_time")
@@ -81,11 +82,10 @@ def build_statement(
     real = []
     for order in state.orders.values():
         if order.status in PAID_STATUSES and order.trade_time and order.merchant_id in merchant_ids:
-            # trade_time is the compact Toronto wall time the gateway reported when it charged.
-            paid_at = datetime.strptime(order.trade_time, "%Y%m%d%H%M%S").replace(tzinfo=_ZONE)
+            paid_at = _toronto(order.trade_time)
             if start <= paid_at.date() <= end:
                 ids = (order.merchant_id, order.order_id, order.bizpay_order_id or "")
-                real.append(Line(*ids, order.amount, order.tip, order.refunded, paid_at))
+                real.append(Line(*ids, order.amount, order.tip, _refunded_by(order, end), paid_at))
     real.sort(key=lambda line: (line.paid_at, line.merchant_id, line.order_id))
     rng = random.Random(differences.seed)
     dropped = set(rng.sample(range(len(real)), min(differences.missing, len(real))))
@@ -114,6 +114,16 @@ def _invented_line(
     day = start + timedelta(days=rng.randint(0, (end - start).days))
     paid_at = datetime(day.year, day.month, day.day, tzinfo=_ZONE) + timedelta(seconds=rng.randrange(86400))
     return Line(merchant_id, order_id, f"AL{rng.randrange(10**15):015d}", rng.randint(100, 50_000), 0, 0, paid_at)
+
+
+def _toronto(gateway_time: str) -> datetime:
+    # The gateway's own times are compact Beijing wall time; the statement speaks Toronto time.
+    return datetime.strptime(gateway_time, "%Y%m%d%H%M%S").replace(tzinfo=BEIJING).astimezone(_ZONE)
+
+
+def _refunded_by(order: Order, end: date) -> int:
+    """Cents refunded on or before the period's last Toronto date: the refund column as of the period end."""
+    return sum(refund.amount for refund in order.refunds if _toronto(refund.refund_time).date() <= end)
 
 
 def _key(line: Line) -> str:

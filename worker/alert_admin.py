@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import asyncpg
 
@@ -132,13 +133,14 @@ def format_money(cents: int) -> str:
     return f"{sign}${dollars:,}.{rest:02d}"
 
 
-def format_time(at: datetime | None) -> str:
-    """A timestamp in UTC to the minute, or '-' when absent."""
-    return "-" if at is None else at.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
+def format_time(at: datetime | None, tz: str = "America/Toronto") -> str:
+    """A timestamp to the minute in the display time zone, with its abbreviation ('2024-05-01 08:00 EDT'),
+    or '-' when absent: the same zone the finance console shows (OTTRECON_DISPLAY_TZ)."""
+    return "-" if at is None else at.astimezone(ZoneInfo(tz)).strftime("%Y-%m-%d %H:%M %Z")
 
 
-def format_alert_table(alerts: Sequence[AlertView]) -> str:
-    """A fixed-width table for `ottrecon alerts list`; amounts right-aligned as money."""
+def format_alert_table(alerts: Sequence[AlertView], tz: str = "America/Toronto") -> str:
+    """A fixed-width table for `ottrecon alerts list`; amounts right-aligned as money, times in tz."""
     if not alerts:
         return "no alerts\n"
     header = ("ID", "KIND", "MERCHANT", "ORDER", "AT RISK", "STATUS", "FIRST SEEN", "NOTIFIED")
@@ -150,8 +152,8 @@ def format_alert_table(alerts: Sequence[AlertView]) -> str:
             printable(a.order_id),
             format_money(a.amount_at_risk),
             a.status if a.resolution is None else f"{a.status} ({printable(a.resolution)})",
-            format_time(a.first_seen_at),
-            format_time(a.notified_at),
+            format_time(a.first_seen_at, tz),
+            format_time(a.notified_at, tz),
         )
         for a in alerts
     ]

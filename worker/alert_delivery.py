@@ -65,6 +65,7 @@ async def deliver_due_alerts(
     timeout_s: float = 10.0,
     base_delay_s: float = 5.0,
     max_delay_s: float = 600.0,
+    display_tz: str = "America/Toronto",
 ) -> DeliveryReport:
     """Send up to `batch` due alerts: one message each, or one summary when storm_threshold or more are due.
 
@@ -72,6 +73,7 @@ async def deliver_due_alerts(
     exponential, jittered delay, forever: an endpoint that is down delays alerts but loses none.
     With no webhook_url the alerts are delivered to the log. Raises DatabaseUnavailable when
     Postgres is away; the alerts then simply stay due. The URL is a secret: it is never logged or stored.
+    Times in the texts are in display_tz, as the finance console shows them.
     """
     policy = Policy(base_delay_s=base_delay_s, max_delay_s=max_delay_s)
     # The transaction (and its row locks) spans the HTTP send, which timeout_s keeps short:
@@ -88,7 +90,7 @@ async def deliver_due_alerts(
         errors: dict[int, str | None]
         delays: dict[int, float]
         if webhook_url is None:
-            _log_only(alerts, storm)
+            _log_only(alerts, storm, display_tz)
             errors, delays = dict.fromkeys(attempts), {}
         elif storm:
             error = await _post(session, webhook_url, summary_text(alerts), timeout_s)
@@ -96,7 +98,8 @@ async def deliver_due_alerts(
             # A storm fails as one message, so it comes back as one: a single delay keeps it together.
             delays = dict.fromkeys(attempts, policy.backoff(max(attempts.values()), _rng))
         else:
-            sent = await asyncio.gather(*(_post(session, webhook_url, alert_text(a), timeout_s) for a in alerts))
+            texts = [alert_text(a, display_tz) for a in alerts]
+            sent = await asyncio.gather(*(_post(session, webhook_url, text, timeout_s) for text in texts))
             errors = {a.id: error for a, error in zip(alerts, sent, strict=True)}
             delays = {a.id: policy.backoff(attempts[a.id], _rng) for a in alerts}
         delivered = [a for a in alerts if errors[a.id] is None]
@@ -123,14 +126,14 @@ async def deliver_due_alerts(
     return DeliveryReport(len(alerts), len(delivered), len(failed), storm)
 
 
-def alert_text(alert: AlertView) -> str:
-    """The message for one alert: kind, merchant, order, money at risk, first seen, id."""
+def alert_text(alert: AlertView, tz: str = "America/Toronto") -> str:
+    """The message for one alert: kind, merchant, order, money at risk, first seen (in tz), id."""
     prefix = "ALERT"
     if alert.status == "resolved":
         prefix = f"ALERT (already resolved: {_slack(alert.resolution or 'unknown')})"
     elif alert.status == "acknowledged":
         prefix = "ALERT (already acknowledged)"
-    return f"{prefix} {_describe(alert)}, first seen {format_time(alert.first_seen_at)}"
+    return f"{prefix} {_describe(alert)}, first seen {format_time(alert.first_seen_at, tz)}"
 
 
 def summary_text(alerts: Sequence[AlertView]) -> str:
@@ -174,10 +177,10 @@ def _fields(alert: AlertView) -> dict[str, object]:
     }
 
 
-def _log_only(alerts: Sequence[AlertView], storm: bool) -> None:
+def _log_only(alerts: Sequence[AlertView], storm: bool, tz: str) -> None:
     # Without an endpoint the log is the delivery: every alert gets its own line, even in a storm.
     for alert in alerts:
-        logger.warning("alert (no webhook configured): %s", alert_text(alert), extra=_fields(alert))
+        logger.warning("alert (no webhook configured): %s", alert_text(alert, tz), extra=_fields(alert))
     if storm:
         logger.warning("alert storm (no webhook configured): %s", summary_text(alerts))
 

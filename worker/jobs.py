@@ -213,6 +213,8 @@ def _log_outcomes(verdicts: list[Verdict], new: set[tuple[str, str]]) -> dict[st
             continue
         outcome = "recorded" if (verdict.merchant_id, verdict.md5) in new else "duplicate"
         counts[outcome] += 1
+        if outcome == "recorded":
+            metrics.count_finish_time_skew(verdict)
         logger.info(f"callback {outcome}", extra={**ids, "order_id": verdict.order_id, "amount": verdict.amount})
     metrics.RECORDED.inc(counts["recorded"])
     metrics.DUPLICATE.inc(counts["duplicate"])

@@ -83,6 +83,7 @@ def create_worker(settings: WorkerSettings, **overrides: Any) -> ResilientWorker
             alert_webhook_url=settings.alert_webhook_url,
             alert_storm_threshold=settings.alert_storm_threshold,
             merchants=settings.merchants,
+            display_tz=settings.display_tz,
         )
         watch = PersistenceWatch(ctx["redis"], settings.persistence_check_every_s, process="worker")
         ctx["persistence"] = (watch, asyncio.create_task(watch.run()))

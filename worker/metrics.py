@@ -21,6 +21,7 @@ from ottpay.errors import EnvelopeError
 from worker import db
 from worker.errors import DatabaseUnavailable
 from worker.queue import DEAD_LETTER_KEY, QUEUE_NAME
+from worker.verify import FINISH_TIME_SKEW_LIMIT, VerifiedCallback
 
 if TYPE_CHECKING:
     from worker.jobs import WorkerState
@@ -44,6 +45,10 @@ REJECTED_LAST_HOUR = Gauge(
     "ottrecon_rejected_callbacks_last_hour", "Distinct rejected callback bodies last delivered within the past hour."
 )
 DEAD_LETTERED = Counter("ottrecon_callbacks_dead_lettered_total", "Callbacks moved to the dead-letter list.")
+FINISH_TIME_SKEWED = Counter(
+    "ottrecon_callbacks_finish_time_skewed_total",
+    "Newly recorded callbacks whose parsed finish_time is more than an hour from their receipt.",
+)
 _submissions = Counter(
     "ottrecon_submissions_total", "Requests sent to OTT Pay by the submitter and refunder.", ["action", "outcome"]
 )
@@ -84,6 +89,8 @@ _ALERT_KINDS = (
     "not_in_ledger",
     "not_in_statement",
     "statement_amount_differs",
+    "statement_refund_differs",
+    "duplicate_settlement",
 )
 for _reason in _REJECT_REASONS:
     REJECTED.labels(reason=_reason)
@@ -104,6 +111,25 @@ BACKLOGS = """
 SELECT (SELECT count(*) FROM orders WHERE status = 'unpaid') AS unpaid,
        (SELECT count(*) FROM alerts WHERE notified_at IS NULL) AS undelivered
 """
+
+
+def count_finish_time_skew(callback: VerifiedCallback) -> None:
+    """Count (and log) a newly recorded live callback whose finish_time is far from its receipt (decision 0007).
+
+    An hour is far more than the gateway's delivery delay: a misread zone (12-13 h) or a wrong gateway clock.
+    """
+    skew = callback.finish_time_skew
+    if skew is not None and abs(skew) > FINISH_TIME_SKEW_LIMIT:
+        FINISH_TIME_SKEWED.inc()
+        logger.warning(
+            "callback finish_time far from its receipt",
+            extra={
+                "merchant_id": callback.merchant_id,
+                "order_id": callback.order_id,
+                "finish_time_raw": callback.finish_time_raw,
+                "skew_s": int(skew.total_seconds()),
+            },
+        )
 
 
 def count_submission(reply: GatewayReply) -> None:

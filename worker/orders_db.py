@@ -9,6 +9,7 @@ from datetime import datetime
 import asyncpg
 
 from ottpay.client import GatewayReply
+from ottpay.finish_time import parse_finish_time
 from worker.submission import OrderFacts, Transition
 
 # Lease due orders in the given statuses to this worker; SKIP LOCKED keeps concurrent workers
@@ -71,10 +72,11 @@ UPDATE orders SET
 WHERE id = $1
 RETURNING status, check_attempts, next_check_at
 """
-# A payment proven by a PASSIVEPAY response or a status query (a callback may already have it).
+# A payment proven by a PASSIVEPAY response or a status query (a callback may already have it). The
+# gateway's trade_time is kept raw and parsed like a callback's finish_time (Beijing time, decision 0007).
 RECORD_PAYMENT = """
-INSERT INTO payments (merchant_id, order_id, status, amount, tip, bizpay_order_id, finish_time_raw, source)
-VALUES ($1, $2, 'paid', $3, $4, $5, $6, $7)
+INSERT INTO payments (merchant_id, order_id, status, amount, tip, bizpay_order_id, finish_time_raw, finish_time, source)
+VALUES ($1, $2, 'paid', $3, $4, $5, $6, $7, $8)
 ON CONFLICT ON CONSTRAINT payments_merchant_order_key DO NOTHING
 """
 
@@ -150,6 +152,7 @@ async def apply(
 async def record_payment(
     conn: asyncpg.Connection, row: asyncpg.Record, amount: int, tip: int, reply: GatewayReply
 ) -> None:
+    trade_time = reply.data.get("trade_time")
     await conn.execute(
         RECORD_PAYMENT,
         row["merchant_id"],
@@ -157,6 +160,7 @@ async def record_payment(
         amount,
         tip,
         reply.data.get("bizpay_order_id") or None,
-        reply.data.get("trade_time") or None,
+        trade_time or None,
+        parse_finish_time(trade_time) if trade_time else None,
         "response" if reply.action == "PASSIVEPAY" else "query",
     )

@@ -31,6 +31,8 @@ class ReconState:
     alert_webhook_url: str | None
     alert_storm_threshold: int
     merchants: MerchantKeys
+    # Alert texts show times in the zone the finance console shows (OTTRECON_DISPLAY_TZ).
+    display_tz: str = "America/Toronto"
 
 
 async def reconcile_ledger(ctx: dict[str, Any]) -> int:
@@ -56,7 +58,11 @@ async def deliver_alerts(ctx: dict[str, Any]) -> int:
     state: ReconState = ctx["recon"]
     try:
         report = await deliver_due_alerts(
-            state.pool, state.http, state.alert_webhook_url, storm_threshold=state.alert_storm_threshold
+            state.pool,
+            state.http,
+            state.alert_webhook_url,
+            storm_threshold=state.alert_storm_threshold,
+            display_tz=state.display_tz,
         )
     except DatabaseUnavailable:
         logger.warning("postgres unavailable; alert delivery skipped")

@@ -14,15 +14,36 @@ logger = logging.getLogger("ottrecon.reconcile")
 
 _SQL = Path(__file__).with_name("sql")
 RECONCILE_LEDGER = (_SQL / "reconcile_ledger.sql").read_text(encoding="utf-8")
+BOOK_REFUNDS = (_SQL / "book_refunds.sql").read_text(encoding="utf-8")
 SYNC_ALERTS = (_SQL / "sync_alerts.sql").read_text(encoding="utf-8")
-# Take a batch of changed keys; SKIP LOCKED lets several workers reconcile disjoint batches.
-# A key changed again while its batch is being reconciled is marked again once this commits.
-CLAIM_DIRTY = """
-DELETE FROM recon_dirty WHERE (merchant_id, order_id) IN (
-    SELECT merchant_id, order_id FROM recon_dirty ORDER BY marked_at LIMIT $1 FOR UPDATE SKIP LOCKED
+# Take the oldest changes (rows of the change log, decision 0012) and every other visible change of the same
+# keys, so that a key changed by several statements is recomputed once. Only committed rows are visible and
+# SKIP LOCKED leaves rows another reconciler holds: each change is consumed exactly once, and a change
+# committed after this claim's snapshot stays queued for the next one, whatever its key.
+CLAIM_CHANGES = """
+WITH picked AS (
+    SELECT id, merchant_id, order_id FROM recon_dirty ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED
+), same_keys AS (
+    SELECT d.id FROM recon_dirty d
+    JOIN (SELECT DISTINCT merchant_id, order_id FROM picked) k USING (merchant_id, order_id)
+    FOR UPDATE OF d SKIP LOCKED
 )
+-- An array, so the delete walks the primary key (a set here is planned as a scan of the whole queue).
+DELETE FROM recon_dirty WHERE id = ANY (ARRAY(SELECT id FROM picked UNION SELECT id FROM same_keys))
 RETURNING merchant_id, order_id
 """
+# Serialise reconcilers per key (transaction-scoped advisory locks, always taken in the same order so two
+# batches cannot deadlock): a reconciler that claimed a newer change of a key recomputes it only after
+# any other reconciler of that key committed, so an older snapshot can never overwrite a newer one.
+LOCK_KEYS = """
+SELECT count(pg_advisory_xact_lock($3, h)) FROM (
+    SELECT DISTINCT hashtext(merchant_id || chr(31) || order_id) AS h
+    FROM unnest($1::text[], $2::text[]) AS k(merchant_id, order_id)
+    ORDER BY h
+) ordered
+"""
+# The advisory lock space of reconciler key locks (two-int form: apart from the migration lock's bigint).
+KEY_LOCK_SPACE = 7413
 # Everything known from any source, to rebuild the whole ledger (after a rules change, say).
 MARK_ALL_DIRTY = """
 INSERT INTO recon_dirty (merchant_id, order_id)
@@ -30,7 +51,7 @@ SELECT merchant_id, order_id FROM orders
 UNION SELECT merchant_id, order_id FROM payments
 UNION SELECT merchant_id, order_id FROM callbacks
 UNION SELECT merchant_id, order_id FROM statement_lines
-ON CONFLICT ON CONSTRAINT recon_dirty_pkey DO NOTHING
+UNION SELECT merchant_id, order_id FROM ledger
 """
 # 2,000 keys keep one batch's transaction to well under a second while amortising the joins.
 BATCH = 2000
@@ -51,20 +72,26 @@ async def reconcile_pending(
 ) -> ReconcileReport:
     """Reconcile changed keys batch by batch until none are left (or max_batches ran).
 
-    Each batch is one transaction: claim keys, recompute their ledger rows, sync their alerts.
-    Idempotent; safe to run on every worker at once.
+    Each batch is one transaction: claim changes, lock their keys, recompute the keys' ledger rows and
+    refund bookings, sync their alerts. Idempotent; safe to run on every worker at once. report.keys
+    counts distinct keys per batch (a key changed three times since the last run counts once).
     """
     report = ReconcileReport()
     done = 0
     async with db.translate_errors():
         while max_batches is None or done < max_batches:
             async with pool.acquire() as conn, conn.transaction():
-                keys = await conn.fetch(CLAIM_DIRTY, batch)
-                if not keys:
+                claimed = await conn.fetch(CLAIM_CHANGES, batch)
+                if not claimed:
                     break
-                merchants = [k["merchant_id"] for k in keys]
-                orders = [k["order_id"] for k in keys]
+                keys = sorted({(k["merchant_id"], k["order_id"]) for k in claimed})
+                merchants = [merchant_id for merchant_id, _ in keys]
+                orders = [order_id for _, order_id in keys]
+                await conn.execute(LOCK_KEYS, merchants, orders, KEY_LOCK_SPACE)
+                # Each statement below reads a fresh snapshot, taken after the locks: it sees every change
+                # committed before this batch's claim, and every other reconciler's work on these keys.
                 await conn.execute(RECONCILE_LEDGER, merchants, orders, business_tz)
+                await conn.execute(BOOK_REFUNDS, merchants, orders, business_tz)
                 counts = await conn.fetchrow(SYNC_ALERTS, merchants, orders)
             report.keys += len(keys)
             report.opened += counts["opened"]
@@ -77,7 +104,7 @@ async def reconcile_pending(
 
 
 async def mark_all_dirty(pool: asyncpg.Pool) -> int:
-    """Queue every known key for reconciliation; returns how many were newly queued."""
+    """Queue every known key for reconciliation; returns how many were queued."""
     async with db.translate_errors(), pool.acquire() as conn:
         status: str = await conn.execute(MARK_ALL_DIRTY)
     return int(status.rsplit(" ", 1)[-1])

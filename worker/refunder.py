@@ -11,6 +11,7 @@ import asyncpg
 
 from ottpay.client import GatewayReply
 from ottpay.codes import Outcome
+from ottpay.finish_time import parse_finish_time
 from ottpay.messages import parse_cents
 from worker import db, metrics, orders_db
 from worker.gateway import Gateway
@@ -42,10 +43,13 @@ SELECT r.*, o.order_id AS ori_order_id, o.paid_amount, o.amount AS order_amount,
        EXISTS (SELECT 1 FROM submission_attempts a WHERE a.refund_ref = r.id AND a.sent) AS sent_before
 FROM refunds r JOIN orders o ON o.id = r.order_ref WHERE r.id = $1
 """
+# A succeeded refund is stamped with when it happened ($5: the gateway's refund_time, else now), the
+# instant its business date is taken from (decision 0022).
 UPDATE_REFUND = """
 UPDATE refunds SET status = $2, status_reason = $3,
     next_check_at = CASE WHEN $4::float8 IS NULL THEN NULL ELSE now() + make_interval(secs => $4) END,
-    check_attempts = check_attempts + 1, lease_until = NULL, updated_at = now()
+    check_attempts = check_attempts + 1, lease_until = NULL, updated_at = now(),
+    succeeded_at = CASE WHEN $2 = 'succeeded' THEN coalesce($5::timestamptz, now()) END
 WHERE id = $1 AND status = 'pending'
 """
 # After a refund succeeded: the order (and its payment) move to partially or fully refunded.
@@ -73,6 +77,8 @@ class RefundResult:
     status: str
     reason: str | None
     next_check_in_s: float | None
+    # When the gateway says the refund happened (its refund_time); None: when we learned it succeeded.
+    refunded_at: datetime | None = None
 
 
 class Refunder:
@@ -124,7 +130,9 @@ class Refunder:
         async with self._pool.acquire() as conn, conn.transaction():
             for reply in replies:
                 await orders_db.record_attempt(conn, row["order_ref"], reply, started, refund_pk)
-            await conn.execute(UPDATE_REFUND, refund_pk, result.status, result.reason, result.next_check_in_s)
+            await conn.execute(
+                UPDATE_REFUND, refund_pk, result.status, result.reason, result.next_check_in_s, result.refunded_at
+            )
             if result.status == "succeeded":
                 await conn.execute(MARK_ORDER_REFUNDED, row["order_ref"])
         logger.info(
@@ -141,7 +149,8 @@ class Refunder:
 
     def _judge(self, row: asyncpg.Record, reply: GatewayReply) -> RefundResult:
         if reply.outcome == Outcome.SUCCESS:
-            return RefundResult("succeeded", None, None)
+            refund_time = reply.data.get("refund_time")
+            return RefundResult("succeeded", None, None, parse_finish_time(refund_time) if refund_time else None)
         if reply.outcome in (Outcome.DECLINED, Outcome.PERMANENT):
             return RefundResult("failed", f"{reply.rsp_code}: {reply.rsp_msg or ''}".strip(), None)
         # Unknown: re-send the same refund id later; the gateway cannot apply it twice.

@@ -37,6 +37,9 @@ LEDGER_COLUMNS = (
     "recon_status",
     "statement_status",
     "statement_amount",
+    "statement_tip",
+    "statement_refund",
+    "statement_import_ids",
     "amount_at_risk",
     "statement_amount_at_risk",
     "created_at",
@@ -46,8 +49,15 @@ LEDGER_SELECT = """
 SELECT l.merchant_id, l.order_id, l.business_date, l.kind, l.channel, l.order_status, l.expected_amount,
        l.expected_tip, l.received_amount, l.received_tip, l.refunded_amount, l.fee,
        array_to_string(l.channel_payment_ids, ';'), l.callback_count, l.paid_source, l.recon_status,
-       l.statement_status, l.statement_amount, l.amount_at_risk, l.statement_amount_at_risk, l.created_at, l.paid_at
+       l.statement_status, l.statement_amount, l.statement_tip, l.statement_refund,
+       array_to_string(l.statement_import_ids, ';'), l.amount_at_risk, l.statement_amount_at_risk, l.created_at,
+       l.paid_at
 """
+# A row's statement difference needs a person (docs/RECONCILIATION.md): every statement status but matched.
+STATEMENT_MISMATCH = (
+    "l.statement_status IN ('not_in_statement', 'not_in_ledger', 'amount_differs', 'duplicate_settlement', "
+    "'refund_differs')"
+)
 # Filters: $1 first and $2 last business date (inclusive), $3 merchant. Open ends are sent as date.min /
 # date.max (asyncpg: -infinity / infinity), not NULL, so even a generic plan keeps an index range on the
 # date: ledger_date_idx, or the console's ledger_keyset_idx / ledger_merchant_keyset_idx (sql/0005).
@@ -73,34 +83,48 @@ SUMMARY_COLUMNS = (
     "amount_at_risk",
     "unpaid",
 )
-# One row per (business date, merchant, channel). A payment is a row with a received amount (orders
-# paid and orphan payments; statement-only lines are not money we received). net = gross + tips -
-# refunds - fees. mismatches: rows needing a person (recon_status not matched/pending, or a statement
-# difference); amount_at_risk: both at-risk columns summed; unpaid: rows whose recon_status is unpaid.
+# One row per (business date, merchant, channel) that has a ledger row or a refund booked (docs/RECONCILIATION.md,
+# "Daily summary"; the policy: decision 0022). payments/gross/tips: rows with a received amount (orders paid and
+# orphan payments) dated that day; refunds: refunds that happened that day, whatever the payment's date, so a
+# refund never rewrites a closed day; fees: the statement's fees of those payments (a fee on a line we never
+# received is part of that line's not_in_ledger finding, not of our fees). net = gross + tips - refunds - fees.
+# mismatches: rows needing a person; amount_at_risk: both at-risk columns summed; unpaid: recon_status unpaid.
 EXPORT_SUMMARY = f"""
 SELECT business_date, merchant_id, channel, payments, gross, tips, refunds, fees,
        gross + tips - refunds - fees AS net, mismatches, amount_at_risk, unpaid
 FROM (
-    SELECT l.business_date, l.merchant_id, l.channel,
-           count(*) FILTER (WHERE l.received_amount IS NOT NULL) AS payments,
-           coalesce(sum(l.received_amount), 0)::int8 AS gross,
-           coalesce(sum(l.received_tip), 0)::int8 AS tips,
-           sum(l.refunded_amount)::int8 AS refunds,
-           sum(l.fee)::int8 AS fees,
-           count(*) FILTER (WHERE l.recon_status NOT IN ('matched', 'pending')
-                            OR l.statement_status IN ('not_in_statement', 'not_in_ledger', 'amount_differs'))
-               AS mismatches,
-           sum(l.amount_at_risk + l.statement_amount_at_risk)::int8 AS amount_at_risk,
-           count(*) FILTER (WHERE l.recon_status = 'unpaid') AS unpaid
-    FROM ledger l WHERE {_FILTER}
-    GROUP BY l.business_date, l.merchant_id, l.channel
+    SELECT business_date, merchant_id, channel,
+           coalesce(sum(payments), 0)::int8 AS payments, coalesce(sum(gross), 0)::int8 AS gross,
+           coalesce(sum(tips), 0)::int8 AS tips, coalesce(sum(refunds), 0)::int8 AS refunds,
+           coalesce(sum(fees), 0)::int8 AS fees, coalesce(sum(mismatches), 0)::int8 AS mismatches,
+           coalesce(sum(amount_at_risk), 0)::int8 AS amount_at_risk, coalesce(sum(unpaid), 0)::int8 AS unpaid
+    FROM (
+        SELECT l.business_date, l.merchant_id, l.channel,
+               count(*) FILTER (WHERE l.received_amount IS NOT NULL) AS payments,
+               sum(l.received_amount) AS gross,
+               sum(l.received_tip) AS tips,
+               0 AS refunds,
+               sum(l.fee) FILTER (WHERE l.received_amount IS NOT NULL) AS fees,
+               count(*) FILTER (WHERE l.recon_status NOT IN ('matched', 'pending') OR {STATEMENT_MISMATCH})
+                   AS mismatches,
+               sum(l.amount_at_risk + l.statement_amount_at_risk) AS amount_at_risk,
+               count(*) FILTER (WHERE l.recon_status = 'unpaid') AS unpaid
+        FROM ledger l WHERE {_FILTER}
+        GROUP BY l.business_date, l.merchant_id, l.channel
+        UNION ALL
+        SELECT l.business_date, l.merchant_id, l.channel, 0, 0, 0, sum(l.amount), 0, 0, 0, 0
+        FROM ledger_refunds l WHERE {_FILTER}
+        GROUP BY l.business_date, l.merchant_id, l.channel
+    ) parts
+    GROUP BY business_date, merchant_id, channel
 ) daily
 ORDER BY business_date, merchant_id, channel NULLS LAST
 """
 
 MISMATCH_COLUMNS = (*LEDGER_COLUMNS, "alert_status")
 # Rows needing a person, largest money at risk first. alert_status: of the alerts for this row's current
-# mismatch kinds (its recon_status; its statement_status, amount_differs as statement_amount_differs),
+# mismatch kinds (its recon_status; its statement_status, amount_differs as statement_amount_differs and
+# refund_differs as statement_refund_differs),
 # the most pressing status: open, else acknowledged, else resolved (a manual resolution the reconciler
 # keeps); empty when there is no such alert. Looked up through alerts_kind_order_key.
 EXPORT_MISMATCHES = f"""{LEDGER_SELECT},
@@ -111,13 +135,13 @@ LEFT JOIN LATERAL (
     WHERE a.merchant_id = l.merchant_id AND a.order_id = l.order_id
       AND a.kind IN (l.recon_status,
                      CASE l.statement_status WHEN 'amount_differs' THEN 'statement_amount_differs'
+                                             WHEN 'refund_differs' THEN 'statement_refund_differs'
                                              ELSE l.statement_status END)
     ORDER BY CASE a.status WHEN 'open' THEN 0 WHEN 'acknowledged' THEN 1 ELSE 2 END
     LIMIT 1
 ) a ON true
 WHERE {_FILTER}
-  AND (l.recon_status NOT IN ('matched', 'pending')
-       OR l.statement_status IN ('not_in_statement', 'not_in_ledger', 'amount_differs'))
+  AND (l.recon_status NOT IN ('matched', 'pending') OR {STATEMENT_MISMATCH})
 ORDER BY l.amount_at_risk + l.statement_amount_at_risk DESC, l.business_date, l.merchant_id, l.order_id
 """
 

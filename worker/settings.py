@@ -42,6 +42,8 @@ class WorkerSettings:
     sweep_batch: int = 50
     # Daily reports and statement periods are in this zone (OTT Pay's merchants are Canadian).
     business_tz: str = "America/Toronto"
+    # Times in alert texts, as the finance console shows them (the api's OTTRECON_DISPLAY_TZ).
+    display_tz: str = "America/Toronto"
     # Slack-compatible incoming webhook for alerts; its path is a secret. None: alerts go to the log.
     alert_webhook_url: str | None = field(default=None, repr=False)
     alert_storm_threshold: int = 10
@@ -99,15 +101,18 @@ class WorkerSettings:
             sweep_max_age_s=reader.number("OTTRECON_SWEEP_MAX_AGE_SECONDS", default.sweep_max_age_s, minimum=0),
         )
         business_tz = env.get("OTTRECON_BUSINESS_TZ", "").strip() or cls.business_tz
-        try:
-            ZoneInfo(business_tz)
-        except (ZoneInfoNotFoundError, ValueError):
-            problems.append(f"OTTRECON_BUSINESS_TZ: unknown time zone {business_tz!r}")
+        display_tz = env.get("OTTRECON_DISPLAY_TZ", "").strip() or cls.display_tz
+        for name, zone in (("OTTRECON_BUSINESS_TZ", business_tz), ("OTTRECON_DISPLAY_TZ", display_tz)):
+            try:
+                ZoneInfo(zone)
+            except (ZoneInfoNotFoundError, ValueError):
+                problems.append(f"{name}: unknown time zone {zone!r}")
         alert_url = env.get("OTTRECON_ALERT_WEBHOOK_URL", "").strip() or None
         if alert_url and not alert_url.startswith(("http://", "https://")):
             problems.append("OTTRECON_ALERT_WEBHOOK_URL must be an http(s) URL")
         settings = cls(
             business_tz=business_tz,
+            display_tz=display_tz,
             alert_webhook_url=alert_url,
             alert_storm_threshold=int(
                 reader.number("OTTRECON_ALERT_STORM_THRESHOLD", cls.alert_storm_threshold, minimum=2)

@@ -30,7 +30,8 @@ INSERT INTO statement_imports (file_name, file_sha256, period_start, period_end,
 VALUES ($1, $2, $3, $4, $5, $6)
 ON CONFLICT ON CONSTRAINT statement_imports_file_key DO NOTHING RETURNING id
 """
-# Store a chunk of lines, skipping any line (content hash) already stored by any import; returns the count stored.
+# Store a chunk of lines; every line is kept (a newer statement supersedes an older one's line at
+# reconciliation, docs/RECONCILIATION.md). Returns how many of them an earlier import stated identically.
 INSERT_LINES = """
 WITH stored AS (
     INSERT INTO statement_lines (import_id, line_no, merchant_id, order_id, bizpay_order_id, amount, tip, fee,
@@ -40,9 +41,16 @@ WITH stored AS (
         AS t(line_no, merchant_id, order_id, bizpay_order_id, amount, tip, fee, refund, txn_time_raw, txn_time,
              business_date, line_sha256)
     ORDER BY t.line_no  -- ids follow the file's order
-    ON CONFLICT ON CONSTRAINT statement_lines_line_key DO NOTHING RETURNING 1
+    RETURNING line_sha256
 )
-SELECT count(*) FROM stored
+SELECT count(*) FILTER (
+    WHERE EXISTS (SELECT 1 FROM statement_lines e WHERE e.line_sha256 = stored.line_sha256 AND e.import_id <> $1)
+) FROM stored
+"""
+# Gateway payments (merchant, order, channel id) this import lists more than once: settled twice.
+REPEATED_PAYMENTS = """
+SELECT count(*) - count(DISTINCT (merchant_id, order_id, coalesce(bizpay_order_id, '')))
+FROM statement_lines WHERE import_id = $1
 """
 
 
@@ -54,7 +62,7 @@ async def import_statement(
     business_tz: str = "America/Toronto",
     period: tuple[date, date] | None = None,
 ) -> ImportReport:
-    """Validate the whole file, then store it in one transaction; idempotent per file and per line.
+    """Validate the whole file, then store every line in one transaction; idempotent per file.
 
     period defaults to the lines' first..last business date; lines without a time get the period's
     start. Raises StatementError (nothing stored) for a bad file or arguments, DatabaseUnavailable
@@ -72,22 +80,24 @@ async def import_statement(
     if not period and first > last:
         raise StatementError(["no line has a txn_time (or there are no lines): give the period"], "no period:")
     start, end = period or (first, last)
-    report = ImportReport(None, True, read, 0, 0, start, end, tuple(sorted(merchants)))
+    report = ImportReport(None, True, read, 0, 0, 0, start, end, tuple(sorted(merchants)))
     again = hashlib.sha256()
     async with translate_errors(), pool.acquire() as conn, conn.transaction():
         args = (path.name, digest.hexdigest(), start, end, report.merchant_ids, read)
         if (import_id := await conn.fetchval(INSERT_IMPORT, *args)) is None:
             return report
-        stored, chunk = 0, list[StatementLine]()
+        unchanged, chunk = 0, list[StatementLine]()
         for line in parse_statement(_utf8_lines(path, again.update), layout, business_tz=tz, period=period):
             chunk.append(line)
             if len(chunk) == CHUNK_LINES:
-                stored, chunk = stored + await conn.fetchval(INSERT_LINES, import_id, *_columns(chunk, start)), []
+                unchanged += await conn.fetchval(INSERT_LINES, import_id, *_columns(chunk, start))
+                chunk = []
         if chunk:
-            stored += await conn.fetchval(INSERT_LINES, import_id, *_columns(chunk, start))
+            unchanged += await conn.fetchval(INSERT_LINES, import_id, *_columns(chunk, start))
         if again.digest() != digest.digest():  # raising here rolls the whole import back
             raise StatementError(["the file changed while it was being imported"], "statement rejected:")
-    return ImportReport(import_id, False, read, stored, read - stored, start, end, report.merchant_ids)
+        repeated = await conn.fetchval(REPEATED_PAYMENTS, import_id)
+    return ImportReport(import_id, False, read, read, unchanged, repeated, start, end, report.merchant_ids)
 
 
 def _utf8_lines(path: Path, hash_update: Callable[[bytes], object]) -> Iterator[str]:

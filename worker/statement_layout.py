@@ -90,7 +90,10 @@ class StatementLine:
 
     @property
     def sha256(self) -> str:
-        """Hash of the content, not the position: the same in any file, layout or amount style."""
+        """Hash of the content, not the position: the same in any file, layout or amount style.
+
+        Tells an import report which lines repeat an earlier statement unchanged; not a key.
+        """
         when = self.txn_time.astimezone(UTC).isoformat() if self.txn_time else str(self.business_date or "")
         ids = [self.merchant_id, self.order_id, self.bizpay_order_id or ""]
         content: list[object] = [*ids, self.amount, self.tip, self.fee, self.refund, when]
@@ -104,8 +107,9 @@ class ImportReport:
     import_id: int | None
     already_imported: bool
     lines_read: int
-    lines_stored: int
-    duplicate_lines: int  # read but already stored, by an earlier import or earlier in this file
+    lines_stored: int  # every line read, unless the file was already imported
+    unchanged_lines: int  # lines an earlier import stated identically (informational: the newer one counts)
+    repeated_payments: int  # lines repeating a gateway payment listed earlier in this file: settled twice
     period_start: date
     period_end: date
     merchant_ids: tuple[str, ...]

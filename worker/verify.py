@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from ottpay.envelope import open_with_any_key
@@ -15,6 +15,9 @@ from ottpay.messages import callback_shape_problems, parse_cents, parse_finish_t
 # Statuses a callback may carry that still mean "paid" (PROTOCOL.md section 6); wallet
 # callbacks carry none at all, and an authentic SUCCESS callback without one means paid.
 _PAID_ORDER_STATUSES = frozenset({"success", "captured"})
+# A live callback's finish_time further than this from its receipt is counted and shown in the order's
+# evidence (decision 0007): the zone was misread once, and a future surprise must show within a day.
+FINISH_TIME_SKEW_LIMIT = timedelta(hours=1)
 
 
 @dataclass(frozen=True)
@@ -34,6 +37,11 @@ class VerifiedCallback:
     bizpay_order_id: str | None
     finish_time_raw: str | None
     finish_time: datetime | None
+
+    @property
+    def finish_time_skew(self) -> timedelta | None:
+        """finish_time minus received_at (negative: finished before it arrived); None when it did not parse."""
+        return None if self.finish_time is None else self.finish_time - self.received_at
 
     @property
     def reports_payment(self) -> bool:

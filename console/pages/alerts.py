@@ -26,6 +26,8 @@ KINDS = (
     *(s for s in RECON_STATUSES if s not in ("matched", "pending")),
     "not_in_statement",
     "statement_amount_differs",
+    "statement_refund_differs",
+    "duplicate_settlement",
 )
 # Alerts of one status, newest first by keyset on (first_seen_at, id) (alerts_status_seen_idx), with the
 # latest audit event so the list shows who did what last. Optional filters are appended as fixed clauses.

@@ -11,7 +11,9 @@ from console.errors import BadFilter, PageError
 from console.filters import text
 from console.render import render
 from console.web import pool
+from ottpay.finish_time import parse_finish_time
 from worker.db import translate_errors
+from worker.verify import FINISH_TIME_SKEW_LIMIT
 
 # Every query reads one (merchant, order) through an index on those columns; lists are capped.
 LEDGER = "SELECT * FROM ledger WHERE merchant_id = $1 AND order_id = $2"
@@ -81,6 +83,9 @@ async def show(request: web.Request) -> web.Response:
     by_alert: dict[int, list[Any]] = {}
     for event in events:
         by_alert.setdefault(event["alert_id"], []).append(event)
+    found["callbacks"] = [_with_skew(dict(c)) for c in found["callbacks"]]
+    current = set(found["ledger"]["statement_line_ids"]) if found["ledger"] else set()
+    found["lines"] = [dict(line) | {"current": line["id"] in current} for line in found["lines"]]
     return render(
         request,
         "order.html",
@@ -90,3 +95,18 @@ async def show(request: web.Request) -> web.Response:
         events=by_alert,
         **found,
     )
+
+
+def _with_skew(callback: dict[str, Any]) -> dict[str, Any]:
+    """The finish time as read (Beijing time unless it names a zone) and how far it is from the receipt.
+
+    A skew over FINISH_TIME_SKEW_LIMIT is flagged on the page, as the worker counts it in
+    ottrecon_callbacks_finish_time_skewed_total: a misread zone shows as a 12-13 hour skew.
+    """
+    parsed = parse_finish_time(callback["finish_time"]) if callback["finish_time"] else None
+    skew = parsed - callback["received_at"] if parsed is not None else None
+    return callback | {
+        "finish_parsed": parsed,
+        "skew": skew,
+        "skewed": skew is not None and abs(skew) > FINISH_TIME_SKEW_LIMIT,
+    }

@@ -13,18 +13,28 @@ from console.render import render
 from console.web import pool, settings
 from worker.db import translate_errors
 
-# Totals per merchant and channel, as worker.reports' summary defines them (net = gross + tips - refunds - fees).
+# Totals per merchant and channel, as worker.reports' summary defines them (net = gross + tips - refunds - fees):
+# refunds on the dates they happened (ledger_refunds), fees of the payments we received (decision 0022).
 TOTALS = """
 SELECT merchant_id, channel, payments, gross, tips, refunds, fees, gross + tips - refunds - fees AS net
 FROM (
-    SELECT l.merchant_id, l.channel,
-           count(*) FILTER (WHERE l.received_amount IS NOT NULL) AS payments,
-           coalesce(sum(l.received_amount), 0)::int8 AS gross,
-           coalesce(sum(l.received_tip), 0)::int8 AS tips,
-           coalesce(sum(l.refunded_amount), 0)::int8 AS refunds,
-           coalesce(sum(l.fee), 0)::int8 AS fees
-    FROM ledger l WHERE l.business_date BETWEEN $1 AND $2
-    GROUP BY l.merchant_id, l.channel
+    SELECT merchant_id, channel, sum(payments)::int8 AS payments, sum(gross)::int8 AS gross,
+           sum(tips)::int8 AS tips, sum(refunds)::int8 AS refunds, sum(fees)::int8 AS fees
+    FROM (
+        SELECT l.merchant_id, l.channel,
+               count(*) FILTER (WHERE l.received_amount IS NOT NULL) AS payments,
+               coalesce(sum(l.received_amount), 0) AS gross,
+               coalesce(sum(l.received_tip), 0) AS tips,
+               0 AS refunds,
+               coalesce(sum(l.fee) FILTER (WHERE l.received_amount IS NOT NULL), 0) AS fees
+        FROM ledger l WHERE l.business_date BETWEEN $1 AND $2
+        GROUP BY l.merchant_id, l.channel
+        UNION ALL
+        SELECT r.merchant_id, r.channel, 0, 0, 0, sum(r.amount), 0
+        FROM ledger_refunds r WHERE r.business_date BETWEEN $1 AND $2
+        GROUP BY r.merchant_id, r.channel
+    ) parts
+    GROUP BY merchant_id, channel
 ) t
 ORDER BY merchant_id, channel NULLS LAST
 """
@@ -45,7 +55,8 @@ DAILY = """
 SELECT business_date,
        coalesce(sum(received_amount + coalesce(received_tip, 0)), 0)::int8 AS volume,
        count(*) FILTER (WHERE recon_status NOT IN ('matched', 'pending')
-                        OR statement_status IN ('not_in_statement', 'not_in_ledger', 'amount_differs')) AS mismatches
+                        OR statement_status IN ('not_in_statement', 'not_in_ledger', 'amount_differs',
+                                                'duplicate_settlement', 'refund_differs')) AS mismatches
 FROM ledger WHERE business_date BETWEEN $1 AND $2
 GROUP BY business_date
 """

@@ -31,10 +31,11 @@ IMPORT_BY_SHA = "SELECT id FROM statement_imports WHERE file_sha256 = $1"
 # (ledger_statement_status_idx), in report order by keyset.
 DIFFERENCES = """
 SELECT merchant_id, order_id, business_date, channel, recon_status, statement_status, received_amount,
-       received_tip, statement_amount, statement_amount_at_risk
+       received_tip, statement_amount, statement_refund, refunded_amount, statement_amount_at_risk
 FROM ledger
 WHERE merchant_id = ANY ($1) AND business_date BETWEEN $2 AND $3
-  AND statement_status IN ('not_in_statement', 'not_in_ledger', 'amount_differs')
+  AND statement_status IN ('not_in_statement', 'not_in_ledger', 'amount_differs', 'duplicate_settlement',
+                           'refund_differs')
   AND (business_date, merchant_id, order_id) > ($4, $5, $6)
 ORDER BY business_date, merchant_id, order_id
 LIMIT $7

@@ -77,8 +77,10 @@ async def sign_in(client: TestClient[Any, Any], name: str, password: str | None 
 
 
 def toronto_noon(day: date) -> str:
-    """A callback finish_time on that business date (Toronto wall time, as OTT Pay sends it)."""
-    return day.strftime("%Y%m%d") + "120000"
+    """A callback finish_time for noon (Toronto time) on that business date, in Beijing wall time as OTT Pay
+    writes it (PROTOCOL.md section 4)."""
+    noon = datetime(day.year, day.month, day.day, 12, tzinfo=ZoneInfo(TZ))
+    return noon.astimezone(ZoneInfo("Asia/Shanghai")).strftime("%Y%m%d%H%M%S")
 
 
 def today() -> date:

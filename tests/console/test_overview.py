@@ -20,7 +20,7 @@ async def day_of_business(db: asyncpg.Connection, pool: asyncpg.Pool, merchants:
     await deliver(pool, merchants, "OVA", 1000, today(), tip="100")
     await db.execute(
         "INSERT INTO refunds (order_ref, merchant_id, refund_order_id, amount, idempotency_key, request_sha256, "
-        "status) VALUES ($1, 'QC00005496', 'R1', 400, 'r1', 'sha', 'succeeded')",
+        "status, succeeded_at) VALUES ($1, 'QC00005496', 'R1', 400, 'r1', 'sha', 'succeeded', now())",
         ali,
     )
     await create_order(db, "OVW", 2000, biz_type="WECHATPAY")

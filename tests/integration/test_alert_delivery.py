@@ -155,9 +155,9 @@ async def test_deliver_due_alerts_sends_one_message_per_alert(
     assert report == DeliveryReport(claimed=2, delivered=2, failed=0, summarised=False)
     assert sorted(endpoint.accepted) == [
         f"ALERT amount_mismatch: merchant {OTHER_MERCHANT}, order ORDER-2, $1,234.56 at risk (alert #{second}), "
-        "first seen 2024-05-01 12:00 UTC",
+        "first seen 2024-05-01 08:00 EDT",
         f"ALERT unpaid: merchant {MERCHANT}, order ORDER-1, $12.50 at risk (alert #{first}), "
-        "first seen 2024-05-01 12:00 UTC",
+        "first seen 2024-05-01 08:00 EDT",
     ]
     assert endpoint.paths == [SECRET_PATH, SECRET_PATH]
     for alert_id in (first, second):
@@ -353,7 +353,7 @@ async def test_deliver_due_alerts_resolved_before_delivery_is_sent_marked_resolv
 
     assert endpoint.accepted == [
         f"ALERT (already resolved: evidence) unpaid: merchant {MERCHANT}, order ORDER-GONE, $12.50 at risk "
-        f"(alert #{alert_id}), first seen 2024-05-01 12:00 UTC"
+        f"(alert #{alert_id}), first seen 2024-05-01 08:00 EDT"
     ]
 
 

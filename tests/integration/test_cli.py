@@ -8,11 +8,13 @@ import io
 import json
 import os
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 
 import asyncpg
 
 from ottpay.envelope import open_envelope
+from ottpay.finish_time import parse_finish_time
 from ottpay.keys import MerchantKeys
 from tests.conftest import MERCHANT, NEW_KEY, OLD_KEY, OTHER_KEY
 from tests.integration.support import drain, make_callback, receiver, worker_settings
@@ -108,6 +110,11 @@ async def test_make_callback_prints_a_callback_that_verifies_with_the_newest_key
     data = open_envelope(body["data"], body["md5"], NEW_KEY, body["merchant_id"])
     assert (data["order_id"], data["amount"], data["merchant_id"]) == ("CURL1", "250", MERCHANT)
     assert OLD_KEY not in out and NEW_KEY not in out
+    # Its finish_time reads as now the way OTT Pay's does (zone-less: Beijing time, PROTOCOL.md section 4),
+    # so a deployment tested with it shows no skew and books the payment today.
+    finish_time = parse_finish_time(data["finish_time"])
+    assert finish_time is not None
+    assert abs((finish_time - datetime.now(UTC)).total_seconds()) < 60
 
 
 async def test_make_callback_refuses_a_non_integer_amount() -> None:

@@ -27,6 +27,7 @@ from worker.statement_layout import StatementLayout
 from worker.verify import VerifiedCallback, judge
 
 TORONTO = ZoneInfo("America/Toronto")
+BEIJING = ZoneInfo("Asia/Shanghai")
 MAY_1, MAY_2, MAY_3 = date(2024, 5, 1), date(2024, 5, 2), date(2024, 5, 3)
 ORPHAN = "=HYPERLINK(1)"  # an order id a spreadsheet would run as a formula
 # An order as the API stores it, created at a given time, in the state the submission worker left it.
@@ -94,7 +95,8 @@ async def callback(
 ) -> None:
     """A callback signed for real, verified and recorded by the worker's own code (callback, payment, order)."""
     key = OLD_KEY if merchant_id == MERCHANT else OTHER_KEY
-    fields = {"tip": str(tip), "finish_time": at.strftime("%Y%m%d%H%M%S")}
+    # OTT Pay writes finish_time in Beijing time (PROTOCOL.md section 4).
+    fields = {"tip": str(tip), "finish_time": at.astimezone(BEIJING).strftime("%Y%m%d%H%M%S")}
     if channel_id:
         fields["bizpay_order_id"] = channel_id
     verdict = judge(make_callback(order_id, str(amount), merchant_id=merchant_id, key=key, **fields), at, merchants)
@@ -109,7 +111,7 @@ async def reconciled(
     """Evidence of every kind over three days and two merchants, reconciled; returns the alert id per order.
 
     May 1 (QC): A1 and A4 paid by callback and on the statement; A2 paid 10 cents short (WeChat);
-    P1 PASSIVEPAY paid by its response, 200 refunded, missing from the statement (UnionPay).
+    P1 PASSIVEPAY paid by its response, missing from the statement (UnionPay); 200 of it refunded on May 2.
     May 2: U1 flagged unpaid and X1 only on the statement (QC); an orphan callback (other merchant).
     May 3: A3 paid (other merchant, no statement covers it); W1 still awaiting payment (QC).
     """
@@ -124,16 +126,20 @@ async def reconciled(
     p1 = await add_order(
         db, "P1", "PASSIVEPAY", "UNIONPAY", 500, paid_at, status="paid", paid_source="response", paid_at=paid_at
     )
-    await db.execute(RECORD_PAYMENT, MERCHANT, "P1", 500, 0, "UPP1", "20240501120000", "response")
+    trade_time = paid_at.astimezone(BEIJING)
+    await db.execute(
+        RECORD_PAYMENT, MERCHANT, "P1", 500, 0, "UPP1", f"{trade_time:%Y%m%d%H%M%S}", trade_time, "response"
+    )
     reply = json.dumps({"bizpay_order_id": "UPP1", "order_status": "SUCCESS"})
     await db.execute(
         RECORD_ATTEMPT, p1, None, "PASSIVEPAY", "success", "SUCCESS", None, None, True, None, False, paid_at, 90, reply
     )
     await db.execute(
-        "INSERT INTO refunds (order_ref, merchant_id, refund_order_id, amount, idempotency_key, request_sha256, status)"
-        " VALUES ($1, $2, 'RP1', 200, 'refund-1', 'sha', 'succeeded')",
+        "INSERT INTO refunds (order_ref, merchant_id, refund_order_id, amount, idempotency_key, request_sha256, status,"
+        " succeeded_at) VALUES ($1, $2, 'RP1', 200, 'refund-1', 'sha', 'succeeded', $3)",
         p1,
         MERCHANT,
+        toronto(MAY_2, 14),
     )
     await db.execute("UPDATE orders SET status = 'partially_refunded' WHERE id = $1", p1)
 
@@ -239,16 +245,18 @@ async def test_summary_report_adds_up_in_integer_cents(pool: asyncpg.Pool, recon
     # payments, gross, tips, refunds, fees, net (= gross + tips - refunds - fees), mismatches, at risk, unpaid
     assert [tuple(row.values()) for row in rows] == [
         ("2024-05-01", MERCHANT, "ALIPAY", "2", "2500", "150", "0", "53", "2597", "0", "0", "0"),
-        ("2024-05-01", MERCHANT, "UNIONPAY", "1", "500", "0", "200", "0", "300", "1", "500", "0"),
+        ("2024-05-01", MERCHANT, "UNIONPAY", "1", "500", "0", "0", "0", "500", "1", "500", "0"),
         ("2024-05-01", MERCHANT, "WECHATPAY", "1", "1990", "0", "0", "40", "1950", "1", "10", "0"),
         ("2024-05-02", OTHER_MERCHANT, "ALIPAY", "1", "450", "0", "0", "0", "450", "1", "450", "0"),
         ("2024-05-02", MERCHANT, "ALIPAY", "0", "0", "0", "0", "0", "0", "1", "700", "1"),
-        # Only on the statement: we received nothing, yet the statement charged a fee.
-        ("2024-05-02", MERCHANT, "WECHATPAY", "0", "0", "0", "0", "6", "-6", "1", "300", "0"),
+        # P1's refund is booked on May 2, when it happened: May 1's summary stays as it was closed.
+        ("2024-05-02", MERCHANT, "UNIONPAY", "0", "0", "0", "200", "0", "-200", "0", "0", "0"),
+        # Only on the statement: we received nothing, so its fee is not ours (it is in the 300 at risk).
+        ("2024-05-02", MERCHANT, "WECHATPAY", "0", "0", "0", "0", "0", "0", "1", "300", "0"),
         ("2024-05-03", OTHER_MERCHANT, "ALIPAY", "1", "800", "0", "0", "0", "800", "0", "0", "0"),
         ("2024-05-03", MERCHANT, "ALIPAY", "0", "0", "0", "0", "0", "0", "0", "0", "0"),
     ]
-    assert qc_may_2 == rows[4:6]
+    assert qc_may_2 == rows[4:7]
 
 
 async def test_mismatches_report_orders_by_risk_with_alert_status(

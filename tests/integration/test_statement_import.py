@@ -21,6 +21,7 @@ from worker.statement import CHUNK_LINES, import_statement
 from worker.statement_layout import ImportReport, StatementError, StatementLayout
 
 TORONTO = ZoneInfo("America/Toronto")
+BEIJING = ZoneInfo("Asia/Shanghai")
 HEADER = "merchant_id,order_id,bizpay_order_id,amount,tip,fee,refund,txn_time\n"
 MAY_1 = "QC1,A1,AL1,1000,0,20,0,2024-05-01 09:00:00\n"
 MAY_2 = "QC1,A2,AL2,2000,100,42,0,2024-05-02 10:00:00\n"
@@ -46,7 +47,8 @@ async def test_import_statement_stores_lines_and_the_import(
 
     report = await import_statement(pool, path, StatementLayout())
 
-    assert report == ImportReport(report.import_id, False, 3, 3, 0, date(2024, 5, 1), date(2024, 5, 3), ("QC1", "QC2"))
+    expected = ImportReport(report.import_id, False, 3, 3, 0, 0, date(2024, 5, 1), date(2024, 5, 3), ("QC1", "QC2"))
+    assert report == expected
     imported = await db.fetchrow("SELECT * FROM statement_imports")
     assert imported is not None and imported["id"] == report.import_id
     assert (imported["file_name"], imported["file_sha256"]) == (
@@ -78,7 +80,7 @@ async def test_import_statement_same_file_twice_is_already_imported(
     assert await db.fetchval("SELECT count(*) FROM statement_lines") == 2
 
 
-async def test_import_statement_overlapping_files_store_shared_lines_once(
+async def test_import_statement_overlapping_files_keep_every_line_and_count_the_unchanged(
     pool: asyncpg.Pool, db: asyncpg.Connection, tmp_path: Path
 ) -> None:
     first = await import_statement(pool, write(tmp_path, "a.csv", HEADER + MAY_1 + MAY_2), StatementLayout())
@@ -92,12 +94,14 @@ async def test_import_statement_overlapping_files_store_shared_lines_once(
     second_file += "20240502100000,QC1,A2,AL2,20.00,1.00,0.42,0\r\n2024-05-03 23:59:00,QC2,A3,WX3,30,0,0.6,5.00\r\n"
     second = await import_statement(pool, write(tmp_path, "b.csv", "\ufeff" + second_file), mapped)
 
-    assert (second.lines_read, second.lines_stored, second.duplicate_lines) == (2, 1, 1)
+    # Every line is kept; which one counts is decided at reconciliation (the later statement supersedes).
+    assert (second.lines_read, second.lines_stored, second.unchanged_lines, second.repeated_payments) == (2, 2, 1, 0)
     assert (second.period_start, second.period_end) == (date(2024, 5, 2), date(2024, 5, 3))
     rows = await db.fetch("SELECT import_id, order_id, amount, refund FROM statement_lines ORDER BY id")
     assert [tuple(r.values()) for r in rows] == [
         (first.import_id, "A1", 1000, 0),
         (first.import_id, "A2", 2000, 0),
+        (second.import_id, "A2", 2000, 0),
         (second.import_id, "A3", 3000, 500),
     ]
 
@@ -128,10 +132,12 @@ async def test_import_statement_more_than_a_chunk_is_stored_whole(
 
     report = await import_statement(pool, write(tmp_path, "big.csv", HEADER + lines + lines), StatementLayout())
 
-    distinct = 2 * CHUNK_LINES + 1  # every line appears twice in the file: the copies are duplicates
-    assert (report.lines_read, report.lines_stored, report.duplicate_lines) == (2 * distinct, distinct, distinct)
+    distinct = 2 * CHUNK_LINES + 1  # every line appears twice in the file: each payment is listed (settled) twice
+    counts = (report.lines_read, report.lines_stored, report.unchanged_lines, report.repeated_payments)
+    assert counts == (2 * distinct, 2 * distinct, 0, distinct)
     total = await db.fetchrow("SELECT count(*), sum(amount), max(line_no) FROM statement_lines")
-    assert total is not None and tuple(total.values()) == (distinct, sum(range(1, distinct + 1)), distinct + 1)
+    assert total is not None
+    assert tuple(total.values()) == (2 * distinct, 2 * sum(range(1, distinct + 1)), 2 * distinct + 1)
 
 
 async def test_import_statement_undated_lines_get_the_period_start(
@@ -212,7 +218,8 @@ async def test_simulator_statement_imports_with_its_injected_differences(
         assert 1 <= changed <= 100 if order_id == differs else changed == 0
         assert (row["tip"], row["refund"], row["fee"]) == (tip, refund, (row["amount"] + tip) * 2 // 100)
         assert (row["merchant_id"], row["bizpay_order_id"]) == (MERCHANT, order["bizpay_order_id"])
-        assert row["txn_time"] == datetime.strptime(order["trade_time"], "%Y%m%d%H%M%S").replace(tzinfo=TORONTO)
+        # The gateway's trade_time is Beijing wall time; the statement states the same instant in Toronto time.
+        assert row["txn_time"] == datetime.strptime(order["trade_time"], "%Y%m%d%H%M%S").replace(tzinfo=BEIJING)
         assert row["business_date"] == row["txn_time"].astimezone(TORONTO).date()
     assert window["from"] <= str(rows[extra]["business_date"]) <= window["to"]
 

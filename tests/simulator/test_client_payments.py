@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -26,6 +28,18 @@ async def test_passive_pay_success_is_paid_and_charged_once() -> None:
         stats = await sim.stats()
         assert stats["charges_by_order_max"] == 1
         assert stats["orders_by_status"] == {"success": 1}
+
+
+async def test_gateway_times_are_beijing_wall_time() -> None:
+    # PROTOCOL.md section 4: the gateway writes its zone-less times in Beijing time (UTC+8).
+    async with running_sim() as sim:
+        client = sim.client()
+        paid = await client.passive_pay(order_id="BJ1", amount=100, tip=0, auth_code="2800002", biz_type="ALIPAY")
+        refund = await client.refund(ori_order_id="BJ1", refund_order_id="BJ1R", refund_amount=40)
+        now = datetime.now(UTC)
+        for text in (paid.data["trade_time"], refund.data["refund_time"]):
+            stated = datetime.strptime(text, "%Y%m%d%H%M%S").replace(tzinfo=ZoneInfo("Asia/Shanghai"))
+            assert abs(stated - now) < timedelta(minutes=1), (text, now)
 
 
 async def test_passive_pay_sale_num_and_wechat_are_recorded() -> None:

@@ -1,8 +1,7 @@
-"""Unit tests for ottpay.messages: callback shape, the callback builder, amounts and finish times."""
+"""Unit tests for ottpay.messages: callback shape, the callback builder and amounts (finish times: test_finish_time)."""
 
 import base64
 import json
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -16,7 +15,6 @@ from ottpay import (
     callback_shape_problems,
     open_envelope,
     parse_cents,
-    parse_finish_time,
 )
 
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "ottpay_published_examples.json"
@@ -147,81 +145,3 @@ def test_parse_cents_digit_strings_are_integer_cents(raw: str, cents: int) -> No
 def test_parse_cents_anything_else_raises_value_error(raw: str) -> None:
     with pytest.raises(ValueError, match="integer cents"):
         parse_cents(raw)
-
-
-@pytest.mark.parametrize(
-    ("raw", "expected"),
-    [
-        ("20200416050429", datetime(2020, 4, 16, 5, 4, 29, tzinfo=TORONTO)),
-        ("2023-03-23 01:21:53", datetime(2023, 3, 23, 1, 21, 53, tzinfo=TORONTO)),
-        ("2024-01-08 16:29:03 CST", datetime(2024, 1, 8, 16, 29, 3, tzinfo=TORONTO)),
-        ("2024-01-08 16:29:03 UTC", datetime(2024, 1, 8, 16, 29, 3, tzinfo=TORONTO)),
-        ("2024-01-08 16:29:03 GMT", datetime(2024, 1, 8, 16, 29, 3, tzinfo=TORONTO)),
-        ("2024-07-08 16:29:03EST", datetime(2024, 7, 8, 16, 29, 3, tzinfo=TORONTO)),
-        ("  20200416050429 \n", datetime(2020, 4, 16, 5, 4, 29, tzinfo=TORONTO)),
-        ("2024-01-08T16:29:03", datetime(2024, 1, 8, 16, 29, 3, tzinfo=TORONTO)),
-        ("2024-01-08T16:29:03.250", datetime(2024, 1, 8, 16, 29, 3, 250000, tzinfo=TORONTO)),
-        ("2024-01-08T16:29:03+08:00", datetime(2024, 1, 8, 8, 29, 3, tzinfo=UTC)),
-        ("2024-01-08 16:29:03+0800", datetime(2024, 1, 8, 8, 29, 3, tzinfo=UTC)),
-        ("2024-01-08T16:29:03-05:00", datetime(2024, 1, 8, 21, 29, 3, tzinfo=UTC)),
-        ("2024-01-08T16:29:03Z", datetime(2024, 1, 8, 16, 29, 3, tzinfo=UTC)),
-    ],
-)
-def test_parse_finish_time_known_formats_are_parsed(raw: str, expected: datetime) -> None:
-    parsed = parse_finish_time(raw)
-    assert parsed is not None
-    assert parsed.utcoffset() is not None
-    assert parsed == expected
-
-
-def test_parse_finish_time_naive_wall_time_uses_toronto_daylight_saving() -> None:
-    summer = parse_finish_time("20200416050429")
-    winter = parse_finish_time("20200116050429")
-    assert summer is not None and winter is not None
-    assert summer.utcoffset() == timedelta(hours=-4)
-    assert winter.utcoffset() == timedelta(hours=-5)
-
-
-def test_parse_finish_time_default_tz_replaces_zone_name() -> None:
-    shanghai = ZoneInfo("Asia/Shanghai")
-    parsed = parse_finish_time("2024-01-08 16:29:03 CST", default_tz=shanghai)
-    assert parsed == datetime(2024, 1, 8, 8, 29, 3, tzinfo=UTC)
-
-
-def test_parse_finish_time_explicit_offset_beats_default_tz() -> None:
-    parsed = parse_finish_time("2024-01-08T16:29:03+08:00", default_tz=UTC)
-    assert parsed is not None
-    assert parsed.utcoffset() == timedelta(hours=8)
-
-
-@pytest.mark.parametrize(
-    "raw",
-    [
-        "",
-        "   ",
-        "garbage",
-        "CST",
-        "0",
-        "2024-01-08",
-        "20240108",
-        "16:29:03",
-        "2020041605042",
-        "202004160504299",
-        "20201340050429",
-        "2024-13-01 00:00:00",
-        "2024-02-30 10:00:00",
-        "2024-01-08 25:00:00",
-        "2024-01-08 16:29:03 America/Toronto",
-        "2024-01-08 16:29:03 CST+8",
-        "\uff12\uff10\uff12\uff10-04-16 05:04:29",
-        "1586995469",
-        "yesterday at noon",
-    ],
-)
-def test_parse_finish_time_garbage_is_none(raw: str) -> None:
-    assert parse_finish_time(raw) is None
-
-
-def test_parse_finish_time_non_string_is_none() -> None:
-    assert parse_finish_time(None) is None  # type: ignore[arg-type]
-    assert parse_finish_time(20200416050429) is None  # type: ignore[arg-type]

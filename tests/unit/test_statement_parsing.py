@@ -92,13 +92,21 @@ def test_parse_statement_same_content_in_two_layouts_has_the_same_hash() -> None
 
 
 def test_parse_statement_business_date_is_taken_in_the_business_zone() -> None:
-    text = HEADER + "QC1,A1,,1,0,0,0,2024-05-02 02:30:00 +08:00\nQC1,A2,,1,0,0,0,2024-05-01 23:59:59 CST\n"
+    text = HEADER + (
+        "QC1,A1,,1,0,0,0,2024-05-02 02:30:00 +08:00\n"
+        "QC1,A2,,1,0,0,0,2024-05-01 23:59:59 CST\n"
+        "QC1,A3,,1,0,0,0,2024-05-01 23:59:59\n"
+    )
 
-    first, second = parse(text)
+    first, second, third = parse(text)
 
-    # 02:30 in Shanghai is 14:30 the day before in Toronto; a zone name is ignored (PROTOCOL §4).
+    # 02:30 in Shanghai is 14:30 the day before in Toronto.
     assert first.business_date == date(2024, 5, 1)
-    assert second.txn_time == datetime(2024, 5, 1, 23, 59, 59, tzinfo=TORONTO)
+    # CST is US Central (UTC-6, PROTOCOL §4): 23:59:59 there is 01:59:59 EDT the next day in Toronto.
+    assert second.txn_time == datetime(2024, 5, 2, 1, 59, 59, tzinfo=TORONTO)
+    assert second.business_date == date(2024, 5, 2)
+    # A statement's zone-less time is wall time in the business time zone.
+    assert (third.txn_time, third.business_date) == (datetime(2024, 5, 1, 23, 59, 59, tzinfo=TORONTO), date(2024, 5, 1))
 
 
 def test_parse_statement_date_without_time_is_a_business_date() -> None:

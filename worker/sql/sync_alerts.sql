@@ -1,6 +1,7 @@
 -- Make the alerts of the given keys match their ledger rows: one alert per (kind, merchant, order)
--- for each mismatch; a cleared mismatch resolves its alert ('evidence'); one that comes back after
--- that is reopened and notified again. A manually resolved alert stays resolved.
+-- for each mismatch; a cleared mismatch resolves its alert ('evidence'), as does a key whose ledger row
+-- is gone; one that comes back after that is reopened and notified again. A manually resolved alert
+-- stays resolved.
 -- $1 text[] merchant ids, $2 text[] order ids. Returns how many were opened, reopened, resolved.
 WITH keys AS (
     SELECT DISTINCT merchant_id, order_id FROM unnest($1::text[], $2::text[]) AS k(merchant_id, order_id)
@@ -14,10 +15,13 @@ WITH keys AS (
         FROM rows
         WHERE recon_status NOT IN ('matched', 'pending')
         UNION ALL
-        SELECT CASE statement_status WHEN 'amount_differs' THEN 'statement_amount_differs' ELSE statement_status END,
+        SELECT CASE statement_status WHEN 'amount_differs' THEN 'statement_amount_differs'
+                                     WHEN 'refund_differs' THEN 'statement_refund_differs'
+                                     ELSE statement_status END,
                merchant_id, order_id, statement_amount_at_risk
         FROM rows
-        WHERE statement_status IN ('not_in_statement', 'not_in_ledger', 'amount_differs')
+        WHERE statement_status IN ('not_in_statement', 'not_in_ledger', 'amount_differs', 'duplicate_settlement',
+                                   'refund_differs')
     ) mismatches
     ORDER BY kind, merchant_id, order_id, amount DESC
 ), prev AS (
