@@ -72,6 +72,8 @@ check: $(BIN)/.installed
 	$(BIN)/ruff format --check .
 	$(BIN)/ruff check .
 	$(BIN)/mypy
+	$(BIN)/mypy scripts/*.py scripts/demo_parts
+	$(BIN)/lint-imports
 
 ## unit: only the pure tests (no services needed)
 unit: $(BIN)/.installed
