@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 import asyncpg
 
 from api.errors import DatabaseUnavailable
-from worker.db import TRANSIENT_ERRORS
+from ottrecon.db import TRANSIENT_ERRORS
 
 # Store a new order, due for submission now; an existing idempotency key inserts nothing.
 INSERT_ORDER = """

@@ -9,7 +9,7 @@ from types import TracebackType
 import asyncpg
 
 from bench.support import with_database
-from worker.migrations import migrate
+from ottrecon.migrations import migrate
 
 PREFIX = "ottrecon_bench_"
 
@@ -17,7 +17,7 @@ PREFIX = "ottrecon_bench_"
 class ThrowawayDatabases:
     """Creates databases on the server admin_url points at; drops every one of them on exit.
 
-    The template is migrated by the real runner (worker.migrations.migrate), as the tests
+    The template is migrated by the real runner (ottrecon.migrations.migrate), as the tests
     build theirs; each measured drain gets its own clone, so no round sees another's rows.
     """
 

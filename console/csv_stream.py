@@ -19,7 +19,7 @@ from aiohttp import web
 
 from console.offload import OFFLOAD_SLOTS, run_with_private_pool
 from console.web import STREAMING
-from worker.db import translate_errors
+from ottrecon.db import translate_errors
 from worker.export import csv_cell
 from worker.reports import LEDGER_COLUMNS
 

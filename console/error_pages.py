@@ -10,7 +10,7 @@ from aiohttp.typedefs import Handler
 from console.errors import BadFilter, PageError, UploadTooLarge
 from console.render import render
 from console.web import STREAMING, url
-from worker.errors import DatabaseUnavailable
+from ottrecon.errors import DatabaseUnavailable
 
 logger = logging.getLogger("ottrecon.console")
 

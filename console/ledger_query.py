@@ -15,7 +15,7 @@ import asyncpg
 
 from console.filters import LedgerFilter
 from console.paging import Key
-from worker.db import translate_errors
+from ottrecon.db import translate_errors
 from worker.reports import LEDGER_COLUMNS, LEDGER_SELECT
 
 ORDER = "ORDER BY l.business_date, l.merchant_id, l.order_id"

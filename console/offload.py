@@ -16,7 +16,7 @@ import asyncpg
 from aiohttp import web
 
 from console.errors import PageError
-from worker.db import translate_errors
+from ottrecon.db import translate_errors
 
 T = TypeVar("T")
 

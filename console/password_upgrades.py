@@ -16,7 +16,7 @@ import logging
 import asyncpg
 
 from console.passwords import PasswordHash, hash_password
-from worker.db import translate_errors
+from ottrecon.db import translate_errors
 
 logger = logging.getLogger("ottrecon.console")
 

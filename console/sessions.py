@@ -16,7 +16,7 @@ import asyncpg
 
 from console.settings import ConsoleUser
 from console.web import Session
-from worker.db import translate_errors
+from ottrecon.db import translate_errors
 
 IDLE = timedelta(hours=8)
 ABSOLUTE = timedelta(hours=12)

@@ -14,12 +14,12 @@ from redis.exceptions import RedisError
 from api.errors import ConfigError as ApiConfigError
 from api.settings import ApiSettings
 from ottrecon import logs
+from ottrecon.errors import ConfigError as WorkerConfigError
+from ottrecon.errors import MigrationError
+from ottrecon.migrations import check_schema
 from ottrecon.redis_persistence import probe
 from webhook.errors import ConfigError as WebhookConfigError
 from webhook.settings import WebhookSettings
-from worker.errors import ConfigError as WorkerConfigError
-from worker.errors import MigrationError
-from worker.migrations import check_schema
 from worker.settings import WorkerSettings
 
 # The Procfile's processes, in deploy order (release first).

@@ -17,9 +17,9 @@ from api.errors import ConfigError as ApiConfigError
 from ottrecon import finance_commands, logs
 from ottrecon.check_config import PROCESSES
 from ottrecon.env import UsageError, require
+from ottrecon.errors import ConfigError as WorkerConfigError
+from ottrecon.errors import OttreconError
 from webhook.errors import ConfigError as WebhookConfigError
-from worker.errors import ConfigError as WorkerConfigError
-from worker.errors import WorkerError
 
 if TYPE_CHECKING:
     from aiohttp import web
@@ -45,7 +45,7 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] = os.environ)
     except (UsageError, WebhookConfigError, WorkerConfigError, ApiConfigError) as exc:
         print(f"ottrecon {args.command}: {exc}", file=sys.stderr)
         return 2
-    except (WorkerError, ApiError) as exc:
+    except (OttreconError, ApiError) as exc:
         print(f"ottrecon {args.command}: {exc}", file=sys.stderr)
         return 1
     return result
@@ -134,7 +134,7 @@ def _check_config(args: argparse.Namespace, env: Mapping[str, str]) -> int:
 
 
 def _migrate(args: argparse.Namespace, env: Mapping[str, str]) -> int:
-    from worker.migrations import migrate
+    from ottrecon.migrations import migrate
 
     (database_url,) = require(env, "DATABASE_URL")
     applied = asyncio.run(migrate(database_url))
@@ -216,7 +216,7 @@ def _worker(args: argparse.Namespace, env: Mapping[str, str]) -> int:
 
 
 def _replay(args: argparse.Namespace, env: Mapping[str, str]) -> int:
-    from worker import db
+    from ottrecon import db
     from worker.replay import replay_rejected
     from worker.settings import WorkerSettings
 
@@ -246,7 +246,7 @@ def _requeue_dead(args: argparse.Namespace, env: Mapping[str, str]) -> int:
 
 
 def _export(args: argparse.Namespace, env: Mapping[str, str]) -> int:
-    from worker import db
+    from ottrecon import db
     from worker.export import export_csv
 
     (database_url,) = require(env, "DATABASE_URL")

@@ -13,8 +13,8 @@ from typing import Any, TypeVar
 
 import asyncpg
 
+from ottrecon import db
 from ottrecon.env import require
-from worker import db
 
 T = TypeVar("T")
 REPORTS = ("ledger", "summary", "mismatches")

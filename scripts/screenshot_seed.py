@@ -12,11 +12,12 @@ import asyncpg
 
 from ottpay.keys import parse_merchant_keys
 from ottpay.messages import build_callback
-from worker import db as worker_db
+from ottrecon.callbacks import store as callback_store
+from ottrecon.callbacks.verdicts import RejectedCallback, VerifiedCallback
+from ottrecon.callbacks.verify import judge
 from worker.alert_admin import acknowledge, resolve
 from worker.reconcile import mark_all_dirty, reconcile_pending
 from worker.replay import report_configured_merchants
-from worker.verify import RejectedCallback, VerifiedCallback, judge
 
 TZ_NAME = "America/Toronto"
 
@@ -76,7 +77,7 @@ async def receive(pool: asyncpg.Pool, envelope: dict[str, Any], at: datetime) ->
     verdict = judge(envelope, at, parse_merchant_keys(",".join(f"{m}={k}" for m, k in MERCHANTS.items())))
     verified = [verdict] if isinstance(verdict, VerifiedCallback) else []
     rejected = [verdict] if isinstance(verdict, RejectedCallback) else []
-    await worker_db.record(pool, verified, rejected)
+    await callback_store.record(pool, verified, rejected)
 
 
 async def create_order(

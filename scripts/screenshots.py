@@ -32,8 +32,8 @@ from api.app import create_app
 from api.settings import ApiSettings, parse_tokens
 from console.passwords import hash_password
 from console.settings import ConsoleSettings, parse_users
-from worker import db as worker_db
-from worker.migrations import migrate
+from ottrecon import db as worker_db
+from ottrecon.migrations import migrate
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "docs" / "screenshots"

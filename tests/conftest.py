@@ -14,7 +14,7 @@ from arq import ArqRedis
 from redis.asyncio import ConnectionPool
 
 from ottpay.keys import MerchantKeys, parse_merchant_keys
-from worker.migrations import migrate
+from ottrecon.migrations import migrate
 from worker.queue import deserialize, serialize
 
 # Keys published in PROTOCOL.md (not secrets): the current one and the one rotated in.

@@ -10,8 +10,8 @@ from zoneinfo import ZoneInfo
 
 import asyncpg
 
-from worker.db import translate_errors
-from worker.errors import WorkerError
+from ottrecon.db import translate_errors
+from ottrecon.errors import OttreconError
 
 STATUSES = ("open", "acknowledged", "resolved")
 
@@ -43,7 +43,7 @@ RETURNING {ALERT_COLUMNS}
 RECORD_EVENT = "INSERT INTO alert_events (alert_id, action, actor, note) VALUES ($1, $2, $3, $4)"
 
 
-class AlertError(WorkerError):
+class AlertError(OttreconError):
     """The alert operation failed."""
 
 

@@ -13,8 +13,8 @@ from urllib.parse import urlsplit
 import aiohttp
 import asyncpg
 
+from ottrecon.db import translate_errors
 from worker.alert_admin import ALERT_COLUMNS, AlertView, format_money, format_time, printable
-from worker.db import translate_errors
 from worker.submission import Policy
 
 logger = logging.getLogger("ottrecon.alerts")

@@ -9,7 +9,7 @@ from typing import TextIO
 
 import asyncpg
 
-from worker import db
+from ottrecon import db
 
 # Column lists are the CSV headers; the queries select exactly these, in this order.
 PAYMENT_COLUMNS = (

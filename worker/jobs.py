@@ -12,12 +12,13 @@ import asyncpg
 from arq import ArqRedis, Retry
 from redis.exceptions import RedisError
 
+from ottrecon.callbacks.verdicts import RejectedCallback, Verdict, VerifiedCallback
+from ottrecon.callbacks.verify import judge
+from ottrecon.errors import DatabaseUnavailable
 from worker import metrics
-from worker.errors import DatabaseUnavailable
 from worker.queue import DEAD_LETTER_KEY, QUEUED_KEY_PREFIX, serialize
 from worker.settings import WorkerSettings
 from worker.storable import UNSTORABLE, safe_fingerprint, safe_text, storable_copy, unstorable_problem
-from worker.verify import RejectedCallback, Verdict, VerifiedCallback, judge
 from worker.writer import BatchWriter
 
 logger = logging.getLogger("ottrecon.worker")

@@ -10,13 +10,14 @@ import aiohttp
 from arq import ArqRedis, cron, func
 from redis.asyncio import ConnectionPool
 
+from ottrecon import db
+from ottrecon.callbacks import store as callback_store
+from ottrecon.errors import DatabaseUnavailable
+from ottrecon.migrations import check_schema
 from ottrecon.redis_persistence import PersistenceWatch, stop_watch
-from worker import db
-from worker.errors import DatabaseUnavailable
 from worker.gateway import Gateway
 from worker.jobs import ARQ_TRIES_SLACK, WorkerState, ingest_callbacks
 from worker.metrics import REFRESH_EVERY_S, refresh_metrics, timed
-from worker.migrations import check_schema
 from worker.payment_jobs import (
     PaymentState,
     process_order,
@@ -60,7 +61,7 @@ def create_worker(settings: WorkerSettings, **overrides: Any) -> ResilientWorker
     async def startup(ctx: dict[str, Any]) -> None:
         pool = await db.create_pool(settings.database_url, settings.db_pool_max)
         await _check_schema_if_reachable(pool)
-        writer = BatchWriter(lambda v, r: db.record(pool, v, r), settings.write_batch_max)
+        writer = BatchWriter(lambda v, r: callback_store.record(pool, v, r), settings.write_batch_max)
         ctx["state"] = WorkerState(settings=settings, pool=pool, writer=writer)
         session = aiohttp.ClientSession()
         ctx["http"] = session

@@ -18,10 +18,10 @@ from redis.exceptions import RedisError
 from ottpay.client import GatewayReply
 from ottpay.codes import Outcome
 from ottpay.errors import EnvelopeError
-from worker import db
-from worker.errors import DatabaseUnavailable
+from ottrecon import db
+from ottrecon.callbacks.verdicts import FINISH_TIME_SKEW_LIMIT, VerifiedCallback
+from ottrecon.errors import DatabaseUnavailable
 from worker.queue import DEAD_LETTER_KEY, QUEUE_NAME
-from worker.verify import FINISH_TIME_SKEW_LIMIT, VerifiedCallback
 
 if TYPE_CHECKING:
     from worker.jobs import WorkerState

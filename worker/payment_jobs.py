@@ -8,7 +8,7 @@ from typing import Any
 
 from arq import ArqRedis
 
-from worker.errors import DatabaseUnavailable
+from ottrecon.errors import DatabaseUnavailable
 from worker.queue import PROCESS_ORDER_JOB, QUEUE_NAME
 from worker.refunder import Refunder
 from worker.submission import SWEPT

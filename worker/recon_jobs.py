@@ -10,8 +10,8 @@ import aiohttp
 import asyncpg
 
 from ottpay.keys import MerchantKeys
+from ottrecon.errors import DatabaseUnavailable
 from worker.alert_delivery import deliver_due_alerts
-from worker.errors import DatabaseUnavailable
 from worker.reconcile import reconcile_pending
 from worker.replay import replay_one, report_configured_merchants
 

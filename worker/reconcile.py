@@ -8,7 +8,7 @@ from pathlib import Path
 
 import asyncpg
 
-from worker import db
+from ottrecon import db
 
 logger = logging.getLogger("ottrecon.reconcile")
 

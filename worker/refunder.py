@@ -13,7 +13,8 @@ from ottpay.client import GatewayReply
 from ottpay.codes import Outcome
 from ottpay.finish_time import parse_finish_time
 from ottpay.messages import parse_cents
-from worker import db, metrics, orders_db
+from ottrecon import db
+from worker import metrics, orders_db
 from worker.gateway import Gateway
 from worker.submission import Policy
 

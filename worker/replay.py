@@ -9,8 +9,10 @@ from dataclasses import dataclass
 import asyncpg
 
 from ottpay.keys import MerchantKeys
-from worker import db
-from worker.verify import VerifiedCallback, judge
+from ottrecon import db
+from ottrecon.callbacks import store as callback_store
+from ottrecon.callbacks.verdicts import VerifiedCallback
+from ottrecon.callbacks.verify import judge
 
 logger = logging.getLogger("ottrecon.replay")
 
@@ -85,7 +87,7 @@ async def replay_one(pool: asyncpg.Pool, merchants: MerchantKeys, rejected_id: i
             return None
         verdict = judge(json.loads(row["envelope"]), row["received_at"], merchants)
         if isinstance(verdict, VerifiedCallback):
-            new = await db.record_on(conn, [verdict], [])
+            new = await callback_store.record_on(conn, [verdict], [])
             outcome = "recorded" if new else "duplicate"
             await conn.execute(MARK_RESOLVED, row["id"], outcome, verdict.merchant_id, verdict.md5)
             logger.info(

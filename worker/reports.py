@@ -14,7 +14,7 @@ from typing import TextIO
 
 import asyncpg
 
-from worker import db
+from ottrecon import db
 from worker.export import csv_cell
 
 # The ledger report's columns (the CSV header); the ledger and mismatches queries select these in order.

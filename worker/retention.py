@@ -15,8 +15,9 @@ from typing import TYPE_CHECKING, Any
 
 import asyncpg
 
-from worker import db, metrics
-from worker.errors import DatabaseUnavailable
+from ottrecon import db
+from ottrecon.errors import DatabaseUnavailable
+from worker import metrics
 
 if TYPE_CHECKING:
     from worker.jobs import WorkerState

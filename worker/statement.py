@@ -12,7 +12,7 @@ from zoneinfo import ZoneInfo
 
 import asyncpg
 
-from worker.db import translate_errors
+from ottrecon.db import translate_errors
 from worker.statement_layout import (
     ImportReport,
     StatementError,

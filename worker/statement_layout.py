@@ -12,7 +12,7 @@ from datetime import UTC, date, datetime, tzinfo
 from decimal import Decimal
 
 from ottpay.messages import parse_finish_time
-from worker.errors import WorkerError
+from ottrecon.errors import OttreconError
 
 FIELDS = ("merchant_id", "order_id", "bizpay_order_id", "amount", "tip", "fee", "refund", "txn_time")
 REQUIRED_FIELDS = ("merchant_id", "order_id", "amount")
@@ -23,7 +23,7 @@ _DECIMAL = re.compile(r"[0-9]{1,13}(\.[0-9]{1,2})?")
 _DATE_ONLY = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 
 
-class StatementError(WorkerError):
+class StatementError(OttreconError):
     """The statement cannot be imported; nothing was stored."""
 
     def __init__(self, problems: Sequence[str], message: str | None = None) -> None:

@@ -12,7 +12,8 @@ import asyncpg
 
 from ottpay.client import GatewayReply, OttPayClient
 from ottpay.messages import parse_cents
-from worker import db, metrics, orders_db
+from ottrecon import db
+from worker import metrics, orders_db
 from worker.gateway import Gateway
 from worker.submission import Policy, Step, Transition, after_reply, next_step
 

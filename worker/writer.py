@@ -7,8 +7,8 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
-from worker.errors import DatabaseUnavailable
-from worker.verify import RejectedCallback, Verdict, VerifiedCallback
+from ottrecon.callbacks.verdicts import RejectedCallback, Verdict, VerifiedCallback
+from ottrecon.errors import DatabaseUnavailable
 
 RecordBatch = Callable[[Sequence[VerifiedCallback], Sequence[RejectedCallback]], Awaitable[set[tuple[str, str]]]]
 

@@ -17,8 +17,8 @@ from console.filters import RECON_STATUSES, choice, positive_int, text
 from console.render import render
 from console.web import pool, redirect, session, url
 from ottpay.strict_json import UNSTORABLE
+from ottrecon.db import translate_errors
 from worker import alert_admin
-from worker.db import translate_errors
 
 STATUSES = alert_admin.STATUSES  # open, acknowledged, resolved: the tabs, in this order
 # Alert kinds: the ledger's mismatch statuses and the statement differences (worker/sql/sync_alerts.sql).

@@ -12,8 +12,8 @@ from console.filters import text
 from console.render import render
 from console.web import pool
 from ottpay.finish_time import parse_finish_time
-from worker.db import translate_errors
-from worker.verify import FINISH_TIME_SKEW_LIMIT
+from ottrecon.callbacks.verdicts import FINISH_TIME_SKEW_LIMIT
+from ottrecon.db import translate_errors
 
 # Every query reads one (merchant, order) through an index on those columns; lists are capped.
 LEDGER = "SELECT * FROM ledger WHERE merchant_id = $1 AND order_id = $2"

@@ -11,7 +11,7 @@ from console.errors import BadFilter
 from console.filters import date_range
 from console.render import render
 from console.web import pool, settings
-from worker.db import translate_errors
+from ottrecon.db import translate_errors
 
 # Totals per merchant and channel, as worker.reports' summary defines them (net = gross + tips - refunds - fees):
 # refunds on the dates they happened (ledger_refunds), fees of the payments we received (decision 0022).

@@ -17,7 +17,7 @@ from console.errors import BadFilter, PageError
 from console.filters import choice, positive_int
 from console.render import render
 from console.web import pool, redirect, redis, session, url
-from worker.db import translate_errors
+from ottrecon.db import translate_errors
 
 TABS = ("open", "resolved")
 # A merchant counts as configured while a worker has reported holding its keys within this interval.

@@ -17,7 +17,7 @@ from console.offload import OFFLOAD_SLOTS, run_with_private_pool
 from console.render import render
 from console.upload import MAX_UPLOAD_BYTES, receive
 from console.web import pool, redirect, session, settings, url
-from worker.db import translate_errors
+from ottrecon.db import translate_errors
 from worker.reconcile import reconcile_pending
 from worker.statement import import_statement
 from worker.statement_layout import StatementError, StatementLayout

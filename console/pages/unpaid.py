@@ -12,7 +12,7 @@ from console.errors import BadFilter
 from console.filters import choice, text
 from console.render import render
 from console.web import pool
-from worker.db import translate_errors
+from ottrecon.db import translate_errors
 
 # Orders that may still be paid: not final, no money yet (order_status_rank below 'declined').
 WAITING = ("pending", "awaiting_payment", "unpaid", "review")

@@ -15,7 +15,7 @@ from pathlib import Path
 import asyncpg
 from redis.asyncio import Redis
 
-from worker.migrations import migrate
+from ottrecon.migrations import migrate
 
 from .environment import with_path
 

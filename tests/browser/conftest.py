@@ -23,12 +23,14 @@ from playwright.async_api import expect as pw_expect
 
 from api.app import create_app
 from ottpay.keys import MerchantKeys
+from ottrecon import db as worker_db
+from ottrecon.callbacks import store as callback_store
+from ottrecon.callbacks.verdicts import RejectedCallback
+from ottrecon.callbacks.verify import judge
 from tests.conftest import MERCHANT, OLD_KEY, OTHER_KEY, OTHER_MERCHANT
 from tests.console.conftest import api_settings
 from tests.console.support import PASSWORDS, create_order, deliver, reconcile, today
 from tests.integration.support import make_callback
-from worker import db as worker_db
-from worker.verify import RejectedCallback, judge
 
 HERE = Path(__file__).resolve().parent
 # Debian's Chromium; never a browser downloaded by Playwright.
@@ -197,7 +199,7 @@ async def reject_stranger(pool: asyncpg.Pool, merchants: MerchantKeys) -> int:
     """A real 15.00 callback from STRANGER, judged with keys that lack it: kept as unknown_merchant."""
     verdict = judge(make_callback("ORDER12", "1500", merchant_id=STRANGER, key=OTHER_KEY), datetime.now(UTC), merchants)
     assert isinstance(verdict, RejectedCallback) and verdict.reason == "unknown_merchant"
-    await worker_db.record(pool, [], [verdict])
+    await callback_store.record(pool, [], [verdict])
     async with pool.acquire() as conn:
         rejected_id: int = await conn.fetchval("SELECT id FROM rejected_callbacks WHERE md5 = $1", verdict.md5)
     return rejected_id

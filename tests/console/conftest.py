@@ -11,9 +11,9 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from api.app import create_app
 from api.settings import ApiSettings, parse_tokens
+from ottrecon import db as worker_db
 from tests.conftest import MERCHANT
 from tests.console.support import console_settings
-from worker import db as worker_db
 
 API_TOKEN = "console-test-token-0123456789abcdef"
 

@@ -14,11 +14,12 @@ from aiohttp.test_utils import TestClient
 from console.passwords import hash_password
 from console.settings import ConsoleSettings, parse_users
 from ottpay.keys import MerchantKeys
+from ottrecon.callbacks import store as callback_store
+from ottrecon.callbacks.verdicts import RejectedCallback, VerifiedCallback
+from ottrecon.callbacks.verify import judge
 from tests.conftest import MERCHANT, OLD_KEY
 from tests.integration.support import make_callback
-from worker import db as worker_db
 from worker.reconcile import reconcile_pending
-from worker.verify import RejectedCallback, VerifiedCallback, judge
 
 TZ = "America/Toronto"
 TEST_N = 2**14
@@ -123,9 +124,9 @@ async def deliver(
     body = make_callback(order_id, str(amount), finish_time=toronto_noon(day), **fields)
     verdict = judge(body, datetime.now(ZoneInfo("UTC")), merchants)
     if isinstance(verdict, VerifiedCallback):
-        await worker_db.record(pool, [verdict], [])
+        await callback_store.record(pool, [verdict], [])
     else:
-        await worker_db.record(pool, [], [verdict])
+        await callback_store.record(pool, [], [verdict])
     return verdict
 
 

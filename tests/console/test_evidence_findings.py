@@ -13,13 +13,14 @@ import asyncpg
 from aiohttp.test_utils import TestClient
 
 from ottpay.keys import MerchantKeys
+from ottrecon.callbacks import store as callback_store
+from ottrecon.callbacks.verdicts import VerifiedCallback
+from ottrecon.callbacks.verify import judge
 from tests.conftest import MERCHANT
 from tests.console.support import create_order, reconcile, sign_in
 from tests.integration.support import make_callback
-from worker import db as worker_db
 from worker.statement import import_statement
 from worker.statement_layout import StatementLayout
-from worker.verify import VerifiedCallback, judge
 
 HEADER = "merchant_id,order_id,bizpay_order_id,amount,tip,fee,refund,txn_time\n"
 
@@ -29,7 +30,7 @@ async def _record(
 ) -> None:
     verdict = judge(make_callback(order_id, "1000", finish_time=finish_time), received_at, merchants)
     assert isinstance(verdict, VerifiedCallback)
-    await worker_db.record(pool, [verdict], [])
+    await callback_store.record(pool, [verdict], [])
 
 
 async def test_order_evidence_flags_a_skewed_finish_time_and_superseded_statement_lines(

@@ -14,12 +14,13 @@ import api.queue as api_side
 import worker.queue as worker_side
 from api.app import create_app
 from ottpay.keys import MerchantKeys, parse_merchant_keys
+from ottrecon.callbacks import store as callback_store
+from ottrecon.callbacks.verdicts import RejectedCallback
+from ottrecon.callbacks.verify import judge
 from tests.conftest import MERCHANT, OLD_KEY, OTHER_KEY
 from tests.console.conftest import api_settings
 from tests.console.support import next_link, sign_in
 from tests.integration.support import drain, make_callback, worker_settings
-from worker import db as worker_db
-from worker.verify import RejectedCallback, judge
 
 STRANGER = "NB00000001"
 
@@ -28,7 +29,7 @@ async def reject_stranger(pool: asyncpg.Pool, merchants: MerchantKeys, order_id:
     """A real callback from a merchant the workers do not know yet: rejected as unknown_merchant."""
     verdict = judge(make_callback(order_id, "1500", merchant_id=STRANGER, key=OTHER_KEY), datetime.now(UTC), merchants)
     assert isinstance(verdict, RejectedCallback)
-    await worker_db.record(pool, [], [verdict])
+    await callback_store.record(pool, [], [verdict])
     async with pool.acquire() as conn:
         rejected_id: int = await conn.fetchval("SELECT id FROM rejected_callbacks WHERE md5 = $1", verdict.md5)
     return rejected_id
@@ -74,7 +75,7 @@ async def test_replay_button_shows_only_for_merchants_a_worker_reported_within_t
         make_callback("ORDER2", "100", merchant_id=stale_merchant, key=OTHER_KEY), datetime.now(UTC), merchants
     )
     assert isinstance(verdict, RejectedCallback)
-    await worker_db.record(pool, [], [verdict])
+    await callback_store.record(pool, [], [verdict])
     await report_keys(db, stale_merchant, timedelta(hours=2))
     await sign_in(client, "fiona")
 

@@ -8,9 +8,10 @@ import asyncpg
 from prometheus_client import REGISTRY
 
 from ottpay.keys import MerchantKeys
+from ottrecon import db as worker_db
+from ottrecon.callbacks import store as callback_store
 from tests.conftest import MERCHANT, OLD_KEY
 from tests.integration.support import worker_settings
-from worker import db as worker_db
 from worker.jobs import WorkerState
 from worker.main import create_worker
 from worker.retention import purge_rejected_callbacks
@@ -47,7 +48,7 @@ async def test_old_rejections_are_purged_but_audited_and_recent_ones_kept(
     purged_before = REGISTRY.get_sample_value("ottrecon_rejected_callbacks_purged_total") or 0.0
     try:
         state = WorkerState(
-            settings=settings, pool=pool, writer=BatchWriter(lambda v, r: worker_db.record(pool, v, r), 10)
+            settings=settings, pool=pool, writer=BatchWriter(lambda v, r: callback_store.record(pool, v, r), 10)
         )
         purged = await purge_rejected_callbacks({"state": state})
     finally:

@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 import asyncpg
 import pytest
 
+from ottrecon.errors import OttreconError
 from tests.conftest import MERCHANT, OTHER_MERCHANT
 from worker.alert_admin import (
     AlertNotFound,
@@ -19,7 +20,6 @@ from worker.alert_admin import (
     list_alerts,
     resolve,
 )
-from worker.errors import WorkerError
 
 
 @pytest.fixture
@@ -111,7 +111,7 @@ async def test_acknowledge_wrong_state_raises_and_changes_nothing(db: asyncpg.Co
 async def test_acknowledge_unknown_id_raises_not_found(pool: asyncpg.Pool) -> None:
     with pytest.raises(AlertNotFound, match="no alert with id 424242") as raised:
         await acknowledge(pool, 424242, actor="maria", note="")
-    assert isinstance(raised.value, WorkerError)
+    assert isinstance(raised.value, OttreconError)
     with pytest.raises(AlertNotFound):
         await resolve(pool, 424242, actor="maria", note="gone")
 

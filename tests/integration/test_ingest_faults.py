@@ -11,10 +11,10 @@ import pytest
 from arq import ArqRedis
 
 from ottpay.keys import MerchantKeys
+from ottrecon import db as worker_db
+from ottrecon.errors import DatabaseUnavailable
 from tests.integration.support import drain, make_callback, worker_settings
 from webhook.queue import PreparedCallback, enqueue_callbacks, prepare
-from worker import db as worker_db
-from worker.errors import DatabaseUnavailable
 from worker.jobs import UNEXPECTED_TRIES
 from worker.queue import DEAD_LETTER_KEY
 

@@ -27,14 +27,15 @@ from prometheus_client.parser import text_string_to_metric_families
 from api.app import create_app as create_api
 from api.settings import ApiSettings, parse_tokens
 from ottpay.keys import MerchantKeys
+from ottrecon import db as worker_db
+from ottrecon.callbacks import store as callback_store
+from ottrecon.errors import ConfigError as WorkerConfigError
 from tests.conftest import MERCHANT, OLD_KEY, OTHER_KEY
 from tests.integration.stack import API_TOKEN, running_stack
 from tests.integration.support import drain, make_callback, receiver, worker_settings
 from webhook.app import create_app as create_receiver
 from webhook.errors import ConfigError as WebhookConfigError
 from webhook.settings import WebhookSettings
-from worker import db as worker_db
-from worker.errors import ConfigError as WorkerConfigError
 from worker.jobs import WorkerState, dead_letter
 from worker.main import create_worker
 from worker.metrics import refresh_metrics
@@ -170,7 +171,7 @@ async def job_context(
 ) -> AsyncIterator[dict[str, Any]]:
     """The ctx arq hands a job in a started worker: its state (pool, writer) and its Redis."""
     pool = await worker_db.create_pool(database_url, 2)
-    writer = BatchWriter(lambda v, r: worker_db.record(pool, v, r), 10)
+    writer = BatchWriter(lambda v, r: callback_store.record(pool, v, r), 10)
     settings = worker_settings(database_url, redis_url, merchants)
     try:
         yield {"state": WorkerState(settings=settings, pool=pool, writer=writer), "redis": redis}

@@ -10,9 +10,9 @@ from pathlib import Path
 import asyncpg
 import pytest
 
+from ottrecon.errors import MigrationError
+from ottrecon.migrations import check_schema, discover, migrate
 from tests.conftest import with_database
-from worker.errors import MigrationError
-from worker.migrations import check_schema, discover, migrate
 
 
 @pytest.fixture

@@ -1,7 +1,7 @@
 """The reconciler racing open transactions: two connections' writes interleaved with reconciler runs.
 
 Each example is a random history of autocommitted writes and of pairs of overlapping transactions, one
-per connection, whose writes (callbacks recorded by worker.db.record_on, refunds marked succeeded by the
+per connection, whose writes (callbacks recorded by ottrecon.callbacks.store.record_on, refunds marked succeeded by the
 refunder's SQL, orders flagged unpaid by orders_db.apply) and reconciler runs (worker.reconcile.
 reconcile_pending, on a pool of its own) come at drawn points of a drawn schedule, and which then commit
 or roll back in a drawn order, with or without a reconciler run in between. Whenever nothing is open,
@@ -29,14 +29,15 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, rule, run_sta
 from api import db as api_db
 from ottpay.keys import MerchantKeys
 from ottpay.messages import build_callback
+from ottrecon.callbacks import store as callback_store
+from ottrecon.callbacks.verdicts import VerifiedCallback
+from ottrecon.callbacks.verify import judge
 from tests.conftest import MERCHANT
 from tests.integration.model_world import BUSINESS_TZ, World, assert_matches_model, evidence_from_db, scaled, world
-from worker import db as worker_db
 from worker import orders_db
 from worker.reconcile import reconcile_pending
 from worker.refunder import MARK_ORDER_REFUNDED, UPDATE_REFUND
 from worker.submission import Transition
-from worker.verify import VerifiedCallback, judge
 
 EXAMPLES = scaled("OTTRECON_RACE_EXAMPLES", 100)
 STEPS = scaled("OTTRECON_RACE_STEPS", 12)
@@ -154,7 +155,7 @@ class Interleavings(RuleBasedStateMachine):
             await orders_db.apply(conn, row, transition, "query")
 
     async def _callback(self, conn: asyncpg.Connection, order_id: str, order_pk: int, kind: str) -> None:
-        """What the callback writer records (worker.db.record_on), for a body signed for real."""
+        """What the callback writer records (ottrecon.callbacks.store.record_on), for a body signed for real."""
         amount = await conn.fetchval("SELECT amount FROM orders WHERE id = $1", order_pk)
         channel_id = f"AL9{self.next():014d}" if kind == "other_callback" else f"AL{order_pk:015d}"
         fields = {"order_id": order_id, "amount": str(amount - 1 if kind == "short_callback" else amount), "tip": "0",
@@ -164,7 +165,7 @@ class Interleavings(RuleBasedStateMachine):
         body = build_callback(fields, MERCHANT, self.w.merchants.keys_for(MERCHANT)[-1])
         verdict = judge(body, self.w.now, self.w.merchants)
         assert isinstance(verdict, VerifiedCallback)
-        await worker_db.record_on(conn, [verdict], [])
+        await callback_store.record_on(conn, [verdict], [])
 
     async def _refund(self, conn: asyncpg.Connection, order_pk: int, amount: int) -> None:
         """What create_refund stores and what the refunder writes when the gateway said SUCCESS."""

@@ -8,11 +8,11 @@ from typing import Any
 
 import asyncpg
 
+from ottrecon import db as worker_db
 from simulator.faults import Faults
 from tests.conftest import MERCHANT, NEW_KEY
 from tests.integration.stack import Stack, customer_pays, running_stack
 from tests.integration.support import make_callback
-from worker import db as worker_db
 from worker.reconcile import mark_all_dirty, reconcile_pending
 from worker.statement import import_statement
 from worker.statement_layout import StatementLayout

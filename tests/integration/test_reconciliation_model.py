@@ -2,8 +2,8 @@
 
 Orders are stored by the api's create_payment and carried to the OTT Pay simulator by the worker's
 submitter; customers pay, or walk away, at the simulator; callbacks are built as OTT Pay builds them,
-signed for real, verified by worker.verify.judge and recorded by worker.db.record (duplicates,
-reordering, wrong amounts, another channel id, orphans, every finish_time form PROTOCOL.md shows);
+signed for real, verified by ottrecon.callbacks.verify.judge and recorded by ottrecon.callbacks.store.record
+(duplicates, reordering, wrong amounts, another channel id, orphans, every finish_time form PROTOCOL.md shows);
 sweeps query the gateway, impatient ones flag orders unpaid; refunds go through the api's
 create_refund and the worker's refunder; settlement statements are written here, independently of
 the code under test, and imported with worker.statement.import_statement (missing, extra, differing,
@@ -37,14 +37,15 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, precondition,
 from api.service import PaymentRequest, create_payment, create_refund
 from ottpay.keys import MerchantKeys
 from ottpay.messages import build_callback
+from ottrecon.callbacks import store as callback_store
+from ottrecon.callbacks.verdicts import VerifiedCallback
+from ottrecon.callbacks.verify import judge
 from tests import reconciliation_model as model
 from tests.conftest import MERCHANT, OTHER_MERCHANT
 from tests.integration.model_world import BUSINESS_TZ, World, assert_matches_model, scaled, world
-from worker import db as worker_db
 from worker.reconcile import reconcile_pending
 from worker.statement import import_statement
 from worker.statement_layout import StatementLayout
-from worker.verify import VerifiedCallback, judge
 
 TORONTO = ZoneInfo(BUSINESS_TZ)
 BEIJING = ZoneInfo("Asia/Shanghai")
@@ -323,7 +324,7 @@ class LedgerHistories(RuleBasedStateMachine):
     ) -> None:
         verdict = judge(body, received_at, self.w.merchants)
         assert isinstance(verdict, VerifiedCallback), verdict
-        new = self.w.run(worker_db.record(self.w.pool, [verdict], []))
+        new = self.w.run(callback_store.record(self.w.pool, [verdict], []))
         fresh = (key[0], body["md5"]) not in self.seen
         assert bool(new) == fresh, f"recorded {new} for a {'new' if fresh else 'repeated'} body"
         if fresh:

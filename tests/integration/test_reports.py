@@ -15,16 +15,17 @@ import asyncpg
 import pytest
 
 from ottpay.keys import MerchantKeys
+from ottrecon.callbacks import store as callback_store
+from ottrecon.callbacks.verdicts import VerifiedCallback
+from ottrecon.callbacks.verify import judge
 from tests.conftest import MERCHANT, OLD_KEY, OTHER_KEY, OTHER_MERCHANT
 from tests.integration.support import make_callback
-from worker import db as worker_db
 from worker.alert_admin import acknowledge, resolve
 from worker.orders_db import RECORD_ATTEMPT, RECORD_PAYMENT
 from worker.reconcile import reconcile_pending
 from worker.reports import LEDGER_COLUMNS, MISMATCH_COLUMNS, SUMMARY_COLUMNS, export_report
 from worker.statement import import_statement
 from worker.statement_layout import StatementLayout
-from worker.verify import VerifiedCallback, judge
 
 TORONTO = ZoneInfo("America/Toronto")
 BEIJING = ZoneInfo("Asia/Shanghai")
@@ -101,7 +102,7 @@ async def callback(
         fields["bizpay_order_id"] = channel_id
     verdict = judge(make_callback(order_id, str(amount), merchant_id=merchant_id, key=key, **fields), at, merchants)
     assert isinstance(verdict, VerifiedCallback), verdict
-    await worker_db.record(pool, [verdict], [])
+    await callback_store.record(pool, [verdict], [])
 
 
 @pytest.fixture

@@ -13,10 +13,10 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from ottpay.keys import MerchantKeys
+from ottrecon.errors import DatabaseUnavailable
 from simulator.app import create_app as create_sim
 from tests.conftest import MERCHANT
 from tests.integration.stack import API_TOKEN, customer_pays, running_stack, sim_settings
-from worker.errors import DatabaseUnavailable
 from worker.statement import CHUNK_LINES, import_statement
 from worker.statement_layout import ImportReport, StatementError, StatementLayout
 

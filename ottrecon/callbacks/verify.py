@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from ottpay.envelope import open_with_any_key
@@ -11,59 +10,7 @@ from ottpay.errors import EnvelopeError
 from ottpay.fingerprint import envelope_fingerprint
 from ottpay.keys import MerchantKeys
 from ottpay.messages import callback_shape_problems, parse_cents, parse_finish_time
-
-# Statuses a callback may carry that still mean "paid" (PROTOCOL.md section 6); wallet
-# callbacks carry none at all, and an authentic SUCCESS callback without one means paid.
-_PAID_ORDER_STATUSES = frozenset({"success", "captured"})
-# A live callback's finish_time further than this from its receipt is counted and shown in the order's
-# evidence (decision 0007): the zone was misread once, and a future surprise must show within a day.
-FINISH_TIME_SKEW_LIMIT = timedelta(hours=1)
-
-
-@dataclass(frozen=True)
-class VerifiedCallback:
-    """An authentic callback, with the payment fields it reports already parsed."""
-
-    merchant_id: str
-    md5: str
-    order_id: str
-    rsp_code: str
-    envelope: dict[str, Any]
-    data: dict[str, str]
-    signkey_index: int
-    received_at: datetime
-    amount: int
-    tip: int
-    bizpay_order_id: str | None
-    finish_time_raw: str | None
-    finish_time: datetime | None
-
-    @property
-    def finish_time_skew(self) -> timedelta | None:
-        """finish_time minus received_at (negative: finished before it arrived); None when it did not parse."""
-        return None if self.finish_time is None else self.finish_time - self.received_at
-
-    @property
-    def reports_payment(self) -> bool:
-        """True when this callback says the order is paid (the only thing OTT Pay calls back for)."""
-        status = self.data.get("order_status", "").strip().lower()
-        return self.rsp_code == "SUCCESS" and (not status or status in _PAID_ORDER_STATUSES)
-
-
-@dataclass(frozen=True)
-class RejectedCallback:
-    """A callback that could not be verified or interpreted, kept with its reason for replay."""
-
-    merchant_id: str
-    md5: str
-    envelope: dict[str, Any]
-    fingerprint: str
-    reason: str
-    detail: str
-    received_at: datetime
-
-
-Verdict = VerifiedCallback | RejectedCallback
+from ottrecon.callbacks.verdicts import RejectedCallback, Verdict, VerifiedCallback
 
 
 def judge(envelope: dict[str, Any], received_at: datetime, merchants: MerchantKeys) -> Verdict:

@@ -9,7 +9,7 @@ from importlib.resources.abc import Traversable
 
 import asyncpg
 
-from worker.errors import MigrationError
+from ottrecon.errors import MigrationError
 
 # The repository's top-level sql/ is installed as the package ottrecon.sql (pyproject.toml), so the
 # migrations travel inside the wheel and are found the same way in a checkout and in an install.

@@ -1,38 +1,15 @@
-"""Postgres access for the worker: the only module that knows asyncpg's errors and the SQL."""
+"""Storing callbacks: verified ones with the payments they report, rejected ones with their reason."""
 
 from __future__ import annotations
 
-import asyncio
 import json
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Sequence
 from typing import Any
 
 import asyncpg
 
-from worker.errors import DatabaseUnavailable
-from worker.verify import RejectedCallback, VerifiedCallback
-
-# Errors after which the same work can succeed later (the api maps the same ones to 503): the server or network is away,
-# restarting, overloaded, read-only during a failover, or the transaction lost a race it can win next time.
-TRANSIENT_ERRORS = (
-    OSError,
-    asyncio.TimeoutError,
-    asyncpg.PostgresConnectionError,
-    asyncpg.InterfaceError,
-    # Client/protocol-level: a pooled connection the server terminated (a restart) can surface as
-    # "cannot switch to state …; another operation is in progress" instead of a closed connection.
-    asyncpg.InternalClientError,
-    asyncpg.CannotConnectNowError,
-    asyncpg.InsufficientResourcesError,
-    asyncpg.AdminShutdownError,
-    asyncpg.CrashShutdownError,
-    asyncpg.QueryCanceledError,
-    asyncpg.ReadOnlySQLTransactionError,
-    asyncpg.LockNotAvailableError,
-    asyncpg.DeadlockDetectedError,
-    asyncpg.SerializationError,
-)
+from ottrecon.callbacks.verdicts import RejectedCallback, VerifiedCallback
+from ottrecon.db import translate_errors
 
 # Insert new verified callbacks and, in the same statement, the payments they report.
 # Duplicates (same merchant + md5) insert nothing; a payment already at an equal or higher
@@ -95,23 +72,6 @@ ON CONFLICT ON CONSTRAINT rejected_callbacks_envelope_key DO UPDATE
     SET times_received = rejected_callbacks.times_received + 1,
         last_received_at = greatest(rejected_callbacks.last_received_at, EXCLUDED.last_received_at)
 """
-
-
-@asynccontextmanager
-async def translate_errors() -> AsyncIterator[None]:
-    """Re-raise connection-level failures as DatabaseUnavailable; let real bugs through."""
-    try:
-        yield
-    except TRANSIENT_ERRORS as exc:
-        raise DatabaseUnavailable(f"Postgres unavailable: {exc.__class__.__name__}") from exc
-
-
-async def create_pool(dsn: str, max_size: int) -> asyncpg.Pool:
-    """A lazily connecting pool: the worker starts even while Postgres is down and retries later."""
-    pool: asyncpg.Pool = await asyncpg.create_pool(
-        dsn, min_size=0, max_size=max_size, command_timeout=30, timeout=10, max_inactive_connection_lifetime=60
-    )
-    return pool
 
 
 async def record(

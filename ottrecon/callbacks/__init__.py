@@ -1,0 +1,1 @@
+"""Callbacks from OTT Pay: verdicts, verification, storage, replay, dead letters and retention."""
