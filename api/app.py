@@ -10,10 +10,10 @@ from api import db, routes
 from api.auth import token_middleware
 from api.metrics import metrics_middleware
 from api.openapi import openapi_spec
-from api.queue import connect
 from api.settings import ApiSettings
 from console.app import create_console_app
 from console.web import PREFIX as CONSOLE_PREFIX
+from ottrecon.queue import KICK_TIMEOUT_S, connect
 
 
 def create_app(settings: ApiSettings) -> web.Application:
@@ -41,7 +41,7 @@ def create_app(settings: ApiSettings) -> web.Application:
 async def _resources(app: web.Application) -> AsyncIterator[None]:
     settings = app[routes.SETTINGS]
     app[routes.POOL] = await db.create_pool(settings.database_url)
-    app[routes.REDIS] = connect(settings.redis_url)
+    app[routes.REDIS] = connect(settings.redis_url, KICK_TIMEOUT_S)
     yield
     await app[routes.REDIS].aclose(close_connection_pool=True)
     await app[routes.POOL].close()

@@ -9,9 +9,9 @@ from collections.abc import Mapping
 
 from api import db, service
 from api.errors import InvalidRequest
-from api.queue import connect
 from api.settings import ApiSettings
 from api.views import payment_view, refund_view
+from ottrecon.queue import KICK_TIMEOUT_S, connect
 
 
 def _settings(env: Mapping[str, str]) -> ApiSettings:
@@ -34,7 +34,7 @@ async def pay(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     request = service.PaymentRequest.parse(body, settings.merchant_ids)
     key = service.check_idempotency_key(args.idempotency_key or secrets.token_hex(12))
     pool = await db.create_pool(settings.database_url)
-    redis = connect(settings.redis_url)
+    redis = connect(settings.redis_url, KICK_TIMEOUT_S)
     try:
         order, _ = await service.create_payment(pool, redis, request, key)
         order = await service.wait_for(pool, db.ORDER_BY_ID, order["order_id"], service.SETTLED, args.wait)
@@ -54,7 +54,7 @@ async def refund(args: argparse.Namespace, env: Mapping[str, str]) -> int:
         raise InvalidRequest(problems)
     key = service.check_idempotency_key(args.idempotency_key or secrets.token_hex(12))
     pool = await db.create_pool(settings.database_url)
-    redis = connect(settings.redis_url)
+    redis = connect(settings.redis_url, KICK_TIMEOUT_S)
     try:
         row, _ = await service.create_refund(pool, redis, args.payment_id, amount, key)
         row = await service.wait_for(pool, db.REFUND_BY_ID, row["id"], frozenset({"succeeded", "failed"}), args.wait)

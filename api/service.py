@@ -17,7 +17,7 @@ from arq import ArqRedis
 
 from api import db
 from api.errors import IdempotencyConflict, InvalidRequest, NotFound, NotRefundable
-from api.queue import PROCESS_ORDER_JOB, PROCESS_REFUND_JOB, kick
+from ottrecon.queue import PROCESS_ORDER_JOB, PROCESS_REFUND_JOB, kick
 
 KINDS = ("ACTIVEPAY", "PASSIVEPAY")
 BIZ_TYPES = ("ALIPAY", "WECHATPAY", "UNIONPAY")

@@ -9,7 +9,7 @@ from arq import Worker, func
 from arq.connections import RedisSettings
 
 from ottrecon import logs
-from worker.queue import INGEST_JOB, QUEUE_NAME, deserialize, serialize
+from ottrecon.queue import INGEST_JOB, QUEUE_NAME, deserialize, serialize
 from worker.settings import WorkerSettings
 
 

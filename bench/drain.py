@@ -14,9 +14,9 @@ import asyncpg
 from bench.children import Child, ottrecon_command
 from bench.errors import BenchError
 from bench.redisdb import ClaimedRedisDb
+from ottrecon.queue import DEAD_LETTER_KEY, QUEUE_NAME, connect
 from webhook.batcher import EnqueueBatcher
-from webhook.queue import QUEUE_NAME, connect, prepare
-from worker.queue import DEAD_LETTER_KEY
+from webhook.queue import prepare
 
 NOOP = "arq no-op"
 REAL = "ottrecon worker"

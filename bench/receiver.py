@@ -20,7 +20,7 @@ from bench.redisdb import ClaimedRedisDb
 from bench.report import table
 from bench.support import make_callbacks, new_sign_key, positive_int, server_url
 from bench.wrk import WrkResult, require_wrk, run_wrk, write_bodies
-from webhook.queue import QUEUE_NAME, QUEUED_KEY_PREFIX
+from ottrecon.queue import QUEUE_NAME, QUEUED_KEY_PREFIX
 
 # The targets docs/BENCHMARKS.md judges the receiver against.
 TARGET_RATIO = 0.30

@@ -27,7 +27,7 @@ from bench.children import Child, child_env, free_port, ottrecon_command, wait_h
 from bench.report import table
 from bench.support import make_callbacks, new_sign_key
 from bench.wrk import WrkResult, require_wrk, run_wrk, write_bodies
-from webhook.queue import QUEUE_NAME, QUEUED_KEY_PREFIX
+from ottrecon.queue import QUEUE_NAME, QUEUED_KEY_PREFIX
 
 MODES = {
     "no persistence": ["--appendonly", "no"],

@@ -11,7 +11,7 @@ from typing import Any
 import aiohttp
 from yarl import URL
 
-from ottpay.codes import Outcome, classify_rsp_code
+from ottpay.codes import GatewayReply, Outcome, classify_rsp_code
 from ottpay.envelope import open_envelope, seal
 from ottpay.errors import EnvelopeError
 
@@ -29,21 +29,6 @@ class MerchantCredentials:
     merchant_id: str
     operator_id: str
     signkey: str = field(repr=False)
-
-
-@dataclass(frozen=True)
-class GatewayReply:
-    """One request's result. Read outcome first: only Outcome.SUCCESS means the gateway did it."""
-
-    action: str
-    outcome: Outcome
-    rsp_code: str | None
-    rsp_msg: str | None
-    data: dict[str, str]
-    latency_ms: int
-    sent: bool
-    error: str | None
-    not_found: bool = False
 
 
 class OttPayClient:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from enum import StrEnum
 
 
@@ -81,3 +82,18 @@ def classify_order_status(status: str) -> OrderState:
     if not isinstance(status, str):
         return OrderState.REVIEW
     return _STATES.get(status.strip().lower(), OrderState.REVIEW)
+
+
+@dataclass(frozen=True)
+class GatewayReply:
+    """One request's result. Read outcome first: only Outcome.SUCCESS means the gateway did it."""
+
+    action: str
+    outcome: Outcome
+    rsp_code: str | None
+    rsp_msg: str | None
+    data: dict[str, str]
+    latency_ms: int
+    sent: bool
+    error: str | None
+    not_found: bool = False

@@ -15,7 +15,7 @@ from redis.asyncio import ConnectionPool
 
 from ottpay.keys import MerchantKeys, parse_merchant_keys
 from ottrecon.migrations import migrate
-from worker.queue import deserialize, serialize
+from ottrecon.queue import deserialize, serialize
 
 # Keys published in PROTOCOL.md (not secrets): the current one and the one rotated in.
 MERCHANT = "QC00005496"

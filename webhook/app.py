@@ -14,12 +14,13 @@ from redis.exceptions import RedisError
 
 from ottpay import strict_json
 from ottpay.messages import SUCCESS_ACK, callback_shape_problems
+from ottrecon.queue import connect
 from ottrecon.redis_persistence import PersistenceWatch, stop_watch
 from webhook import metrics
 from webhook.batcher import EnqueueBatcher
 from webhook.errors import QueueUnavailable
 from webhook.malformed import quiet_malformed_requests
-from webhook.queue import connect, prepare
+from webhook.queue import prepare
 from webhook.settings import WebhookSettings
 
 logger = logging.getLogger("ottrecon.webhook")

@@ -1,8 +1,7 @@
-"""The receiver's side of the callback queue contract (pinned against worker/queue.py by a test)."""
+"""The receiver's writer of ingest jobs: arq's job format written in one Lua call (pinned by a contract test)."""
 
 from __future__ import annotations
 
-import json
 import time
 import uuid
 from collections.abc import Sequence
@@ -11,18 +10,14 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from arq import ArqRedis
-from redis.asyncio import ConnectionPool
 from redis.exceptions import RedisError
 
 from ottpay.fingerprint import envelope_fingerprint
+from ottrecon.queue import INGEST_JOB, QUEUE_NAME, QUEUED_KEY_PREFIX, serialize
 from webhook.errors import QueueUnavailable
 
-# These must equal worker/queue.py's; tests/integration/test_queue_contract.py checks it.
-QUEUE_NAME = "ottrecon:jobs"
-INGEST_JOB = "ingest_callbacks"
-# While a callback is queued, this key (per exact body) makes a redelivery join it instead of
-# queueing it again; the worker deletes it once the callback is processed.
-QUEUED_KEY_PREFIX = "ottrecon:queued:"
+# While a callback is queued, its QUEUED_KEY_PREFIX key (per exact body) makes a redelivery join it
+# instead of queueing it again; the worker deletes it once the callback is processed.
 # arq's own key for a job's payload (arq.constants.job_key_prefix), written here directly.
 ARQ_JOB_KEY_PREFIX = "arq:job:"
 # A queued callback outlives a worker outage of up to this long (arq's default is one day).
@@ -50,22 +45,6 @@ if #items > 0 then
 end
 return fresh
 """
-
-
-def serialize(obj: Any) -> bytes:
-    """arq job serializer: JSON, never pickle (a queue entry must not be able to run code)."""
-    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
-
-
-def deserialize(raw: bytes) -> Any:
-    """arq job deserializer, the inverse of serialize."""
-    return json.loads(raw)
-
-
-def connect(redis_url: str, timeout_s: float) -> ArqRedis:
-    """A Redis client that connects lazily, so the receiver starts (not ready) while Redis is down."""
-    pool = ConnectionPool.from_url(redis_url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s)
-    return ArqRedis(pool, job_serializer=serialize, job_deserializer=deserialize)
 
 
 @dataclass(frozen=True)

@@ -13,9 +13,9 @@ from urllib.parse import urlsplit
 import aiohttp
 import asyncpg
 
+from ottrecon.backoff import backoff
 from ottrecon.db import translate_errors
 from worker.alert_admin import ALERT_COLUMNS, AlertView, format_money, format_time, printable
-from worker.submission import Policy
 
 logger = logging.getLogger("ottrecon.alerts")
 _rng = random.Random()
@@ -75,7 +75,10 @@ async def deliver_due_alerts(
     Postgres is away; the alerts then simply stay due. The URL is a secret: it is never logged or stored.
     Times in the texts are in display_tz, as the finance console shows them.
     """
-    policy = Policy(base_delay_s=base_delay_s, max_delay_s=max_delay_s)
+
+    def delay(attempts: int) -> float:
+        return backoff(attempts, _rng, base_delay_s=base_delay_s, max_delay_s=max_delay_s)
+
     # The transaction (and its row locks) spans the HTTP send, which timeout_s keeps short:
     # sends run concurrently, so the locks are held for about one timeout at most.
     async with translate_errors(), pool.acquire() as conn, conn.transaction():
@@ -83,7 +86,7 @@ async def deliver_due_alerts(
         if not rows:
             return DeliveryReport(0, 0, 0, False)
         alerts = [AlertView.from_row(row) for row in rows]
-        # Capped for the formula only: Policy.backoff overflows a float past ~1000 attempts (days
+        # Capped for the formula only: backoff overflows a float past ~1000 attempts (days
         # of outage), and 2**29 times the base delay is far past any sensible max_delay_s.
         attempts = {row["id"]: min(row["notify_attempts"] + 1, 30) for row in rows}
         storm = len(alerts) >= storm_threshold
@@ -96,12 +99,12 @@ async def deliver_due_alerts(
             error = await _post(session, webhook_url, summary_text(alerts), timeout_s)
             errors = dict.fromkeys(attempts, error)
             # A storm fails as one message, so it comes back as one: a single delay keeps it together.
-            delays = dict.fromkeys(attempts, policy.backoff(max(attempts.values()), _rng))
+            delays = dict.fromkeys(attempts, delay(max(attempts.values())))
         else:
             texts = [alert_text(a, display_tz) for a in alerts]
             sent = await asyncio.gather(*(_post(session, webhook_url, text, timeout_s) for text in texts))
             errors = {a.id: error for a, error in zip(alerts, sent, strict=True)}
-            delays = {a.id: policy.backoff(attempts[a.id], _rng) for a in alerts}
+            delays = {a.id: delay(attempts[a.id]) for a in alerts}
         delivered = [a for a in alerts if errors[a.id] is None]
         failed = [a for a in alerts if errors[a.id] is not None]
         if delivered:

@@ -7,7 +7,7 @@ import json
 from arq import ArqRedis
 from redis.asyncio import ConnectionPool
 
-from worker.queue import DEAD_LETTER_KEY, INGEST_JOB, QUEUE_NAME, deserialize, serialize
+from ottrecon.queue import DEAD_LETTER_KEY, INGEST_JOB, QUEUE_NAME, deserialize, serialize
 
 
 async def dead_letter_count(redis: ArqRedis) -> int:

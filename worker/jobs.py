@@ -4,22 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-import asyncpg
 from arq import ArqRedis, Retry
 from redis.exceptions import RedisError
 
 from ottrecon.callbacks.verdicts import RejectedCallback, Verdict, VerifiedCallback
 from ottrecon.callbacks.verify import judge
 from ottrecon.errors import DatabaseUnavailable
+from ottrecon.queue import DEAD_LETTER_KEY, QUEUED_KEY_PREFIX, serialize
 from worker import metrics
-from worker.queue import DEAD_LETTER_KEY, QUEUED_KEY_PREFIX, serialize
-from worker.settings import WorkerSettings
+from worker.context import WorkerState
 from worker.storable import UNSTORABLE, safe_fingerprint, safe_text, storable_copy, unstorable_problem
-from worker.writer import BatchWriter
 
 logger = logging.getLogger("ottrecon.worker")
 
@@ -33,15 +30,6 @@ ERROR_COUNT_PREFIX = "ottrecon:jobs:errors:"
 # so a try cut short by a killed worker, or a Retry while Redis is away on the last try, never
 # makes arq drop callbacks.
 ARQ_TRIES_SLACK = 100
-
-
-@dataclass
-class WorkerState:
-    """What every job shares inside one worker process."""
-
-    settings: WorkerSettings
-    pool: asyncpg.Pool
-    writer: BatchWriter
 
 
 async def ingest_callbacks(ctx: dict[str, Any], callbacks: list[Any]) -> dict[str, int]:

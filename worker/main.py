@@ -14,18 +14,7 @@ from ottrecon import db
 from ottrecon.callbacks import store as callback_store
 from ottrecon.errors import DatabaseUnavailable
 from ottrecon.migrations import check_schema
-from ottrecon.redis_persistence import PersistenceWatch, stop_watch
-from worker.gateway import Gateway
-from worker.jobs import ARQ_TRIES_SLACK, WorkerState, ingest_callbacks
-from worker.metrics import REFRESH_EVERY_S, refresh_metrics, timed
-from worker.payment_jobs import (
-    PaymentState,
-    process_order,
-    process_refund,
-    retry_failed_submissions,
-    sweep_unpaid_orders,
-)
-from worker.queue import (
+from ottrecon.queue import (
     INGEST_JOB,
     PROCESS_ORDER_JOB,
     PROCESS_REFUND_JOB,
@@ -34,8 +23,18 @@ from worker.queue import (
     deserialize,
     serialize,
 )
+from ottrecon.redis_persistence import PersistenceWatch, stop_watch
+from worker.context import PaymentState, ReconState, WorkerState
+from worker.gateway import Gateway
+from worker.jobs import ARQ_TRIES_SLACK, ingest_callbacks
+from worker.metrics import REFRESH_EVERY_S, refresh_metrics, timed
+from worker.payment_jobs import (
+    process_order,
+    process_refund,
+    retry_failed_submissions,
+    sweep_unpaid_orders,
+)
 from worker.recon_jobs import (
-    ReconState,
     deliver_alerts,
     reconcile_ledger,
     replay_rejected_callback,

@@ -15,16 +15,15 @@ from arq import ArqRedis
 from prometheus_client import Counter, Gauge, Histogram
 from redis.exceptions import RedisError
 
-from ottpay.client import GatewayReply
-from ottpay.codes import Outcome
+from ottpay.codes import GatewayReply, Outcome
 from ottpay.errors import EnvelopeError
 from ottrecon import db
 from ottrecon.callbacks.verdicts import FINISH_TIME_SKEW_LIMIT, VerifiedCallback
 from ottrecon.errors import DatabaseUnavailable
-from worker.queue import DEAD_LETTER_KEY, QUEUE_NAME
+from ottrecon.queue import DEAD_LETTER_KEY, QUEUE_NAME
 
 if TYPE_CHECKING:
-    from worker.jobs import WorkerState
+    from worker.context import WorkerState
 
 logger = logging.getLogger("ottrecon.metrics")
 

@@ -8,7 +8,7 @@ from datetime import datetime
 
 import asyncpg
 
-from ottpay.client import GatewayReply
+from ottpay.codes import GatewayReply
 from ottpay.finish_time import parse_finish_time
 from worker.submission import OrderFacts, Transition
 

@@ -3,30 +3,19 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from typing import Any
 
 from arq import ArqRedis
 
 from ottrecon.errors import DatabaseUnavailable
-from worker.queue import PROCESS_ORDER_JOB, QUEUE_NAME
-from worker.refunder import Refunder
+from ottrecon.queue import PROCESS_ORDER_JOB, QUEUE_NAME
+from worker.context import PaymentState
 from worker.submission import SWEPT
-from worker.submitter import Submitter
 
 logger = logging.getLogger("ottrecon.payments")
 
 # A follow-up due this soon gets its own deferred job; later ones wait for the scheduled retry.
 FOLLOW_UP_WITHIN_S = 10.0
-
-
-@dataclass
-class PaymentState:
-    """What payment jobs share inside one worker process."""
-
-    submitter: Submitter
-    refunder: Refunder
-    batch: int
 
 
 async def process_order(ctx: dict[str, Any], order_pk: int) -> str | None:

@@ -3,15 +3,11 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from typing import Any
 
-import aiohttp
-import asyncpg
-
-from ottpay.keys import MerchantKeys
 from ottrecon.errors import DatabaseUnavailable
 from worker.alert_delivery import deliver_due_alerts
+from worker.context import ReconState
 from worker.reconcile import reconcile_pending
 from worker.replay import replay_one, report_configured_merchants
 
@@ -19,20 +15,6 @@ logger = logging.getLogger("ottrecon.reconcile")
 
 # One tick reconciles at most this many batches, so a huge backlog cannot hold a job slot for long.
 MAX_BATCHES_PER_TICK = 50
-
-
-@dataclass
-class ReconState:
-    """What reconciliation jobs share inside one worker process."""
-
-    pool: asyncpg.Pool
-    business_tz: str
-    http: aiohttp.ClientSession
-    alert_webhook_url: str | None
-    alert_storm_threshold: int
-    merchants: MerchantKeys
-    # Alert texts show times in the zone the finance console shows (OTTRECON_DISPLAY_TZ).
-    display_tz: str = "America/Toronto"
 
 
 async def reconcile_ledger(ctx: dict[str, Any]) -> int:

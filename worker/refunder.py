@@ -9,8 +9,7 @@ from datetime import UTC, datetime
 
 import asyncpg
 
-from ottpay.client import GatewayReply
-from ottpay.codes import Outcome
+from ottpay.codes import GatewayReply, Outcome
 from ottpay.finish_time import parse_finish_time
 from ottpay.messages import parse_cents
 from ottrecon import db

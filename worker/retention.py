@@ -20,7 +20,7 @@ from ottrecon.errors import DatabaseUnavailable
 from worker import metrics
 
 if TYPE_CHECKING:
-    from worker.jobs import WorkerState
+    from worker.context import WorkerState
 
 logger = logging.getLogger("ottrecon.retention")
 

@@ -7,9 +7,9 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
 
-from ottpay.client import GatewayReply
-from ottpay.codes import OrderState, Outcome, classify_order_status
+from ottpay.codes import GatewayReply, OrderState, Outcome, classify_order_status
 from ottpay.messages import parse_cents
+from ottrecon.backoff import backoff
 
 # Statuses after which nothing more is ever sent for an order (refunds have their own flow).
 FINAL = frozenset({"declined", "failed", "closed", "expired", "paid", "partially_refunded", "refunded"})
@@ -44,10 +44,7 @@ class Policy:
 
     def backoff(self, attempts: int, rng: random.Random) -> float:
         """Exponential delay with jitter (half to full), so workers and orders do not move in step."""
-        # The exponent is capped: callers that never give up (alert delivery) pass huge counts.
-        exponent = min(max(0, attempts - 1), 30)
-        delay: float = min(self.max_delay_s, self.base_delay_s * float(2**exponent))
-        return delay * (0.5 + rng.random() / 2)
+        return backoff(attempts, rng, base_delay_s=self.base_delay_s, max_delay_s=self.max_delay_s)
 
 
 @dataclass(frozen=True)

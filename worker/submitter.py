@@ -10,7 +10,8 @@ from datetime import UTC, datetime
 
 import asyncpg
 
-from ottpay.client import GatewayReply, OttPayClient
+from ottpay.client import OttPayClient
+from ottpay.codes import GatewayReply
 from ottpay.messages import parse_cents
 from ottrecon import db
 from worker import metrics, orders_db

@@ -9,7 +9,6 @@ from __future__ import annotations
 from aiohttp import web
 from redis.exceptions import RedisError
 
-from api.queue import QUEUE_NAME, REPLAY_REJECTED_JOB
 from console import paging
 from console.auth import require_finance
 from console.csrf import checked_form
@@ -18,6 +17,7 @@ from console.filters import choice, positive_int
 from console.render import render
 from console.web import pool, redirect, redis, session, url
 from ottrecon.db import translate_errors
+from ottrecon.queue import QUEUE_NAME, REPLAY_REJECTED_JOB
 
 TABS = ("open", "resolved")
 # A merchant counts as configured while a worker has reported holding its keys within this interval.

@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 import aiohttp
 from redis.asyncio import Redis
 
-from worker.queue import QUEUE_NAME
+from ottrecon.queue import QUEUE_NAME
 
 from .environment import LOOPBACK, ROOT, ottrecon_command
 from .errors import DemoError

@@ -20,8 +20,8 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from ottpay.messages import build_callback
+from ottrecon.queue import DEAD_LETTER_KEY, QUEUE_NAME
 from tests.conftest import MERCHANT, OLD_KEY
-from worker.queue import DEAD_LETTER_KEY, QUEUE_NAME
 
 
 def genuine_callback(order_id: str, amount: int = 100) -> dict[str, str]:

@@ -10,8 +10,8 @@ import asyncpg
 from aiohttp.test_utils import TestClient, TestServer
 from arq import ArqRedis
 
-import api.queue as api_side
-import worker.queue as worker_side
+import ottrecon.queue as api_side
+import ottrecon.queue as worker_side
 from api.app import create_app
 from ottpay.keys import MerchantKeys, parse_merchant_keys
 from ottrecon.callbacks import store as callback_store

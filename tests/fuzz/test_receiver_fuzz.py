@@ -23,10 +23,10 @@ from hypothesis import strategies as st
 from redis.asyncio import ConnectionPool
 
 from ottpay.keys import parse_merchant_keys
+from ottrecon.queue import DEAD_LETTER_KEY
 from tests.conftest import MERCHANT, OLD_KEY
 from tests.fuzz.support import free_port, fuzz_settings, running
 from tests.integration.support import drain, make_callback, worker_settings
-from worker.queue import DEAD_LETTER_KEY
 
 GENUINE_PER_EXAMPLE = 4
 MEMORY_GROWTH_LIMIT = 64 * 1024 * 1024

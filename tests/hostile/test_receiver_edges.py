@@ -10,9 +10,9 @@ import pytest
 from arq import ArqRedis
 
 from ottpay.keys import parse_merchant_keys
+from ottrecon.queue import QUEUE_NAME
 from tests.conftest import MERCHANT, OLD_KEY
 from tests.integration.support import drain, make_callback, receiver, worker_settings
-from worker.queue import QUEUE_NAME
 
 LONE_SURROGATE = b'{"rsp_code":"SUCCESS","rsp_msg":"\\ud800","merchant_id":"M1","data":"QUJD","md5":"X"}'
 

@@ -12,7 +12,7 @@ from ottrecon import db as worker_db
 from ottrecon.callbacks import store as callback_store
 from tests.conftest import MERCHANT, OLD_KEY
 from tests.integration.support import worker_settings
-from worker.jobs import WorkerState
+from worker.context import WorkerState
 from worker.main import create_worker
 from worker.retention import purge_rejected_callbacks
 from worker.settings import WorkerSettings

@@ -24,8 +24,8 @@ import asyncpg
 from aiohttp.test_utils import TestServer
 from arq import ArqRedis
 
-from api.queue import connect
 from ottpay.keys import MerchantKeys
+from ottrecon.queue import connect
 from simulator.app import create_app as create_sim
 from simulator.core import SIM, Simulator
 from simulator.faults import Faults
@@ -106,7 +106,7 @@ def world(database_url: str, redis_url: str, merchants: MerchantKeys) -> Iterato
             database_url, min_size=1, max_size=4, server_settings={"statement_timeout": "20000"}
         )
         stack.push_async_callback(pool.close)
-        redis = connect(redis_url)
+        redis = connect(redis_url, 2.0)
         stack.push_async_callback(redis.aclose)
         gateway = Gateway(session, merchants, operators, base_url=str(server.make_url("/")), timeout_s=5)
         parts = dict(callback_url="http://127.0.0.1:9/dropped", lease_s=60)

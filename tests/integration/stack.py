@@ -15,6 +15,7 @@ from arq import Worker
 from api.app import create_app as create_api
 from api.settings import ApiSettings, parse_tokens
 from ottpay.keys import MerchantKeys, parse_merchant_keys
+from ottrecon.queue import QUEUE_NAME
 from simulator.app import create_app as create_sim
 from simulator.faults import Faults
 from simulator.settings import Autopay, SimulatorSettings
@@ -22,7 +23,6 @@ from tests.conftest import MERCHANT, NEW_KEY, OLD_KEY
 from webhook.app import create_app as create_receiver
 from webhook.settings import WebhookSettings
 from worker.main import create_worker
-from worker.queue import QUEUE_NAME
 from worker.settings import WorkerSettings
 from worker.submission import Policy
 

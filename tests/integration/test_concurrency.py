@@ -9,8 +9,8 @@ import asyncpg
 from arq import ArqRedis
 
 from ottpay.keys import MerchantKeys
+from ottrecon.queue import INGEST_JOB, QUEUE_NAME
 from tests.integration.support import drain, make_callback, worker_settings
-from worker.queue import INGEST_JOB, QUEUE_NAME
 
 TIME_FORMATS = ("20200416050429", "2020-04-16 05:04:29", "2020-04-16 05:04:29 CST")
 

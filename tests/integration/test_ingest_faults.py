@@ -13,10 +13,10 @@ from arq import ArqRedis
 from ottpay.keys import MerchantKeys
 from ottrecon import db as worker_db
 from ottrecon.errors import DatabaseUnavailable
+from ottrecon.queue import DEAD_LETTER_KEY
 from tests.integration.support import drain, make_callback, worker_settings
 from webhook.queue import PreparedCallback, enqueue_callbacks, prepare
 from worker.jobs import UNEXPECTED_TRIES
-from worker.queue import DEAD_LETTER_KEY
 
 
 def prepared(bodies: list[dict[str, Any]]) -> list[PreparedCallback]:

@@ -36,7 +36,8 @@ from tests.integration.support import drain, make_callback, receiver, worker_set
 from webhook.app import create_app as create_receiver
 from webhook.errors import ConfigError as WebhookConfigError
 from webhook.settings import WebhookSettings
-from worker.jobs import WorkerState, dead_letter
+from worker.context import WorkerState
+from worker.jobs import dead_letter
 from worker.main import create_worker
 from worker.metrics import refresh_metrics
 from worker.settings import WorkerSettings

@@ -9,9 +9,9 @@ import asyncpg
 from arq import ArqRedis
 
 from ottpay.keys import MerchantKeys, parse_merchant_keys
+from ottrecon.queue import QUEUE_NAME
 from tests.conftest import MERCHANT, NEW_KEY, OLD_KEY, OTHER_KEY, OTHER_MERCHANT
 from tests.integration.support import drain, enqueue_callback, make_callback, receiver, worker_settings
-from worker.queue import QUEUE_NAME
 
 VERIFICATION_FAILURES = {"decryption_failed", "not_json_object", "malformed_plaintext", "digest_mismatch"}
 
@@ -211,7 +211,7 @@ async def test_verified_callback_with_unusable_amount_is_rejected_with_reason(
 async def test_replay_requested_by_a_person_is_run_by_the_worker_and_audited(
     database_url: str, redis_url: str, redis: ArqRedis, db: asyncpg.Connection
 ) -> None:
-    from worker.queue import REPLAY_REJECTED_JOB
+    from ottrecon.queue import REPLAY_REJECTED_JOB
 
     stranger = make_callback("ORDER12", "1500", merchant_id="NB00000001", key=OTHER_KEY)
     await post_all(redis_url, stranger)

@@ -14,11 +14,11 @@ from prometheus_client import REGISTRY
 from redis.asyncio import ConnectionPool
 
 from ottpay.keys import parse_merchant_keys
+from ottrecon.queue import QUEUE_NAME
 from tests.conftest import MERCHANT, OLD_KEY
 from tests.integration.support import drain, make_callback, receiver, worker_settings
 from webhook.app import create_app
 from webhook.settings import WebhookSettings
-from worker.queue import QUEUE_NAME
 
 
 async def test_receiver_queues_callback_and_acknowledges(redis_url: str, redis: ArqRedis) -> None:

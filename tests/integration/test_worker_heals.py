@@ -15,11 +15,11 @@ from arq import ArqRedis
 from redis.asyncio import ConnectionPool
 
 from ottpay.keys import MerchantKeys
+from ottrecon.queue import QUEUE_NAME, deserialize, serialize
 from tests.integration.processes import redis_server, worker_env, worker_process
 from tests.integration.stack import stop_worker, wait_until_started
 from tests.integration.support import enqueue_callback, make_callback, worker_settings
 from worker.main import create_worker
-from worker.queue import QUEUE_NAME, deserialize, serialize
 
 
 @contextlib.asynccontextmanager

@@ -10,8 +10,8 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 from aiohttp.typedefs import Handler
 
-from ottpay.client import GatewayReply, MerchantCredentials, OttPayClient
-from ottpay.codes import OrderState, Outcome, classify_order_status
+from ottpay.client import MerchantCredentials, OttPayClient
+from ottpay.codes import GatewayReply, OrderState, Outcome, classify_order_status
 from ottpay.envelope import seal
 from ottpay.errors import EnvelopeError
 from tests.simulator import KEY, MERCHANT, NEW_KEY, OPERATOR, free_port, running_sim

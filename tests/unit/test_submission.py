@@ -8,8 +8,7 @@ from typing import Any
 
 import pytest
 
-from ottpay.client import GatewayReply
-from ottpay.codes import Outcome
+from ottpay.codes import GatewayReply, Outcome
 from worker.submission import OrderFacts, Policy, Step, after_reply, next_step
 
 NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)

@@ -1,0 +1,54 @@
+"""The job queue contract every process shares: queue and job names, Redis keys, the JSON serializer.
+
+The receiver (webhook/queue.py) writes ingest jobs itself in arq's format; the api and the console
+enqueue through arq; the worker runs them. tests/integration/test_queue_contract.py pins the format.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from arq import ArqRedis
+from redis.asyncio import ConnectionPool
+from redis.exceptions import RedisError
+
+QUEUE_NAME = "ottrecon:jobs"
+INGEST_JOB = "ingest_callbacks"
+# Set by the receiver per queued body (webhook/queue.py); released by the worker once it is processed.
+QUEUED_KEY_PREFIX = "ottrecon:queued:"
+# Enqueued by the api process right after it stores an order or a refund.
+PROCESS_ORDER_JOB = "process_order"
+PROCESS_REFUND_JOB = "process_refund"
+# Enqueued by the finance console's replay button (the api holds no sign keys; the worker does).
+REPLAY_REJECTED_JOB = "replay_rejected_callback"
+# Callbacks whose processing could not finish even after every retry, kept for `ottrecon requeue-dead`.
+DEAD_LETTER_KEY = "ottrecon:jobs:dead"
+# How long the api and the CLI wait for Redis when they kick a job (best effort: the work is due in Postgres anyway).
+KICK_TIMEOUT_S = 2.0
+
+
+def serialize(obj: Any) -> bytes:
+    """arq job serializer: JSON, never pickle (a queue entry must not be able to run code)."""
+    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+def deserialize(raw: bytes) -> Any:
+    """arq job deserializer, the inverse of serialize."""
+    return json.loads(raw)
+
+
+def connect(redis_url: str, timeout_s: float) -> ArqRedis:
+    """A Redis client that connects lazily, so a process starts (not ready) while Redis is down."""
+    pool = ConnectionPool.from_url(redis_url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s)
+    return ArqRedis(pool, job_serializer=serialize, job_deserializer=deserialize)
+
+
+async def kick(redis: ArqRedis, job: str, pk: int) -> bool:
+    """Ask a worker to handle an order/refund now. Best effort: a stored order is due in Postgres
+    anyway and the worker's scheduled retry takes it if this enqueue is lost. Returns False on failure."""
+    try:
+        await redis.enqueue_job(job, pk, _queue_name=QUEUE_NAME, _job_id=f"{job}:{pk}:first")
+    except (RedisError, OSError, TimeoutError):
+        return False
+    return True
