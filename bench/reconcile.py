@@ -33,9 +33,9 @@ from bench.support import (
     stop_on_sigterm,
     table,
 )
+from ottrecon.reconciliation.reconcile import reconcile_pending
+from ottrecon.reconciliation.reports import export_report
 from worker.recon_jobs import MAX_BATCHES_PER_TICK
-from worker.reconcile import reconcile_pending
-from worker.reports import export_report
 
 BUSINESS_TZ = "America/Toronto"
 DEFAULT_SIZES = (100_000, 300_000, 1_000_000)

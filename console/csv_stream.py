@@ -1,6 +1,6 @@
 """CSV downloads streamed to the browser, byte for byte as `ottrecon export` writes them.
 
-worker.reports writes to a blocking text file. To stream that without holding the api's pool or
+ottrecon.reconciliation.reports writes to a blocking text file. To stream that without holding the api's pool or
 its event loop (point-of-sale payments share them), the export runs on its own event loop in a
 thread with a one-connection pool; its writes cross to the response through a small bounded
 queue, so a slow browser slows the export down instead of filling memory.
@@ -20,8 +20,7 @@ from aiohttp import web
 from console.offload import OFFLOAD_SLOTS, run_with_private_pool
 from console.web import STREAMING
 from ottrecon.db import translate_errors
-from worker.export import csv_cell
-from worker.reports import LEDGER_COLUMNS
+from ottrecon.reconciliation.reports import LEDGER_COLUMNS, csv_cell
 
 logger = logging.getLogger("ottrecon.console")
 
@@ -126,7 +125,7 @@ async def _drain(queue: asyncio.Queue[bytes | None], producer: asyncio.Future[in
 
 
 async def write_rows(pool: asyncpg.Pool, out: TextIO, query: str, args: list[Any], fetch_size: int = 5000) -> int:
-    """worker.reports.export_report's loop for a query of our own over its ledger columns: same header,
+    """ottrecon.reconciliation.reports.export_report's loop for a query of our own over its ledger columns: same header,
     same cells, same line ends; read-only, through a server-side cursor."""
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(LEDGER_COLUMNS)

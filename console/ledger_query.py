@@ -1,4 +1,4 @@
-"""The ledger page's SQL, built from worker.reports' select so the page and the CSV see the same columns.
+"""The ledger page's SQL, built from the reports' select so the page and the CSV see the same columns.
 
 Only fixed fragments with $n placeholders are joined, never input. Each filter present adds its
 clause, so Postgres plans every combination with the right index (sql/0005_console_indexes.sql):
@@ -16,7 +16,7 @@ import asyncpg
 from console.filters import LedgerFilter
 from console.paging import Key
 from ottrecon.db import translate_errors
-from worker.reports import LEDGER_COLUMNS, LEDGER_SELECT
+from ottrecon.reconciliation.reports import LEDGER_COLUMNS, LEDGER_SELECT
 
 ORDER = "ORDER BY l.business_date, l.merchant_id, l.order_id"
 # Statuses that are a mismatch (an alert) rather than a settled or waiting row.

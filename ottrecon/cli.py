@@ -247,7 +247,7 @@ def _requeue_dead(args: argparse.Namespace, env: Mapping[str, str]) -> int:
 
 def _export(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     from ottrecon import db
-    from worker.export import export_csv
+    from ottrecon.reconciliation.reports import export_csv
 
     (database_url,) = require(env, "DATABASE_URL")
 

@@ -47,7 +47,7 @@ def add_report_choices(export: argparse.ArgumentParser) -> None:
 
 
 async def export_report(database_url: str, args: argparse.Namespace) -> int:
-    from worker.reports import export_report as write_report
+    from ottrecon.reconciliation.reports import export_report as write_report
 
     async def run(pool: asyncpg.Pool) -> int:
         return await write_report(
@@ -74,7 +74,7 @@ async def _with_pool(database_url: str, run: Callable[[asyncpg.Pool], Awaitable[
 
 
 def _reconcile(args: argparse.Namespace, env: Mapping[str, str]) -> int:
-    from worker.reconcile import mark_all_dirty, reconcile_pending
+    from ottrecon.reconciliation.reconcile import mark_all_dirty, reconcile_pending
 
     async def run(pool: asyncpg.Pool) -> str:
         queued = await mark_all_dirty(pool) if args.all else 0
@@ -89,8 +89,8 @@ def _reconcile(args: argparse.Namespace, env: Mapping[str, str]) -> int:
 
 
 def _import_statement(args: argparse.Namespace, env: Mapping[str, str]) -> int:
-    from worker.statement import import_statement
-    from worker.statement_layout import StatementError, StatementLayout
+    from ottrecon.reconciliation.layouts import StatementError, StatementLayout
+    from ottrecon.reconciliation.statements import import_statement
 
     if (args.date_from is None) != (args.date_to is None):
         print("ottrecon import-statement: give both --from and --to, or neither", file=sys.stderr)
@@ -127,7 +127,7 @@ def _import_statement(args: argparse.Namespace, env: Mapping[str, str]) -> int:
 
 
 def _alerts(args: argparse.Namespace, env: Mapping[str, str]) -> int:
-    from worker import alert_admin
+    from ottrecon.reconciliation import alerts as alert_admin
 
     if args.action != "list" and args.alert_id is None:
         print(f"ottrecon alerts {args.action}: give the alert id", file=sys.stderr)

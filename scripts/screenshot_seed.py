@@ -15,8 +15,8 @@ from ottpay.messages import build_callback
 from ottrecon.callbacks import store as callback_store
 from ottrecon.callbacks.verdicts import RejectedCallback, VerifiedCallback
 from ottrecon.callbacks.verify import judge
-from worker.alert_admin import acknowledge, resolve
-from worker.reconcile import mark_all_dirty, reconcile_pending
+from ottrecon.reconciliation.alerts import acknowledge, resolve
+from ottrecon.reconciliation.reconcile import mark_all_dirty, reconcile_pending
 from worker.replay import report_configured_merchants
 
 TZ_NAME = "America/Toronto"

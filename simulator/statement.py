@@ -18,7 +18,7 @@ from ottpay.finish_time import BEIJING
 from simulator.core import SIM
 from simulator.state import Order, SimState
 
-# The default layout of worker.statement (docs/STATEMENTS.md).
+# The default layout of ottrecon.reconciliation.statements (docs/STATEMENTS.md).
 HEADER = ("merchant_id", "order_id", "bizpay_order_id", "amount", "tip", "fee", "refund", "txn_time")
 PAID_STATUSES = frozenset({"success", "partial_refunded", "fully_refunded"})
 FEE_PERCENT = 2

@@ -1,7 +1,7 @@
 """A reference reconciler: docs/RECONCILIATION.md as plain Python, for model-based tests.
 
 Written from that page alone, rule by rule, over plain records (no SQL, no database, no clever
-shortcuts), so that when it and worker/sql/reconcile_ledger.sql disagree one of them misreads the
+shortcuts), so that when it and reconciliation/queries/reconcile_ledger.sql disagree one of them misreads the
 page. Money is integer cents; times are aware datetimes.
 """
 

@@ -8,9 +8,9 @@ import aiohttp
 import asyncpg
 
 from ottpay.keys import MerchantKeys
-from worker.refunder import Refunder
+from ottrecon.payments.refunder import Refunder
+from ottrecon.payments.submitter import Submitter
 from worker.settings import WorkerSettings
-from worker.submitter import Submitter
 from worker.writer import BatchWriter
 
 

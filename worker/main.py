@@ -14,6 +14,9 @@ from ottrecon import db
 from ottrecon.callbacks import store as callback_store
 from ottrecon.errors import DatabaseUnavailable
 from ottrecon.migrations import check_schema
+from ottrecon.payments.gateway import Gateway
+from ottrecon.payments.refunder import Refunder
+from ottrecon.payments.submitter import Submitter
 from ottrecon.queue import (
     INGEST_JOB,
     PROCESS_ORDER_JOB,
@@ -25,9 +28,8 @@ from ottrecon.queue import (
 )
 from ottrecon.redis_persistence import PersistenceWatch, stop_watch
 from worker.context import PaymentState, ReconState, WorkerState
-from worker.gateway import Gateway
 from worker.jobs import ARQ_TRIES_SLACK, ingest_callbacks
-from worker.metrics import REFRESH_EVERY_S, refresh_metrics, timed
+from worker.metrics import REFRESH_EVERY_S, count_submission, refresh_metrics, timed
 from worker.payment_jobs import (
     process_order,
     process_refund,
@@ -40,11 +42,9 @@ from worker.recon_jobs import (
     replay_rejected_callback,
     report_merchants,
 )
-from worker.refunder import Refunder
 from worker.resilient import ResilientWorker
 from worker.retention import purge_rejected_callbacks
 from worker.settings import WorkerSettings
-from worker.submitter import Submitter
 from worker.writer import BatchWriter
 
 logger = logging.getLogger("ottrecon.worker")
@@ -73,8 +73,15 @@ def create_worker(settings: WorkerSettings, **overrides: Any) -> ResilientWorker
         )
         # The lease outlives the slowest gateway call, so no other worker takes an order mid-call.
         lease_s = settings.gateway_timeout_s * 2 + 30
-        submitter = Submitter(pool, gateway, settings.policy, callback_url=settings.callback_url, lease_s=lease_s)
-        refunder = Refunder(pool, gateway, settings.policy, lease_s=lease_s)
+        submitter = Submitter(
+            pool,
+            gateway,
+            settings.policy,
+            callback_url=settings.callback_url,
+            lease_s=lease_s,
+            on_reply=count_submission,
+        )
+        refunder = Refunder(pool, gateway, settings.policy, lease_s=lease_s, on_reply=count_submission)
         ctx["payments"] = PaymentState(submitter=submitter, refunder=refunder, batch=settings.sweep_batch)
         ctx["recon"] = ReconState(
             pool=pool,

@@ -77,7 +77,7 @@ _REJECT_REASONS = (
     "unstorable",
     *(cls.reason for cls in EnvelopeError.__subclasses__()),
 )
-# Alert kinds: the ledger's recon_status mismatches and the statement differences (worker/sql/sync_alerts.sql).
+# Alert kinds: the ledger's mismatches and the statement differences (reconciliation/queries/sync_alerts.sql).
 _ALERT_KINDS = (
     "amount_mismatch",
     "orphan_payment",

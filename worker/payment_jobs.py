@@ -8,9 +8,9 @@ from typing import Any
 from arq import ArqRedis
 
 from ottrecon.errors import DatabaseUnavailable
+from ottrecon.payments.submission import SWEPT
 from ottrecon.queue import PROCESS_ORDER_JOB, QUEUE_NAME
 from worker.context import PaymentState
-from worker.submission import SWEPT
 
 logger = logging.getLogger("ottrecon.payments")
 

@@ -6,9 +6,9 @@ import logging
 from typing import Any
 
 from ottrecon.errors import DatabaseUnavailable
-from worker.alert_delivery import deliver_due_alerts
+from ottrecon.reconciliation.delivery import deliver_due_alerts
+from ottrecon.reconciliation.reconcile import reconcile_pending
 from worker.context import ReconState
-from worker.reconcile import reconcile_pending
 from worker.replay import replay_one, report_configured_merchants
 
 logger = logging.getLogger("ottrecon.reconcile")

@@ -10,7 +10,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from ottpay.client import OttPayClient
 from ottpay.keys import MerchantKeys, parse_merchant_keys, parse_operator_ids
 from ottrecon.errors import ConfigError
-from worker.submission import Policy
+from ottrecon.payments.submission import Policy
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ from console.render import render
 from console.web import pool, redirect, session, url
 from ottpay.strict_json import UNSTORABLE
 from ottrecon.db import translate_errors
-from worker import alert_admin
+from ottrecon.reconciliation import alerts as alert_admin
 
 STATUSES = alert_admin.STATUSES  # open, acknowledged, resolved: the tabs, in this order
 # Alert kinds: the ledger's mismatch statuses and the statement differences (worker/sql/sync_alerts.sql).

@@ -13,7 +13,7 @@ from console.filters import CHANNELS, RECON_STATUSES, LedgerFilter
 from console.ledger_query import csv_query, fetch_page, key_of
 from console.render import render
 from console.web import pool, settings
-from worker.reports import export_report
+from ottrecon.reconciliation.reports import export_report
 
 
 async def show(request: web.Request) -> web.Response:

@@ -13,7 +13,7 @@ from console.render import render
 from console.web import pool, settings
 from ottrecon.db import translate_errors
 
-# Totals per merchant and channel, as worker.reports' summary defines them (net = gross + tips - refunds - fees):
+# Totals per merchant and channel, as the reports' summary defines them (net = gross + tips - refunds - fees):
 # refunds on the dates they happened (ledger_refunds), fees of the payments we received (decision 0022).
 TOTALS = """
 SELECT merchant_id, channel, payments, gross, tips, refunds, fees, gross + tips - refunds - fees AS net

@@ -1,4 +1,4 @@
-"""Statement import: upload a CSV, import it (worker.statement), reconcile, show the differences it made."""
+"""Statement import: upload a CSV, import it (reconciliation.statements), reconcile, show the differences it made."""
 
 from __future__ import annotations
 
@@ -18,9 +18,9 @@ from console.render import render
 from console.upload import MAX_UPLOAD_BYTES, receive
 from console.web import pool, redirect, session, settings, url
 from ottrecon.db import translate_errors
-from worker.reconcile import reconcile_pending
-from worker.statement import import_statement
-from worker.statement_layout import StatementError, StatementLayout
+from ottrecon.reconciliation.layouts import StatementError, StatementLayout
+from ottrecon.reconciliation.reconcile import reconcile_pending
+from ottrecon.reconciliation.statements import import_statement
 
 # Reconcile in the request for at most this long; the workers carry on with anything left.
 RECONCILE_BUDGET_S = 20.0

@@ -17,9 +17,9 @@ from ottpay.keys import MerchantKeys
 from ottrecon.callbacks import store as callback_store
 from ottrecon.callbacks.verdicts import RejectedCallback, VerifiedCallback
 from ottrecon.callbacks.verify import judge
+from ottrecon.reconciliation.reconcile import reconcile_pending
 from tests.conftest import MERCHANT, OLD_KEY
 from tests.integration.support import make_callback
-from worker.reconcile import reconcile_pending
 
 TZ = "America/Toronto"
 TEST_N = 2**14

@@ -10,10 +10,10 @@ import asyncpg
 from aiohttp.test_utils import TestClient
 
 from ottpay.keys import MerchantKeys
+from ottrecon.reconciliation.layouts import StatementLayout
+from ottrecon.reconciliation.statements import import_statement
 from tests.conftest import MERCHANT
 from tests.console.support import create_order, csrf_of, deliver, next_link, reconcile, sign_in, today
-from worker.statement import import_statement
-from worker.statement_layout import StatementLayout
 
 
 async def amount_mismatch(db: asyncpg.Connection, pool: asyncpg.Pool, merchants: MerchantKeys, tmp: Path) -> int:

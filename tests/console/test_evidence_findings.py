@@ -16,11 +16,11 @@ from ottpay.keys import MerchantKeys
 from ottrecon.callbacks import store as callback_store
 from ottrecon.callbacks.verdicts import VerifiedCallback
 from ottrecon.callbacks.verify import judge
+from ottrecon.reconciliation.layouts import StatementLayout
+from ottrecon.reconciliation.statements import import_statement
 from tests.conftest import MERCHANT
 from tests.console.support import create_order, reconcile, sign_in
 from tests.integration.support import make_callback
-from worker.statement import import_statement
-from worker.statement_layout import StatementLayout
 
 HEADER = "merchant_id,order_id,bizpay_order_id,amount,tip,fee,refund,txn_time\n"
 

@@ -12,8 +12,8 @@ from typing import Any
 import asyncpg
 from aiohttp.test_utils import TestClient
 
+from ottrecon.reconciliation.reports import export_report
 from tests.console.support import fill_ledger, next_link, sign_in, today
-from worker.reports import export_report
 
 START = date(2024, 5, 1)
 ROW = re.compile(r'data-test="ledger-row" data-merchant="([^"]*)" data-order="([^"]*)"')
@@ -165,7 +165,7 @@ async def test_ledger_empty_result_says_what_to_do(client: TestClient[Any, Any])
 async def test_ledger_page_queries_use_the_console_indexes(db: asyncpg.Connection) -> None:
     from console.filters import DateRange, LedgerFilter
     from console.ledger_query import ORDER, where
-    from worker.reports import LEDGER_SELECT
+    from ottrecon.reconciliation.reports import LEDGER_SELECT
 
     await fill_ledger(db, 20000, START, 30)
     await db.execute("ANALYZE ledger")

@@ -25,17 +25,17 @@ from aiohttp.test_utils import TestServer
 from arq import ArqRedis
 
 from ottpay.keys import MerchantKeys
+from ottrecon.payments.gateway import Gateway
+from ottrecon.payments.refunder import Refunder
+from ottrecon.payments.submission import Policy
+from ottrecon.payments.submitter import Submitter
 from ottrecon.queue import connect
+from ottrecon.reconciliation.reports import export_report
 from simulator.app import create_app as create_sim
 from simulator.core import SIM, Simulator
 from simulator.faults import Faults
 from simulator.settings import SimulatorSettings
 from tests import reconciliation_model as model
-from worker.gateway import Gateway
-from worker.refunder import Refunder
-from worker.reports import export_report
-from worker.submission import Policy
-from worker.submitter import Submitter
 
 T = TypeVar("T")
 BUSINESS_TZ = "America/Toronto"

@@ -15,6 +15,7 @@ from arq import Worker
 from api.app import create_app as create_api
 from api.settings import ApiSettings, parse_tokens
 from ottpay.keys import MerchantKeys, parse_merchant_keys
+from ottrecon.payments.submission import Policy
 from ottrecon.queue import QUEUE_NAME
 from simulator.app import create_app as create_sim
 from simulator.faults import Faults
@@ -24,7 +25,6 @@ from webhook.app import create_app as create_receiver
 from webhook.settings import WebhookSettings
 from worker.main import create_worker
 from worker.settings import WorkerSettings
-from worker.submission import Policy
 
 OPERATOR = "1234567890"
 API_TOKEN = "test-token-0123456789abcdefghij"

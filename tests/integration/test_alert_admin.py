@@ -8,8 +8,7 @@ import asyncpg
 import pytest
 
 from ottrecon.errors import OttreconError
-from tests.conftest import MERCHANT, OTHER_MERCHANT
-from worker.alert_admin import (
+from ottrecon.reconciliation.alerts import (
     AlertNotFound,
     AlertStateError,
     AuditInfoMissing,
@@ -20,6 +19,7 @@ from worker.alert_admin import (
     list_alerts,
     resolve,
 )
+from tests.conftest import MERCHANT, OTHER_MERCHANT
 
 
 @pytest.fixture

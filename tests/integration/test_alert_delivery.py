@@ -14,8 +14,8 @@ import pytest
 from aiohttp import web
 
 from ottrecon.logs import JsonFormatter
+from ottrecon.reconciliation.delivery import DeliveryReport, deliver_due_alerts
 from tests.conftest import MERCHANT, OTHER_MERCHANT
-from worker.alert_delivery import DeliveryReport, deliver_due_alerts
 
 # Slack incoming-webhook URLs carry their credential in the path.
 SECRET = "XXsecretTOKEN1234abcdXX"

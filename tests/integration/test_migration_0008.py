@@ -13,8 +13,8 @@ import asyncpg
 import pytest
 
 from ottrecon.migrations import SQL_PACKAGE, migrate
+from ottrecon.reconciliation.reconcile import reconcile_pending
 from tests.conftest import MERCHANT, with_database
-from worker.reconcile import reconcile_pending
 
 TORONTO_1500 = datetime(2024, 5, 2, 14, 0, tzinfo=UTC)  # 10:00 EDT: how the old code read "20240502100000"
 

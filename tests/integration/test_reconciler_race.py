@@ -2,7 +2,7 @@
 
 Each example is a random history of autocommitted writes and of pairs of overlapping transactions, one
 per connection, whose writes (callbacks recorded by ottrecon.callbacks.store.record_on, refunds marked succeeded by the
-refunder's SQL, orders flagged unpaid by orders_db.apply) and reconciler runs (worker.reconcile.
+refunder's SQL, orders flagged unpaid by orders_db.apply) and reconciler runs (ottrecon.reconciliation.reconcile.
 reconcile_pending, on a pool of its own) come at drawn points of a drawn schedule, and which then commit
 or roll back in a drawn order, with or without a reconciler run in between. Whenever nothing is open,
 everything committed is reconciled and the ledger, the daily summary and the open alerts must equal the
@@ -32,12 +32,12 @@ from ottpay.messages import build_callback
 from ottrecon.callbacks import store as callback_store
 from ottrecon.callbacks.verdicts import VerifiedCallback
 from ottrecon.callbacks.verify import judge
+from ottrecon.payments import store as orders_db
+from ottrecon.payments.refunder import MARK_ORDER_REFUNDED, UPDATE_REFUND
+from ottrecon.payments.submission import Transition
+from ottrecon.reconciliation.reconcile import reconcile_pending
 from tests.conftest import MERCHANT
 from tests.integration.model_world import BUSINESS_TZ, World, assert_matches_model, evidence_from_db, scaled, world
-from worker import orders_db
-from worker.reconcile import reconcile_pending
-from worker.refunder import MARK_ORDER_REFUNDED, UPDATE_REFUND
-from worker.submission import Transition
 
 EXAMPLES = scaled("OTTRECON_RACE_EXAMPLES", 100)
 STEPS = scaled("OTTRECON_RACE_STEPS", 12)

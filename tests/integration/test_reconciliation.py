@@ -9,13 +9,13 @@ from typing import Any
 import asyncpg
 
 from ottrecon import db as worker_db
+from ottrecon.reconciliation.layouts import StatementLayout
+from ottrecon.reconciliation.reconcile import mark_all_dirty, reconcile_pending
+from ottrecon.reconciliation.statements import import_statement
 from simulator.faults import Faults
 from tests.conftest import MERCHANT, NEW_KEY
 from tests.integration.stack import Stack, customer_pays, running_stack
 from tests.integration.support import make_callback
-from worker.reconcile import mark_all_dirty, reconcile_pending
-from worker.statement import import_statement
-from worker.statement_layout import StatementLayout
 
 
 async def ledger_row(db: asyncpg.Connection, order_id: str, status: str | None = None, timeout_s: float = 10) -> Any:

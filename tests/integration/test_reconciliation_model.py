@@ -6,7 +6,7 @@ signed for real, verified by ottrecon.callbacks.verify.judge and recorded by ott
 (duplicates, reordering, wrong amounts, another channel id, orphans, every finish_time form PROTOCOL.md shows);
 sweeps query the gateway, impatient ones flag orders unpaid; refunds go through the api's
 create_refund and the worker's refunder; settlement statements are written here, independently of
-the code under test, and imported with worker.statement.import_statement (missing, extra, differing,
+the code under test, and imported with ottrecon.reconciliation.statements.import_statement (missing, extra, differing,
 refunded, duplicated, moved and superseding lines; the same file again). After each reconciliation
 the ledger, the daily summary and the open alerts must equal tests/reconciliation_model.py's, cent
 for cent. What the model is given is the truth as this test made it (the instants it rendered, the
@@ -40,12 +40,12 @@ from ottpay.messages import build_callback
 from ottrecon.callbacks import store as callback_store
 from ottrecon.callbacks.verdicts import VerifiedCallback
 from ottrecon.callbacks.verify import judge
+from ottrecon.reconciliation.layouts import StatementLayout
+from ottrecon.reconciliation.reconcile import reconcile_pending
+from ottrecon.reconciliation.statements import import_statement
 from tests import reconciliation_model as model
 from tests.conftest import MERCHANT, OTHER_MERCHANT
 from tests.integration.model_world import BUSINESS_TZ, World, assert_matches_model, scaled, world
-from worker.reconcile import reconcile_pending
-from worker.statement import import_statement
-from worker.statement_layout import StatementLayout
 
 TORONTO = ZoneInfo(BUSINESS_TZ)
 BEIJING = ZoneInfo("Asia/Shanghai")

@@ -18,14 +18,14 @@ from ottpay.keys import MerchantKeys
 from ottrecon.callbacks import store as callback_store
 from ottrecon.callbacks.verdicts import VerifiedCallback
 from ottrecon.callbacks.verify import judge
+from ottrecon.payments.store import RECORD_ATTEMPT, RECORD_PAYMENT
+from ottrecon.reconciliation.alerts import acknowledge, resolve
+from ottrecon.reconciliation.layouts import StatementLayout
+from ottrecon.reconciliation.reconcile import reconcile_pending
+from ottrecon.reconciliation.reports import LEDGER_COLUMNS, MISMATCH_COLUMNS, SUMMARY_COLUMNS, export_report
+from ottrecon.reconciliation.statements import import_statement
 from tests.conftest import MERCHANT, OLD_KEY, OTHER_KEY, OTHER_MERCHANT
 from tests.integration.support import make_callback
-from worker.alert_admin import acknowledge, resolve
-from worker.orders_db import RECORD_ATTEMPT, RECORD_PAYMENT
-from worker.reconcile import reconcile_pending
-from worker.reports import LEDGER_COLUMNS, MISMATCH_COLUMNS, SUMMARY_COLUMNS, export_report
-from worker.statement import import_statement
-from worker.statement_layout import StatementLayout
 
 TORONTO = ZoneInfo("America/Toronto")
 BEIJING = ZoneInfo("Asia/Shanghai")

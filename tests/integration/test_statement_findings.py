@@ -12,10 +12,10 @@ from typing import Any
 import asyncpg
 import pytest
 
+from ottrecon.reconciliation.layouts import ImportReport, StatementLayout
+from ottrecon.reconciliation.reconcile import reconcile_pending
+from ottrecon.reconciliation.statements import import_statement
 from tests.conftest import MERCHANT
-from worker.reconcile import reconcile_pending
-from worker.statement import import_statement
-from worker.statement_layout import ImportReport, StatementLayout
 
 HEADER = "merchant_id,order_id,bizpay_order_id,amount,tip,fee,refund,txn_time\n"
 # PASSIVEPAY orders paid by their response, as the submitter records them (finish time in Beijing time).

@@ -14,11 +14,11 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from ottpay.keys import MerchantKeys
 from ottrecon.errors import DatabaseUnavailable
+from ottrecon.reconciliation.layouts import ImportReport, StatementError, StatementLayout
+from ottrecon.reconciliation.statements import CHUNK_LINES, import_statement
 from simulator.app import create_app as create_sim
 from tests.conftest import MERCHANT
 from tests.integration.stack import API_TOKEN, customer_pays, running_stack, sim_settings
-from worker.statement import CHUNK_LINES, import_statement
-from worker.statement_layout import ImportReport, StatementError, StatementLayout
 
 TORONTO = ZoneInfo("America/Toronto")
 BEIJING = ZoneInfo("Asia/Shanghai")

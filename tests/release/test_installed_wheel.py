@@ -107,7 +107,11 @@ def test_wheel_holds_every_module_and_migration_and_nothing_for_development(rele
     assert sorted(n.removeprefix("ottrecon/sql/") for n in names if re.fullmatch(r"ottrecon/sql/.+\.sql", n)) == (
         migrations
     )
-    for data in ("worker/sql/reconcile_ledger.sql", "console/templates/base.html", "ottrecon/py.typed"):
+    for data in (
+        "ottrecon/reconciliation/queries/reconcile_ledger.sql",
+        "console/templates/base.html",
+        "ottrecon/py.typed",
+    ):
         assert data in names
     top_level = {name.split("/")[0] for name in names}
     assert top_level == set(PRODUCTION_PACKAGES) | {f"ottrecon-{VERSION}.dist-info"}

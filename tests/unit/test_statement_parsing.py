@@ -8,7 +8,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from worker.statement_layout import (
+from ottrecon.reconciliation.layouts import (
     MAX_PROBLEMS,
     StatementError,
     StatementLayout,

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from ottpay.codes import GatewayReply, Outcome
-from worker.submission import OrderFacts, Policy, Step, after_reply, next_step
+from ottrecon.payments.submission import OrderFacts, Policy, Step, after_reply, next_step
 
 NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
 POLICY = Policy(

@@ -15,7 +15,7 @@ import asyncpg
 
 from ottrecon.backoff import backoff
 from ottrecon.db import translate_errors
-from worker.alert_admin import ALERT_COLUMNS, AlertView, format_money, format_time, printable
+from ottrecon.reconciliation.alerts import ALERT_COLUMNS, AlertView, format_money, format_time, printable
 
 logger = logging.getLogger("ottrecon.alerts")
 _rng = random.Random()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from pathlib import Path
+from importlib.resources import files
 
 import asyncpg
 
@@ -12,10 +12,11 @@ from ottrecon import db
 
 logger = logging.getLogger("ottrecon.reconcile")
 
-_SQL = Path(__file__).with_name("sql")
-RECONCILE_LEDGER = (_SQL / "reconcile_ledger.sql").read_text(encoding="utf-8")
-BOOK_REFUNDS = (_SQL / "book_refunds.sql").read_text(encoding="utf-8")
-SYNC_ALERTS = (_SQL / "sync_alerts.sql").read_text(encoding="utf-8")
+# Read as package data (importlib.resources), the same way in a checkout, a wheel or a zip.
+_QUERIES = files("ottrecon.reconciliation") / "queries"
+RECONCILE_LEDGER = (_QUERIES / "reconcile_ledger.sql").read_text(encoding="utf-8")
+BOOK_REFUNDS = (_QUERIES / "book_refunds.sql").read_text(encoding="utf-8")
+SYNC_ALERTS = (_QUERIES / "sync_alerts.sql").read_text(encoding="utf-8")
 # Take the oldest changes (rows of the change log, decision 0012) and every other visible change of the same
 # keys, so that a key changed by several statements is recomputed once. Only committed rows are visible and
 # SKIP LOCKED leaves rows another reconciler holds: each change is consumed exactly once, and a change

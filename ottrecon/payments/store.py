@@ -10,7 +10,7 @@ import asyncpg
 
 from ottpay.codes import GatewayReply
 from ottpay.finish_time import parse_finish_time
-from worker.submission import OrderFacts, Transition
+from ottrecon.payments.submission import OrderFacts, Transition
 
 # Lease due orders in the given statuses to this worker; SKIP LOCKED keeps concurrent workers
 # (and arq cron firing on every worker) from ever handling the same order twice at once.

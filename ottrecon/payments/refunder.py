@@ -13,9 +13,10 @@ from ottpay.codes import GatewayReply, Outcome
 from ottpay.finish_time import parse_finish_time
 from ottpay.messages import parse_cents
 from ottrecon import db
-from worker import metrics, orders_db
-from worker.gateway import Gateway
-from worker.submission import Policy
+from ottrecon.payments import store
+from ottrecon.payments.gateway import Gateway
+from ottrecon.payments.submission import Policy
+from ottrecon.payments.submitter import OnReply, ignore_reply
 
 logger = logging.getLogger("ottrecon.refunder")
 
@@ -84,8 +85,11 @@ class RefundResult:
 class Refunder:
     """Sends pending refunds; idempotent and lease-guarded like the Submitter."""
 
-    def __init__(self, pool: asyncpg.Pool, gateway: Gateway, policy: Policy, *, lease_s: float) -> None:
+    def __init__(
+        self, pool: asyncpg.Pool, gateway: Gateway, policy: Policy, *, lease_s: float, on_reply: OnReply = ignore_reply
+    ) -> None:
         self._pool = pool
+        self._on_reply = on_reply
         self._gateway = gateway
         self._policy = policy
         self._lease_s = lease_s
@@ -119,17 +123,17 @@ class Refunder:
                 ori_order_id=row["ori_order_id"], refund_order_id=row["refund_order_id"], refund_amount=row["amount"]
             )
             replies.append(reply)
-            metrics.count_submission(reply)
+            self._on_reply(reply)
             result = self._judge(row, reply)
             if reply.rsp_code == "ORDER_USED" and row["sent_before"]:
                 # Our earlier send of this very refund id arrived: confirm the gateway's refunded total.
                 query = await client.status_query(row["ori_order_id"])
                 replies.append(query)
-                metrics.count_submission(query)
+                self._on_reply(query)
                 result = await self._confirm(row, query)
         async with self._pool.acquire() as conn, conn.transaction():
             for reply in replies:
-                await orders_db.record_attempt(conn, row["order_ref"], reply, started, refund_pk)
+                await store.record_attempt(conn, row["order_ref"], reply, started, refund_pk)
             await conn.execute(
                 UPDATE_REFUND, refund_pk, result.status, result.reason, result.next_check_in_s, result.refunded_at
             )

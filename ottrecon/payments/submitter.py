@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 
 import asyncpg
@@ -14,11 +14,19 @@ from ottpay.client import OttPayClient
 from ottpay.codes import GatewayReply
 from ottpay.messages import parse_cents
 from ottrecon import db
-from worker import metrics, orders_db
-from worker.gateway import Gateway
-from worker.submission import Policy, Step, Transition, after_reply, next_step
+from ottrecon.payments import store
+from ottrecon.payments.gateway import Gateway
+from ottrecon.payments.submission import Policy, Step, Transition, after_reply, next_step
 
 logger = logging.getLogger("ottrecon.submitter")
+
+# Told of every answer the gateway gave (the worker counts them in its metrics); the domain knows no metrics.
+OnReply = Callable[[GatewayReply], None]
+
+
+def ignore_reply(reply: GatewayReply) -> None:
+    """The default OnReply: nobody is listening."""
+
 
 # A step that decided there was nothing to do gives its lease back and leaves no check due.
 RELEASE = "UPDATE orders SET lease_until = NULL, next_check_at = NULL WHERE id = $1"
@@ -37,6 +45,7 @@ class Submitter:
         callback_url: str | None,
         lease_s: float,
         rng: random.Random | None = None,
+        on_reply: OnReply = ignore_reply,
     ) -> None:
         self._pool = pool
         self._gateway = gateway
@@ -44,12 +53,13 @@ class Submitter:
         self._callback_url = callback_url
         self._lease_s = lease_s
         self._rng = rng or random.Random()
+        self._on_reply = on_reply
 
     async def process(self, order_pk: int) -> Transition | None:
         """Handle one order if it is due and nobody else holds it; None when there was nothing to do."""
         async with db.translate_errors():
             async with self._pool.acquire() as conn:
-                if not await orders_db.claim(conn, order_pk, self._lease_s):
+                if not await store.claim(conn, order_pk, self._lease_s):
                     return None
             return await self._handle(order_pk)
 
@@ -57,7 +67,7 @@ class Submitter:
         """Handle up to limit due orders in the given statuses, concurrently; return how many."""
         async with db.translate_errors():
             async with self._pool.acquire() as conn:
-                order_pks = await orders_db.claim_due(conn, statuses, limit, self._lease_s)
+                order_pks = await store.claim_due(conn, statuses, limit, self._lease_s)
             results = await asyncio.gather(*(self._handle(pk) for pk in order_pks), return_exceptions=True)
         for order_pk, result in zip(order_pks, results, strict=True):
             if isinstance(result, BaseException):
@@ -67,9 +77,9 @@ class Submitter:
 
     async def _handle(self, order_pk: int) -> Transition | None:
         async with self._pool.acquire() as conn:
-            row = await conn.fetchrow(orders_db.LOAD_ORDER, order_pk)
+            row = await conn.fetchrow(store.LOAD_ORDER, order_pk)
         now = datetime.now(UTC)
-        order = orders_db.facts(row)
+        order = store.facts(row)
         step = next_step(order, now, self._policy)
         reply: GatewayReply | None = None
         if step == Step.NOTHING:
@@ -85,14 +95,14 @@ class Submitter:
             transition = Transition("failed", "OTTRECON_CALLBACK_URL is not configured")
         else:
             reply = await self._send(step, client, row)
-            metrics.count_submission(reply)
+            self._on_reply(reply)
             transition = after_reply(order, reply, now, self._policy, self._rng)
         async with self._pool.acquire() as conn, conn.transaction():
             if reply is not None:
-                await orders_db.record_attempt(conn, order_pk, reply, now)
-            await orders_db.apply(conn, row, transition, _paid_source(reply), counted=reply is not None)
+                await store.record_attempt(conn, order_pk, reply, now)
+            await store.apply(conn, row, transition, _paid_source(reply), counted=reply is not None)
             if transition.paid_amount is not None and reply is not None:
-                await orders_db.record_payment(conn, row, transition.paid_amount, _tip(reply, row["tip"]), reply)
+                await store.record_payment(conn, row, transition.paid_amount, _tip(reply, row["tip"]), reply)
         _log(row, step, reply, transition)
         return transition
 

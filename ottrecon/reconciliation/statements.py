@@ -13,7 +13,7 @@ from zoneinfo import ZoneInfo
 import asyncpg
 
 from ottrecon.db import translate_errors
-from worker.statement_layout import (
+from ottrecon.reconciliation.layouts import (
     ImportReport,
     StatementError,
     StatementLayout,

@@ -1,0 +1,1 @@
+"""Payments this system takes: intake, the submission state machine, the store, and the workers that carry them."""
