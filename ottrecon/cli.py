@@ -217,7 +217,7 @@ def _worker(args: argparse.Namespace, env: Mapping[str, str]) -> int:
 
 def _replay(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     from ottrecon import db
-    from worker.replay import replay_rejected
+    from ottrecon.callbacks.replay import replay_rejected
     from worker.settings import WorkerSettings
 
     settings = WorkerSettings.from_env(env)
@@ -237,7 +237,7 @@ def _replay(args: argparse.Namespace, env: Mapping[str, str]) -> int:
 
 
 def _requeue_dead(args: argparse.Namespace, env: Mapping[str, str]) -> int:
-    from worker.deadletter import requeue_dead
+    from ottrecon.callbacks.deadletter import requeue_dead
 
     (redis_url,) = require(env, "REDIS_URL")
     moved = asyncio.run(requeue_dead(redis_url))

@@ -13,11 +13,11 @@ import asyncpg
 from ottpay.keys import parse_merchant_keys
 from ottpay.messages import build_callback
 from ottrecon.callbacks import store as callback_store
+from ottrecon.callbacks.replay import report_configured_merchants
 from ottrecon.callbacks.verdicts import RejectedCallback, VerifiedCallback
 from ottrecon.callbacks.verify import judge
 from ottrecon.reconciliation.alerts import acknowledge, resolve
 from ottrecon.reconciliation.reconcile import mark_all_dirty, reconcile_pending
-from worker.replay import report_configured_merchants
 
 TZ_NAME = "America/Toronto"
 

@@ -10,13 +10,14 @@ from typing import Any
 from arq import ArqRedis, Retry
 from redis.exceptions import RedisError
 
+from ottrecon.callbacks.deadletter import park
+from ottrecon.callbacks.storable import UNSTORABLE, safe_fingerprint, safe_text, storable_copy, unstorable_problem
 from ottrecon.callbacks.verdicts import RejectedCallback, Verdict, VerifiedCallback
 from ottrecon.callbacks.verify import judge
 from ottrecon.errors import DatabaseUnavailable
-from ottrecon.queue import DEAD_LETTER_KEY, QUEUED_KEY_PREFIX, serialize
+from ottrecon.queue import QUEUED_KEY_PREFIX
 from worker import metrics
 from worker.context import WorkerState
-from worker.storable import UNSTORABLE, safe_fingerprint, safe_text, storable_copy, unstorable_problem
 
 logger = logging.getLogger("ottrecon.worker")
 
@@ -211,8 +212,7 @@ def _log_outcomes(verdicts: list[Verdict], new: set[tuple[str, str]]) -> dict[st
 
 
 async def dead_letter(redis: ArqRedis, callbacks: list[Any], *, reason: str) -> None:
-    """Park callbacks that could not be processed in a Redis list, for `ottrecon requeue-dead`."""
-    entry = {"callbacks": callbacks, "reason": reason, "failed_at": datetime.now(UTC).isoformat()}
-    await redis.rpush(DEAD_LETTER_KEY, serialize(entry))  # type: ignore[misc]  # redis-py types list commands sync|async
+    """Park callbacks that could not be processed in the dead-letter list (counted and logged)."""
+    await park(redis, callbacks, reason=reason)
     metrics.DEAD_LETTERED.inc(len(callbacks))
     logger.error("callbacks dead-lettered", extra={"count": len(callbacks), "reason": reason})

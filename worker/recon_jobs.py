@@ -1,17 +1,21 @@
-"""Scheduled reconciliation jobs: keep the ledger current and alerts delivered."""
+"""Scheduled upkeep jobs: keep the ledger current, alerts delivered, rejected callbacks replayed and purged."""
 
 from __future__ import annotations
 
 import logging
+from datetime import timedelta
 from typing import Any
 
+from ottrecon.callbacks import retention
+from ottrecon.callbacks.replay import replay_one, report_configured_merchants
 from ottrecon.errors import DatabaseUnavailable
 from ottrecon.reconciliation.delivery import deliver_due_alerts
 from ottrecon.reconciliation.reconcile import reconcile_pending
-from worker.context import ReconState
-from worker.replay import replay_one, report_configured_merchants
+from worker import metrics
+from worker.context import ReconState, WorkerState
 
 logger = logging.getLogger("ottrecon.reconcile")
+retention_logger = logging.getLogger("ottrecon.retention")
 
 # One tick reconciles at most this many batches, so a huge backlog cannot hold a job slot for long.
 MAX_BATCHES_PER_TICK = 50
@@ -69,3 +73,21 @@ async def report_merchants(ctx: dict[str, Any]) -> None:
         await report_configured_merchants(state.pool, state.merchants)
     except DatabaseUnavailable:
         logger.warning("postgres unavailable; configured merchants not reported")
+
+
+async def purge_rejected_callbacks(ctx: dict[str, Any]) -> int:
+    """Scheduled: apply the retention and refresh the rejected-rate gauge; returns rows deleted.
+
+    A database outage only postpones it to the next run.
+    """
+    state: WorkerState = ctx["state"]
+    try:
+        deleted = await retention.purge(state.pool, timedelta(seconds=state.settings.rejected_retention_s))
+        metrics.REJECTED_LAST_HOUR.set(await retention.last_hour(state.pool))
+    except DatabaseUnavailable:
+        retention_logger.warning("postgres unavailable; rejected-callback retention postponed")
+        return 0
+    metrics.REJECTED_PURGED.inc(deleted)
+    if deleted:
+        retention_logger.info("rejected callbacks past retention deleted", extra={"deleted": deleted})
+    return deleted

@@ -5,9 +5,9 @@ from __future__ import annotations
 from playwright.async_api import Page, expect
 
 from ottpay.keys import MerchantKeys, parse_merchant_keys
+from ottrecon.callbacks.replay import report_configured_merchants
 from tests.browser.conftest import STRANGER, Console, reject_stranger, short_payment, sign_in
 from tests.conftest import MERCHANT, OTHER_KEY
-from worker.replay import report_configured_merchants
 
 # Every control that changes something; all of them are POST forms.
 ACTIONS = (

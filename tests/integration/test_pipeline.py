@@ -136,7 +136,7 @@ async def test_unknown_merchant_is_kept_then_replayed_after_adding_its_key(
     database_url: str, redis_url: str, merchants: MerchantKeys, db: asyncpg.Connection
 ) -> None:
     from ottrecon import db as worker_db
-    from worker.replay import replay_rejected
+    from ottrecon.callbacks.replay import replay_rejected
 
     stranger = make_callback("ORDER8", "990", merchant_id="NB00000001", key=OTHER_KEY)
     await post_all(redis_url, stranger, stranger)
@@ -167,7 +167,7 @@ async def test_replay_keeps_callbacks_that_still_fail(
     database_url: str, redis_url: str, merchants: MerchantKeys, db: asyncpg.Connection
 ) -> None:
     from ottrecon import db as worker_db
-    from worker.replay import replay_rejected
+    from ottrecon.callbacks.replay import replay_rejected
 
     await post_all(redis_url, make_callback("ORDER9", merchant_id=OTHER_MERCHANT, key=OLD_KEY))
     await drain(worker_settings(database_url, redis_url, merchants))

@@ -11,9 +11,9 @@ import pytest
 from arq import ArqRedis
 
 from ottpay.keys import MerchantKeys
+from ottrecon.callbacks.deadletter import dead_letter_count, requeue_dead
 from ottrecon.queue import QUEUE_NAME
 from tests.integration.support import TcpProxy, drain, enqueue_callback, make_callback, worker_settings
-from worker.deadletter import dead_letter_count, requeue_dead
 
 
 @pytest.fixture

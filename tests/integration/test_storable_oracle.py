@@ -12,7 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from worker.storable import storable_copy, unstorable_problem
+from ottrecon.callbacks.storable import storable_copy, unstorable_problem
 
 # Text including NUL and lone surrogates, numbers including NaN and ±Infinity: everything json.loads can produce.
 _text = st.text(alphabet=st.characters(codec=None, exclude_categories=()), max_size=8)

@@ -4,25 +4,16 @@ Every distinct body the worker cannot verify is kept in rejected_callbacks (up t
 that a configuration fix can replay it. Anyone on the internet can send such bodies, so they
 cannot be kept forever: rows whose last delivery is older than OTTRECON_REJECTED_RETENTION_DAYS
 are deleted, except those a person acted on (rejected_callback_events: the audit trail stays).
-The same job publishes how many distinct rejected bodies arrived in the last hour.
+The worker's cron job also publishes how many distinct rejected bodies arrived in the last hour (last_hour).
 """
 
 from __future__ import annotations
 
-import logging
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any
 
 import asyncpg
 
 from ottrecon import db
-from ottrecon.errors import DatabaseUnavailable
-from worker import metrics
-
-if TYPE_CHECKING:
-    from worker.context import WorkerState
-
-logger = logging.getLogger("ottrecon.retention")
 
 # Rows per DELETE, and DELETEs per run: a flood's backlog is worked off over a few runs instead of
 # one long transaction holding locks.
@@ -60,20 +51,8 @@ async def purge(pool: asyncpg.Pool, retention: timedelta) -> int:
     return total
 
 
-async def purge_rejected_callbacks(ctx: dict[str, Any]) -> int:
-    """Scheduled: apply the retention and refresh the rejected-rate gauge; returns rows deleted.
-
-    A database outage only postpones it to the next run.
-    """
-    state: WorkerState = ctx["state"]
-    try:
-        deleted = await purge(state.pool, timedelta(seconds=state.settings.rejected_retention_s))
-        async with db.translate_errors(), state.pool.acquire() as conn:
-            metrics.REJECTED_LAST_HOUR.set(await conn.fetchval(LAST_HOUR))
-    except DatabaseUnavailable:
-        logger.warning("postgres unavailable; rejected-callback retention postponed")
-        return 0
-    metrics.REJECTED_PURGED.inc(deleted)
-    if deleted:
-        logger.info("rejected callbacks past retention deleted", extra={"deleted": deleted})
-    return deleted
+async def last_hour(pool: asyncpg.Pool) -> int:
+    """Distinct rejected bodies last delivered within the past hour; raises DatabaseUnavailable if Postgres is away."""
+    async with db.translate_errors(), pool.acquire() as conn:
+        count: int = await conn.fetchval(LAST_HOUR)
+    return count

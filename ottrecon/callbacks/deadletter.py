@@ -1,13 +1,21 @@
-"""Dead-lettered callbacks back onto the queue, once whatever stopped them is fixed."""
+"""The dead-letter list: callbacks parked after every retry, counted, and put back on the queue once fixed."""
 
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
+from typing import Any
 
 from arq import ArqRedis
 from redis.asyncio import ConnectionPool
 
 from ottrecon.queue import DEAD_LETTER_KEY, INGEST_JOB, QUEUE_NAME, deserialize, serialize
+
+
+async def park(redis: ArqRedis, callbacks: list[Any], *, reason: str) -> None:
+    """Append one entry (the callbacks as queued, why, when) to the dead-letter list, for `ottrecon requeue-dead`."""
+    entry = {"callbacks": callbacks, "reason": reason, "failed_at": datetime.now(UTC).isoformat()}
+    await redis.rpush(DEAD_LETTER_KEY, serialize(entry))  # type: ignore[misc]  # redis-py types list commands sync|async
 
 
 async def dead_letter_count(redis: ArqRedis) -> int:
