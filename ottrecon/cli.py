@@ -12,13 +12,11 @@ from datetime import datetime
 from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING
 
-from api.errors import ApiError
-from api.errors import ConfigError as ApiConfigError
-from ottrecon import finance_commands, logs
-from ottrecon.check_config import PROCESSES
-from ottrecon.env import UsageError, require
-from ottrecon.errors import ConfigError as WorkerConfigError
-from ottrecon.errors import OttreconError
+from ottrecon import logs
+from ottrecon.commands import finance as finance_commands
+from ottrecon.commands.check_config import PROCESSES
+from ottrecon.commands.env import UsageError, require
+from ottrecon.errors import ConfigError, OttreconError
 from webhook.errors import ConfigError as WebhookConfigError
 
 if TYPE_CHECKING:
@@ -42,10 +40,10 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] = os.environ)
         return 2
     try:
         result: int = args.run(args, env)
-    except (UsageError, WebhookConfigError, WorkerConfigError, ApiConfigError) as exc:
+    except (UsageError, WebhookConfigError, ConfigError) as exc:
         print(f"ottrecon {args.command}: {exc}", file=sys.stderr)
         return 2
-    except (OttreconError, ApiError) as exc:
+    except OttreconError as exc:
         print(f"ottrecon {args.command}: {exc}", file=sys.stderr)
         return 1
     return result
@@ -116,7 +114,7 @@ def _version() -> str:
 
 
 def _check_config(args: argparse.Namespace, env: Mapping[str, str]) -> int:
-    from ottrecon.check_config import check, problems_message, warning_lines
+    from ottrecon.commands.check_config import check, problems_message, warning_lines
 
     unknown = [name for name in args.processes if name not in PROCESSES]
     if unknown:
@@ -160,8 +158,8 @@ def _web(args: argparse.Namespace, env: Mapping[str, str]) -> int:
 
 
 def _api(args: argparse.Namespace, env: Mapping[str, str]) -> int:
-    from api.app import create_app
-    from api.settings import ApiSettings
+    from ottrecon.api.app import create_app
+    from ottrecon.api.settings import ApiSettings
 
     settings = ApiSettings.from_env(env)
     # SIGTERM: in-flight requests finish, a POST waiting for the gateway included (up to wait_s).
@@ -191,13 +189,13 @@ def _sim(args: argparse.Namespace, env: Mapping[str, str]) -> int:
 
 
 def _pay(args: argparse.Namespace, env: Mapping[str, str]) -> int:
-    from api.commands import pay
+    from ottrecon.commands.payments import pay
 
     return asyncio.run(pay(args, env))
 
 
 def _refund(args: argparse.Namespace, env: Mapping[str, str]) -> int:
-    from api.commands import refund
+    from ottrecon.commands.payments import refund
 
     return asyncio.run(refund(args, env))
 
@@ -272,7 +270,7 @@ MIN_PASSWORD_LENGTH = 12
 def _hash_password(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     import getpass
 
-    from console.passwords import hash_password
+    from ottrecon.console.passwords import hash_password
 
     # Never from argv: the command line is visible to every user of the machine and kept in shell history.
     if sys.stdin.isatty():

@@ -41,9 +41,25 @@ async def translate_errors() -> AsyncIterator[None]:
         raise DatabaseUnavailable(f"Postgres unavailable: {exc.__class__.__name__}") from exc
 
 
-async def create_pool(dsn: str, max_size: int) -> asyncpg.Pool:
-    """A lazily connecting pool: the worker starts even while Postgres is down and retries later."""
+async def create_pool(
+    dsn: str,
+    max_size: int,
+    *,
+    min_size: int = 0,
+    command_timeout_s: float = 30,
+    connect_timeout_s: float = 10,
+    max_inactive_s: float = 60,
+) -> asyncpg.Pool:
+    """A pool that connects lazily (min_size 0): a process starts even while Postgres is down, and retries later.
+
+    The defaults are the worker's; the api and the console's offloaded jobs pass their own timeouts.
+    """
     pool: asyncpg.Pool = await asyncpg.create_pool(
-        dsn, min_size=0, max_size=max_size, command_timeout=30, timeout=10, max_inactive_connection_lifetime=60
+        dsn,
+        min_size=min_size,
+        max_size=max_size,
+        command_timeout=command_timeout_s,
+        timeout=connect_timeout_s,
+        max_inactive_connection_lifetime=max_inactive_s,
     )
     return pool

@@ -10,6 +10,14 @@ class OttreconError(Exception):
         super().__init__(message or (self.__doc__ or "").strip())
 
 
+class ProblemsError(OttreconError):
+    """Several things are wrong; `problems` names each of them."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("; ".join(problems))
+        self.problems = problems
+
+
 class ConfigError(OttreconError):
     """The configuration is missing or invalid."""
 

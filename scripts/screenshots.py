@@ -28,11 +28,11 @@ from aiohttp import web
 from playwright.async_api import Page, async_playwright
 from screenshot_seed import MERCHANTS, USER, Seeded, seed  # scripts/ is on sys.path when run as a script
 
-from api.app import create_app
-from api.settings import ApiSettings, parse_tokens
-from console.passwords import hash_password
-from console.settings import ConsoleSettings, parse_users
 from ottrecon import db as worker_db
+from ottrecon.api.app import create_app
+from ottrecon.api.settings import ApiSettings, parse_tokens
+from ottrecon.console.passwords import hash_password
+from ottrecon.console.settings import ConsoleSettings, parse_users
 from ottrecon.migrations import migrate
 
 ROOT = Path(__file__).resolve().parent.parent

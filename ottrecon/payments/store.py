@@ -1,4 +1,4 @@
-"""SQL for orders and refunds: claiming due work, recording attempts, applying transitions."""
+"""The payments store: orders and refunds taken, claimed, sent, recorded and moved along (every query of the domain)."""
 
 from __future__ import annotations
 
@@ -12,6 +12,39 @@ from ottpay.codes import GatewayReply
 from ottpay.finish_time import parse_finish_time
 from ottrecon.payments.submission import OrderFacts, Transition
 
+# Store a new order, due for submission now; an existing idempotency key inserts nothing.
+INSERT_ORDER = """
+INSERT INTO orders (
+    merchant_id, order_id, kind, biz_type, amount, tip, sale_num, auth_code,
+    idempotency_key, request_sha256, next_check_at
+) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, now())
+ON CONFLICT ON CONSTRAINT orders_idempotency_key DO NOTHING
+RETURNING *
+"""
+# The order an idempotency key was first used for.
+ORDER_BY_KEY = "SELECT * FROM orders WHERE merchant_id = $1 AND idempotency_key = $2"
+# One order by its public id (our OTT Pay order id).
+ORDER_BY_ID = "SELECT * FROM orders WHERE order_id = $1"
+# A page of orders, newest first, optionally one status (keyset on id: constant cost per page).
+LIST_ORDERS = """
+SELECT * FROM orders
+WHERE ($1::text IS NULL OR status = $1) AND ($2::int8 IS NULL OR id < $2)
+ORDER BY id DESC LIMIT $3
+"""
+# Refunds of an order, oldest first.
+REFUNDS_OF = "SELECT * FROM refunds WHERE order_ref = $1 ORDER BY id"
+# Lock the order while deciding whether a refund fits, so two refunds cannot both pass the check.
+LOCK_ORDER = "SELECT * FROM orders WHERE order_id = $1 FOR UPDATE"
+# Money already refunded or on its way back (failed refunds do not count).
+REFUNDED_OR_PENDING = "SELECT coalesce(sum(amount), 0) FROM refunds WHERE order_ref = $1 AND status <> 'failed'"
+INSERT_REFUND = """
+INSERT INTO refunds (order_ref, merchant_id, refund_order_id, amount, idempotency_key, request_sha256, next_check_at)
+VALUES ($1, $2, $3, $4, $5, $6, now())
+ON CONFLICT ON CONSTRAINT refunds_idempotency_key DO NOTHING
+RETURNING *
+"""
+REFUND_BY_KEY = "SELECT * FROM refunds WHERE order_ref = $1 AND idempotency_key = $2"
+REFUND_BY_ID = "SELECT * FROM refunds WHERE id = $1"
 # Lease due orders in the given statuses to this worker; SKIP LOCKED keeps concurrent workers
 # (and arq cron firing on every worker) from ever handling the same order twice at once.
 CLAIM_DUE_ORDERS = """

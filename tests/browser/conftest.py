@@ -21,9 +21,9 @@ from aiohttp import web
 from playwright.async_api import Browser, Page, Route, ViewportSize, async_playwright
 from playwright.async_api import expect as pw_expect
 
-from api.app import create_app
 from ottpay.keys import MerchantKeys
 from ottrecon import db as worker_db
+from ottrecon.api.app import create_app
 from ottrecon.callbacks import store as callback_store
 from ottrecon.callbacks.verdicts import RejectedCallback
 from ottrecon.callbacks.verify import judge

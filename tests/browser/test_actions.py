@@ -6,8 +6,8 @@ import re
 
 from playwright.async_api import Page, expect
 
-from console.times import format_time
 from ottpay.keys import MerchantKeys, parse_merchant_keys
+from ottrecon.console.times import format_time
 from tests.browser.conftest import STRANGER, Console, reject_stranger, short_payment, sign_in
 from tests.conftest import MERCHANT, OLD_KEY, OTHER_KEY
 from tests.console.support import TZ

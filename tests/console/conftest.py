@@ -9,9 +9,9 @@ import asyncpg
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from api.app import create_app
-from api.settings import ApiSettings, parse_tokens
 from ottrecon import db as worker_db
+from ottrecon.api.app import create_app
+from ottrecon.api.settings import ApiSettings, parse_tokens
 from tests.conftest import MERCHANT
 from tests.console.support import console_settings
 

@@ -11,12 +11,12 @@ from zoneinfo import ZoneInfo
 import asyncpg
 from aiohttp.test_utils import TestClient
 
-from console.passwords import hash_password
-from console.settings import ConsoleSettings, parse_users
 from ottpay.keys import MerchantKeys
 from ottrecon.callbacks import store as callback_store
 from ottrecon.callbacks.verdicts import RejectedCallback, VerifiedCallback
 from ottrecon.callbacks.verify import judge
+from ottrecon.console.passwords import hash_password
+from ottrecon.console.settings import ConsoleSettings, parse_users
 from ottrecon.reconciliation.reconcile import reconcile_pending
 from tests.conftest import MERCHANT, OLD_KEY
 from tests.integration.support import make_callback

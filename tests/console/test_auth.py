@@ -11,8 +11,8 @@ import asyncpg
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from api.app import create_app
-from console.settings import parse_users
+from ottrecon.api.app import create_app
+from ottrecon.console.settings import parse_users
 from tests.console.conftest import API_TOKEN, api_settings
 from tests.console.support import PASSWORDS, csrf_of, sign_in
 

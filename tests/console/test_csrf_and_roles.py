@@ -10,8 +10,8 @@ from aiohttp import FormData
 from aiohttp.test_utils import TestClient, TestServer
 from arq import ArqRedis
 
-from api.app import create_app
 from ottpay.keys import MerchantKeys
+from ottrecon.api.app import create_app
 from tests.conftest import MERCHANT
 from tests.console.conftest import api_settings
 from tests.console.support import sign_in

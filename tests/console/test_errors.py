@@ -7,7 +7,7 @@ from typing import Any
 import asyncpg
 from aiohttp.test_utils import TestClient, TestServer
 
-from api.app import create_app
+from ottrecon.api.app import create_app
 from tests.console.conftest import api_settings
 from tests.console.support import sign_in
 

@@ -6,12 +6,12 @@ from datetime import UTC, date, datetime, timedelta
 
 import pytest
 
-from console import paging
-from console.charts import DayPoint, chart_start, daily_chart
-from console.errors import BadFilter
-from console.money import format_money
-from console.throttle import ADDRESS_LIMIT, USER_LIMIT, WINDOW_S, LoginThrottle
-from console.times import format_age, format_time, today
+from ottrecon.console import paging
+from ottrecon.console.charts import DayPoint, chart_start, daily_chart
+from ottrecon.console.errors import BadFilter
+from ottrecon.console.money import format_money
+from ottrecon.console.throttle import ADDRESS_LIMIT, USER_LIMIT, WINDOW_S, LoginThrottle
+from ottrecon.console.times import format_age, format_time, today
 
 
 def test_money_is_formatted_from_integer_cents_with_the_currency() -> None:

@@ -14,10 +14,10 @@ import asyncpg
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from api.app import create_app
-from console.client_address import parse_trusted_proxies
-from console.passwords import PasswordHash, hash_password
-from console.settings import parse_users
+from ottrecon.api.app import create_app
+from ottrecon.console.client_address import parse_trusted_proxies
+from ottrecon.console.passwords import PasswordHash, hash_password
+from ottrecon.console.settings import parse_users
 from tests.console.conftest import api_settings
 from tests.console.support import PASSWORDS, csrf_of, fill_ledger, sign_in
 

@@ -163,8 +163,8 @@ async def test_ledger_empty_result_says_what_to_do(client: TestClient[Any, Any])
 
 
 async def test_ledger_page_queries_use_the_console_indexes(db: asyncpg.Connection) -> None:
-    from console.filters import DateRange, LedgerFilter
-    from console.ledger_query import ORDER, where
+    from ottrecon.console.filters import DateRange, LedgerFilter
+    from ottrecon.console.ledger_query import ORDER, where
     from ottrecon.reconciliation.reports import LEDGER_SELECT
 
     await fill_ledger(db, 20000, START, 30)

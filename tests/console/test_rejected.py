@@ -12,8 +12,8 @@ from arq import ArqRedis
 
 import ottrecon.queue as api_side
 import ottrecon.queue as worker_side
-from api.app import create_app
 from ottpay.keys import MerchantKeys, parse_merchant_keys
+from ottrecon.api.app import create_app
 from ottrecon.callbacks import store as callback_store
 from ottrecon.callbacks.verdicts import RejectedCallback
 from ottrecon.callbacks.verify import judge

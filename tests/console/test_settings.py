@@ -6,11 +6,11 @@ import io
 
 import pytest
 
-from api.errors import ConfigError
-from api.settings import ApiSettings
-from console.passwords import PasswordHash, hash_password
-from console.settings import ConsoleSettings, parse_users
+from ottrecon.api.settings import ApiSettings
 from ottrecon.cli import main
+from ottrecon.console.passwords import PasswordHash, hash_password
+from ottrecon.console.settings import ConsoleSettings, parse_users
+from ottrecon.errors import ConfigError
 
 BASE = {
     "DATABASE_URL": "postgresql://u:p@db/ottrecon",

@@ -114,7 +114,7 @@ async def test_statement_with_a_column_mapping_and_decimal_amounts_is_imported(
 async def test_statement_upload_over_the_size_limit_is_refused(
     client: TestClient[Any, Any], db: asyncpg.Connection, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("console.upload.MAX_UPLOAD_BYTES", 100)
+    monkeypatch.setattr("ottrecon.console.upload.MAX_UPLOAD_BYTES", 100)
     token = await sign_in(client, "fiona")
 
     response = await client.post("/console/statements", data=upload(token, HEADER + "x" * 200))

@@ -20,7 +20,7 @@ import schemathesis
 from prometheus_client.parser import text_string_to_metric_families
 from schemathesis.checks import positive_data_acceptance
 
-from api.openapi import openapi_spec
+from ottrecon.api.openapi import openapi_spec
 from tests.conftest import MERCHANT, with_database
 from tests.fuzz.support import Process, free_port, fuzz_settings, running
 

@@ -21,7 +21,7 @@ import requests
 from hypothesis import given
 from hypothesis import strategies as st
 
-from console.passwords import hash_password
+from ottrecon.console.passwords import hash_password
 from tests.conftest import MERCHANT
 from tests.console.support import PASSWORDS, fill_ledger
 from tests.fuzz.support import free_port, fuzz_settings, running

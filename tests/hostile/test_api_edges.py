@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from api.app import create_app
-from api.settings import ApiSettings, parse_tokens
+from ottrecon.api.app import create_app
+from ottrecon.api.settings import ApiSettings, parse_tokens
 from tests.conftest import MERCHANT
 
 TOKEN = "hostile-api-token-0123456789abcdef"

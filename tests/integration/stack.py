@@ -12,9 +12,9 @@ from typing import Any
 from aiohttp.test_utils import TestClient, TestServer
 from arq import Worker
 
-from api.app import create_app as create_api
-from api.settings import ApiSettings, parse_tokens
 from ottpay.keys import MerchantKeys, parse_merchant_keys
+from ottrecon.api.app import create_app as create_api
+from ottrecon.api.settings import ApiSettings, parse_tokens
 from ottrecon.payments.submission import Policy
 from ottrecon.queue import QUEUE_NAME
 from simulator.app import create_app as create_sim

@@ -24,10 +24,10 @@ from arq import ArqRedis
 from prometheus_client import start_http_server
 from prometheus_client.parser import text_string_to_metric_families
 
-from api.app import create_app as create_api
-from api.settings import ApiSettings, parse_tokens
 from ottpay.keys import MerchantKeys
 from ottrecon import db as worker_db
+from ottrecon.api.app import create_app as create_api
+from ottrecon.api.settings import ApiSettings, parse_tokens
 from ottrecon.callbacks import store as callback_store
 from ottrecon.errors import ConfigError as WorkerConfigError
 from tests.conftest import MERCHANT, OLD_KEY, OTHER_KEY

@@ -26,13 +26,13 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, rule, run_state_machine_as_test
 
-from api import db as api_db
 from ottpay.keys import MerchantKeys
 from ottpay.messages import build_callback
 from ottrecon.callbacks import store as callback_store
 from ottrecon.callbacks.verdicts import VerifiedCallback
 from ottrecon.callbacks.verify import judge
 from ottrecon.payments import store as orders_db
+from ottrecon.payments import store as payments_store
 from ottrecon.payments.refunder import MARK_ORDER_REFUNDED, UPDATE_REFUND
 from ottrecon.payments.submission import Transition
 from ottrecon.reconciliation.reconcile import reconcile_pending
@@ -87,7 +87,7 @@ class Interleavings(RuleBasedStateMachine):
         async with self.w.pool.acquire() as conn:
             for n, amount in enumerate(amounts):
                 args = (MERCHANT, f"RACE{n:016d}", "ACTIVEPAY", "ALIPAY", amount, 0, None, None, f"k{n}", "sha")
-                row = await conn.fetchrow(api_db.INSERT_ORDER, *args)
+                row = await conn.fetchrow(payments_store.INSERT_ORDER, *args)
                 self.order_ids.append(row["order_id"])
 
     @rule(c=st.sampled_from(CONNECTIONS), order=st.integers(0, ORDERS - 1), kind=st.sampled_from(WRITES))
@@ -170,7 +170,9 @@ class Interleavings(RuleBasedStateMachine):
     async def _refund(self, conn: asyncpg.Connection, order_pk: int, amount: int) -> None:
         """What create_refund stores and what the refunder writes when the gateway said SUCCESS."""
         n = self.next()
-        row = await conn.fetchrow(api_db.INSERT_REFUND, order_pk, MERCHANT, f"R{n:019d}", amount, f"refund-{n}", "sha")
+        row = await conn.fetchrow(
+            payments_store.INSERT_REFUND, order_pk, MERCHANT, f"R{n:019d}", amount, f"refund-{n}", "sha"
+        )
         await conn.execute(UPDATE_REFUND, row["id"], "succeeded", None, None, self.w.now)
         await conn.execute(MARK_ORDER_REFUNDED, order_pk)
 

@@ -40,8 +40,6 @@ PRODUCTION_PACKAGES = {
     "ottpay": "ottpay",
     "webhook": "webhook",
     "worker": "worker",
-    "api": "api",
-    "console": "console",
 }
 
 
@@ -109,7 +107,7 @@ def test_wheel_holds_every_module_and_migration_and_nothing_for_development(rele
     )
     for data in (
         "ottrecon/reconciliation/queries/reconcile_ledger.sql",
-        "console/templates/base.html",
+        "ottrecon/console/templates/base.html",
         "ottrecon/py.typed",
     ):
         assert data in names
@@ -137,8 +135,8 @@ def test_installed_release_imports_nothing_from_the_checkout(release: Release) -
     out = run(
         release.bin("python"),
         "-c",
-        "import api, console, ottpay, ottrecon, webhook, worker; "
-        "print('\\n'.join(m.__file__ for m in (api, console, ottpay, ottrecon, webhook, worker)))",
+        "import ottpay, ottrecon, ottrecon.api, ottrecon.console, webhook, worker; "
+        "print('\\n'.join(m.__file__ for m in (ottpay, ottrecon, ottrecon.api, ottrecon.console, webhook, worker)))",
         cwd=release.home,
         env=clean_env(),
     )

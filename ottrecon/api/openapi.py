@@ -1,0 +1,203 @@
+"""The API's OpenAPI 3.1 description, served at /api/openapi.json."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ottrecon.api.views import STATUSES
+
+_CENTS = {"type": "integer", "minimum": 0, "description": "integer cents (1250 = 12.50 CAD); never a float"}
+_ERROR = {
+    "type": "object",
+    "required": ["error", "problems"],
+    "description": (
+        "Every error, whatever its status, has this shape. `error` is a stable code: invalid_request (422), "
+        "unauthorized (401), not_found (404), method_not_allowed (405), idempotency_conflict and not_refundable "
+        "(409), body_too_large (413), database_unavailable (503), internal_error (500, a fault: logged). "
+        "`problems` says, in words, everything that is wrong."
+    ),
+    "properties": {"error": {"type": "string"}, "problems": {"type": "array", "items": {"type": "string"}}},
+}
+_STATUS = {
+    "type": "string",
+    "enum": list(STATUSES),
+    "description": (
+        "pending: stored, not yet answered by the gateway (or outcome unknown, being resolved by STATUS_QUERY); "
+        "awaiting_payment: ACTIVEPAY QR code issued; unpaid: still unpaid past the deadline (may still be paid); "
+        "review: the gateway reported something unexpected; declined/failed/closed/expired: final, not paid; "
+        "paid/partially_refunded/refunded: money moved. A status never moves backwards."
+    ),
+}
+_REFUND = {
+    "type": "object",
+    "properties": {
+        "id": {"type": "string", "description": "the refund's own OTT Pay order id"},
+        "payment_id": {"type": "string"},
+        "amount": _CENTS,
+        "currency": {"type": "string"},
+        "status": {"type": "string", "enum": ["pending", "succeeded", "failed"]},
+        "status_reason": {"type": ["string", "null"]},
+        "created_at": {"type": "string", "format": "date-time"},
+        "updated_at": {"type": "string", "format": "date-time"},
+    },
+}
+_PAYMENT = {
+    "type": "object",
+    "properties": {
+        "id": {"type": "string", "description": "our OTT Pay order id (20 characters)"},
+        "merchant_id": {"type": "string"},
+        "kind": {"type": "string", "enum": ["ACTIVEPAY", "PASSIVEPAY"]},
+        "biz_type": {"type": "string", "enum": ["ALIPAY", "WECHATPAY", "UNIONPAY"]},
+        "amount": _CENTS,
+        "tip": _CENTS,
+        "currency": {"type": "string"},
+        "sale_num": {"type": ["string", "null"]},
+        "status": _STATUS,
+        "status_reason": {"type": ["string", "null"]},
+        "code_url": {"type": ["string", "null"], "description": "ACTIVEPAY: what the QR code encodes"},
+        "qr_svg": {"type": ["string", "null"], "description": "path of the QR code image"},
+        "paid_amount": {"type": ["integer", "null"]},
+        "paid_source": {"type": ["string", "null"], "enum": ["response", "callback", "query", None]},
+        "paid_at": {"type": ["string", "null"], "format": "date-time"},
+        "unpaid_flagged_at": {"type": ["string", "null"], "format": "date-time"},
+        "created_at": {"type": "string", "format": "date-time"},
+        "updated_at": {"type": "string", "format": "date-time"},
+        "refunds": {"type": "array", "items": {"$ref": "#/components/schemas/Refund"}},
+    },
+}
+_IDEMPOTENCY_KEY = {
+    "name": "Idempotency-Key",
+    "in": "header",
+    "required": True,
+    "schema": {"type": "string", "pattern": "^[A-Za-z0-9_.:-]{1,64}$"},
+    "description": "Same key + same request: the first result, nothing sent twice. Same key, other request: 409.",
+}
+_PAYMENT_ID = {"name": "payment_id", "in": "path", "required": True, "schema": {"type": "string"}}
+
+
+def _responses(ok: dict[str, Any], *, body: bool = False) -> dict[str, Any]:
+    errors = {
+        "401": "missing or wrong bearer token",
+        "404": "no such payment (an id that cannot be ours, e.g. holding a NUL, is simply not found)",
+        "409": "idempotency key reused with another request, or not refundable",
+        "422": "invalid request: every problem named (bad JSON, NaN, deep nesting, unknown query parameters…)",
+        "503": "database unavailable: nothing stored, retry with the same key",
+    }
+    if body:
+        errors["413"] = "body larger than 64 KiB"
+    return ok | {
+        code: {"description": text, "content": {"application/json": {"schema": _ERROR}}}
+        for code, text in errors.items()
+    }
+
+
+def _json_body(schema: dict[str, Any]) -> dict[str, Any]:
+    return {"required": True, "content": {"application/json": {"schema": schema}}}
+
+
+def _ok(description: str, ref: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": {"$ref": ref}}}}
+
+
+def openapi_spec() -> dict[str, Any]:
+    """The whole description as a JSON-able dict."""
+    payment_ref, refund_ref = "#/components/schemas/Payment", "#/components/schemas/Refund"
+    create_payment_body = {
+        "type": "object",
+        "required": ["merchant_id", "kind", "biz_type", "amount"],
+        "properties": {
+            "merchant_id": {"type": "string"},
+            "kind": {"type": "string", "enum": ["ACTIVEPAY", "PASSIVEPAY"]},
+            "biz_type": {"type": "string", "enum": ["ALIPAY", "WECHATPAY", "UNIONPAY"]},
+            "amount": _CENTS | {"minimum": 1},
+            "tip": _CENTS,
+            "auth_code": {"type": "string", "description": "PASSIVEPAY only: the scanned wallet code"},
+            "sale_num": {"type": "string", "description": "invoice number"},
+        },
+    }
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "ottrecon payments API",
+            "version": "1",
+            "description": "Internal API for point-of-sale systems. Every path except this one and /healthz "
+            "needs `Authorization: Bearer <token>`. Every error is JSON in the Error shape; query parameters "
+            "a route does not take are refused (422), never ignored.",
+        },
+        "components": {
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+            "schemas": {"Payment": _PAYMENT, "Refund": _REFUND, "Error": _ERROR},
+        },
+        "security": [{"bearer": []}],
+        "paths": {
+            "/api/payments": {
+                "post": {
+                    "summary": "Take a payment (ACTIVEPAY: QR code; PASSIVEPAY: scanned wallet code)",
+                    "description": "The order is stored before anything is sent. The call waits a few seconds "
+                    "for the gateway (a cashier is waiting), then answers the current state; poll GET if pending.",
+                    "parameters": [_IDEMPOTENCY_KEY],
+                    "requestBody": _json_body(create_payment_body),
+                    "responses": _responses(
+                        {"201": _ok("created", payment_ref), "200": _ok("replayed", payment_ref)}, body=True
+                    ),
+                },
+                "get": {
+                    "summary": "List payments, newest first",
+                    "parameters": [
+                        {"name": "status", "in": "query", "schema": _STATUS},
+                        {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 200}},
+                        {
+                            "name": "after",
+                            "in": "query",
+                            "schema": {"type": "integer", "minimum": 0, "maximum": 2**63 - 1},
+                            "description": "cursor: the `next` of the previous page (0: from the newest)",
+                        },
+                    ],
+                    "responses": _responses(
+                        {
+                            "200": {
+                                "description": "a page",
+                                "content": {
+                                    "application/json": {
+                                        "schema": {
+                                            "type": "object",
+                                            "properties": {
+                                                "payments": {"type": "array", "items": {"$ref": payment_ref}},
+                                                "next": {"type": ["integer", "null"]},
+                                            },
+                                        }
+                                    }
+                                },
+                            }
+                        }
+                    ),
+                },
+            },
+            "/api/payments/{payment_id}": {
+                "get": {
+                    "summary": "One payment with its refunds",
+                    "parameters": [_PAYMENT_ID],
+                    "responses": _responses({"200": _ok("the payment", payment_ref)}),
+                }
+            },
+            "/api/payments/{payment_id}/qr.svg": {
+                "get": {
+                    "summary": "ACTIVEPAY QR code as SVG",
+                    "parameters": [_PAYMENT_ID],
+                    "responses": _responses({"200": {"description": "SVG", "content": {"image/svg+xml": {}}}}),
+                }
+            },
+            "/api/payments/{payment_id}/refunds": {
+                "post": {
+                    "summary": "Refund part or all of a paid payment",
+                    "parameters": [_PAYMENT_ID, _IDEMPOTENCY_KEY],
+                    "requestBody": _json_body(
+                        {"type": "object", "required": ["amount"], "properties": {"amount": _CENTS | {"minimum": 1}}}
+                    ),
+                    "responses": _responses(
+                        {"201": _ok("created", refund_ref), "200": _ok("replayed", refund_ref)}, body=True
+                    ),
+                }
+            },
+        },
+    }

@@ -1,0 +1,149 @@
+"""Finance and on-call commands: reconcile, import-statement, alerts, and the ledger reports."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import sys
+from collections.abc import Awaitable, Callable, Mapping
+from datetime import date
+from pathlib import Path
+from typing import Any, TypeVar
+
+import asyncpg
+
+from ottrecon import db
+from ottrecon.commands.env import require
+
+T = TypeVar("T")
+REPORTS = ("ledger", "summary", "mismatches")
+
+
+def register(command: Callable[[str, Any, str], argparse.ArgumentParser]) -> None:
+    """Add this module's subcommands to the `ottrecon` parser."""
+    recon = command("reconcile", _reconcile, "reconcile the ledger now (the worker also does it continuously)")
+    recon.add_argument("--all", action="store_true", help="rebuild every ledger row, not only changed ones")
+    statement = command("import-statement", _import_statement, "import an OTT Pay settlement statement (CSV)")
+    statement.add_argument("file", type=Path)
+    statement.add_argument("--columns", help="field=Header mapping, e.g. 'order_id=Order No,amount=Amount'")
+    statement.add_argument("--amounts", choices=["cents", "decimal"], default="cents")
+    statement.add_argument("--from", dest="date_from", type=date.fromisoformat, help="period start, YYYY-MM-DD")
+    statement.add_argument("--to", dest="date_to", type=date.fromisoformat, help="period end, YYYY-MM-DD")
+    alerts = command("alerts", _alerts, "list, acknowledge or resolve alerts")
+    alerts.add_argument("action", choices=["list", "ack", "resolve"])
+    alerts.add_argument("alert_id", nargs="?", type=int)
+    alerts.add_argument("--note", default="", help="why (required to resolve)")
+    alerts.add_argument("--actor", default=getpass.getuser(), help="who (default: the OS user)")
+    alerts.add_argument("--status", help="list: open, acknowledged or resolved (default: not resolved)")
+    alerts.add_argument("--kind")
+
+
+def add_report_choices(export: argparse.ArgumentParser) -> None:
+    """`ottrecon export ledger|summary|mismatches` filters (the ledger reports)."""
+    export.add_argument("--from", dest="date_from", type=date.fromisoformat, help="business date, YYYY-MM-DD")
+    export.add_argument("--to", dest="date_to", type=date.fromisoformat, help="business date, YYYY-MM-DD")
+    export.add_argument("--merchant")
+
+
+async def export_report(database_url: str, args: argparse.Namespace) -> int:
+    from ottrecon.reconciliation.reports import export_report as write_report
+
+    async def run(pool: asyncpg.Pool) -> int:
+        return await write_report(
+            pool, args.what, sys.stdout, date_from=args.date_from, date_to=args.date_to, merchant_id=args.merchant
+        )
+
+    return await _with_pool(database_url, run)
+
+
+def _business_tz(env: Mapping[str, str]) -> str:
+    return env.get("OTTRECON_BUSINESS_TZ", "").strip() or "America/Toronto"
+
+
+def _display_tz(env: Mapping[str, str]) -> str:
+    return env.get("OTTRECON_DISPLAY_TZ", "").strip() or "America/Toronto"
+
+
+async def _with_pool(database_url: str, run: Callable[[asyncpg.Pool], Awaitable[T]]) -> T:
+    pool = await db.create_pool(database_url, 2)
+    try:
+        return await run(pool)
+    finally:
+        await pool.close()
+
+
+def _reconcile(args: argparse.Namespace, env: Mapping[str, str]) -> int:
+    from ottrecon.reconciliation.reconcile import mark_all_dirty, reconcile_pending
+
+    async def run(pool: asyncpg.Pool) -> str:
+        queued = await mark_all_dirty(pool) if args.all else 0
+        report = await reconcile_pending(pool, business_tz=_business_tz(env))
+        return (
+            f"reconciled {report.keys} key(s) ({queued} queued by --all); alerts opened {report.opened}, "
+            f"reopened {report.reopened}, resolved {report.resolved}"
+        )
+
+    print(asyncio.run(_with_pool(require(env, "DATABASE_URL")[0], run)))
+    return 0
+
+
+def _import_statement(args: argparse.Namespace, env: Mapping[str, str]) -> int:
+    from ottrecon.reconciliation.layouts import StatementError, StatementLayout
+    from ottrecon.reconciliation.statements import import_statement
+
+    if (args.date_from is None) != (args.date_to is None):
+        print("ottrecon import-statement: give both --from and --to, or neither", file=sys.stderr)
+        return 2
+    try:
+        layout = (
+            StatementLayout.from_spec(args.columns, args.amounts)
+            if args.columns
+            else StatementLayout(amounts=args.amounts)
+        )
+        period = (args.date_from, args.date_to) if args.date_from else None
+
+        async def run(pool: asyncpg.Pool) -> Any:
+            return await import_statement(pool, args.file, layout, business_tz=_business_tz(env), period=period)
+
+        report = asyncio.run(_with_pool(require(env, "DATABASE_URL")[0], run))
+    except StatementError as exc:
+        print(f"ottrecon import-statement: {exc}", file=sys.stderr)
+        return 2
+    if report.already_imported:
+        print(f"{args.file.name} was already imported: nothing stored")
+        return 0
+    print(
+        f"imported {report.lines_stored} line(s) ({report.unchanged_lines} unchanged from earlier statements) "
+        f"for {', '.join(report.merchant_ids)}, {report.period_start} to {report.period_end}; "
+        "the worker reconciles them within seconds (or run `ottrecon reconcile`)"
+    )
+    if report.repeated_payments:
+        print(
+            f"warning: {report.repeated_payments} line(s) repeat a payment listed earlier in this file "
+            "(settled twice?): see the duplicate_settlement mismatches"
+        )
+    return 0
+
+
+def _alerts(args: argparse.Namespace, env: Mapping[str, str]) -> int:
+    from ottrecon.reconciliation import alerts as alert_admin
+
+    if args.action != "list" and args.alert_id is None:
+        print(f"ottrecon alerts {args.action}: give the alert id", file=sys.stderr)
+        return 2
+
+    async def run(pool: asyncpg.Pool) -> str:
+        if args.action == "list":
+            found = await alert_admin.list_alerts(pool, status=args.status, kind=args.kind)
+            return alert_admin.format_alert_table(found, _display_tz(env))
+        change = alert_admin.acknowledge if args.action == "ack" else alert_admin.resolve
+        alert = await change(pool, args.alert_id, actor=args.actor, note=args.note)
+        return f"alert {alert.id} is now {alert.status}\n"
+
+    try:
+        print(asyncio.run(_with_pool(require(env, "DATABASE_URL")[0], run)), end="")
+    except alert_admin.AlertError as exc:
+        print(f"ottrecon alerts {args.action}: {exc}", file=sys.stderr)
+        return 1
+    return 0

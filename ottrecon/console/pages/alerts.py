@@ -1,0 +1,121 @@
+"""Mismatches and alerts: one status at a time (open first), acknowledge or resolve with a note (audited)."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+from typing import Any
+from urllib.parse import urlencode
+
+from aiohttp import web
+
+from ottpay.strict_json import UNSTORABLE
+from ottrecon.console import paging
+from ottrecon.console.auth import require_finance
+from ottrecon.console.csrf import checked_form
+from ottrecon.console.errors import BadFilter, PageError
+from ottrecon.console.filters import RECON_STATUSES, choice, positive_int, text
+from ottrecon.console.render import render
+from ottrecon.console.web import pool, redirect, session, url
+from ottrecon.db import translate_errors
+from ottrecon.reconciliation import alerts as alert_admin
+
+STATUSES = alert_admin.STATUSES  # open, acknowledged, resolved: the tabs, in this order
+# Alert kinds: the ledger's mismatch statuses and the statement differences (worker/sql/sync_alerts.sql).
+KINDS = (
+    *(s for s in RECON_STATUSES if s not in ("matched", "pending")),
+    "not_in_statement",
+    "statement_amount_differs",
+    "statement_refund_differs",
+    "duplicate_settlement",
+)
+# Alerts of one status, newest first by keyset on (first_seen_at, id) (alerts_status_seen_idx), with the
+# latest audit event so the list shows who did what last. Optional filters are appended as fixed clauses.
+LIST = """
+SELECT a.id, a.kind, a.merchant_id, a.order_id, a.amount_at_risk, a.status, a.first_seen_at, a.last_seen_at,
+       a.resolution, e.action AS last_action, e.actor AS last_actor, e.note AS last_note, e.at AS last_at
+FROM alerts a
+LEFT JOIN LATERAL (
+    SELECT action, actor, note, at FROM alert_events WHERE alert_id = a.id ORDER BY id DESC LIMIT 1
+) e ON true
+WHERE a.status = $1 {filters}
+ORDER BY a.first_seen_at DESC, a.id DESC
+LIMIT {limit}
+"""
+COUNTS = "SELECT status, count(*) AS n, coalesce(sum(amount_at_risk), 0)::int8 AS at_risk FROM alerts GROUP BY status"
+ALERT_ORDER = "SELECT merchant_id, order_id FROM alerts WHERE id = $1"
+
+
+async def show(request: web.Request) -> web.Response:
+    """GET /console/alerts?status=open|acknowledged|resolved&kind=&merchant_id=&after="""
+    problems: list[str] = []
+    status = choice(request.query, "status", STATUSES, problems) or "open"
+    kind = choice(request.query, "kind", KINDS, problems)
+    merchant_id = text(request.query, "merchant_id", problems)
+    if problems:
+        raise BadFilter(problems)
+    after = paging.decode(request.query.get("after"), (datetime, int))
+    args: list[Any] = [status]
+    clauses = []
+    for clause, value in (("a.kind = ${}", kind), ("a.merchant_id = ${}", merchant_id)):
+        if value is not None:
+            args.append(value)
+            clauses.append(clause.format(len(args)))
+    if after is not None:
+        args.extend(after)
+        clauses.append(f"(a.first_seen_at, a.id) < (${len(args) - 1}, ${len(args)})")
+    sql = LIST.format(filters="".join(f" AND {c}" for c in clauses), limit=paging.PAGE_SIZE + 1)
+    async with translate_errors(), pool(request).acquire() as conn:
+        rows = [dict(r) for r in await conn.fetch(sql, *args)]
+        counts = {r["status"]: dict(r) for r in await conn.fetch(COUNTS)}
+    more = len(rows) > paging.PAGE_SIZE
+    rows = rows[: paging.PAGE_SIZE]
+    next_cursor = paging.encode((rows[-1]["first_seen_at"], rows[-1]["id"])) if more else None
+    params = {"status": status, "kind": kind or "", "merchant_id": merchant_id or ""}
+    return render(
+        request,
+        "alerts.html",
+        active="alerts",
+        rows=rows,
+        counts=counts,
+        tab=status,
+        statuses=STATUSES,
+        kinds=KINDS,
+        params=params,
+        next_cursor=next_cursor,
+        is_first_page=after is None,
+    )
+
+
+async def acknowledge(request: web.Request) -> web.Response:
+    """POST /console/alerts/{alert_id}/acknowledge: open -> acknowledged, with the user and their note."""
+    return await _change(request, alert_admin.acknowledge, "acknowledged")
+
+
+async def resolve(request: web.Request) -> web.Response:
+    """POST /console/alerts/{alert_id}/resolve: -> resolved (manual), with the user and why."""
+    return await _change(request, alert_admin.resolve, "resolved")
+
+
+async def _change(
+    request: web.Request, change: Callable[..., Awaitable[alert_admin.AlertView]], done: str
+) -> web.Response:
+    form = await checked_form(request)
+    require_finance(request)
+    alert_id = positive_int(request.match_info["alert_id"], "the alert id")
+    note = form.get("note", "").strip()
+    if not note:
+        raise PageError(422, "A note is required", "Go back and say what you found or did; it is kept with the alert.")
+    if UNSTORABLE.search(note):
+        raise PageError(422, "The note holds characters that cannot be kept", "Retype it without pasted control codes.")
+    actor = session(request).user.name
+    try:
+        await change(pool(request), alert_id, actor=actor, note=note[:2000])
+    except alert_admin.AlertNotFound as exc:
+        raise PageError(404, "No such alert", "It may have been removed. Go back to the alerts list.") from exc
+    except alert_admin.AlertStateError as exc:
+        raise PageError(409, "The alert changed meanwhile", f"{exc}. Reload its page to see who changed it.") from exc
+    async with translate_errors(), pool(request).acquire() as conn:
+        key = await conn.fetchrow(ALERT_ORDER, alert_id)
+    where = urlencode({"merchant_id": key["merchant_id"], "order_id": key["order_id"], "done": done})
+    return redirect(url(f"/order?{where}#alert-{alert_id}"))

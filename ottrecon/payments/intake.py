@@ -1,0 +1,204 @@
+"""Creating payments and refunds: validation, idempotency keys, storing before sending, bounded waits."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import re
+import secrets
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import asyncpg
+from arq import ArqRedis
+
+from ottrecon.db import translate_errors
+from ottrecon.payments import store
+from ottrecon.payments.errors import IdempotencyConflict, InvalidRequest, NotFound, NotRefundable
+from ottrecon.queue import PROCESS_ORDER_JOB, PROCESS_REFUND_JOB, kick
+
+KINDS = ("ACTIVEPAY", "PASSIVEPAY")
+BIZ_TYPES = ("ALIPAY", "WECHATPAY", "UNIONPAY")
+_IDEMPOTENCY_KEY = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
+_AUTH_CODE = re.compile(r"[0-9A-Za-z]{6,64}")
+_SALE_NUM = re.compile(r"[0-9A-Za-z_-]{1,32}")
+_ID_ALPHABET = "0123456789ABCDEFGHJKLMNPQRSTUVWXYZ"  # no I or O: read aloud at a till
+MAX_CENTS = 10**12  # ten billion dollars: anything larger is a typo
+# Statuses in which POST stops waiting: the gateway has answered something definite.
+SETTLED = frozenset(
+    {
+        "awaiting_payment",
+        "paid",
+        "declined",
+        "failed",
+        "closed",
+        "expired",
+        "review",
+        "unpaid",
+        "partially_refunded",
+        "refunded",
+    }
+)
+
+
+@dataclass(frozen=True)
+class PaymentRequest:
+    """A validated request to take a payment."""
+
+    merchant_id: str
+    kind: str
+    biz_type: str
+    amount: int
+    tip: int
+    auth_code: str | None
+    sale_num: str | None
+
+    @classmethod
+    def parse(cls, body: Any, merchant_ids: frozenset[str]) -> PaymentRequest:
+        """Validate a JSON body, naming every problem at once (InvalidRequest)."""
+        if not isinstance(body, dict):
+            raise InvalidRequest(["body must be a JSON object"])
+        problems: list[str] = []
+        merchant_id = body.get("merchant_id")
+        # Type first: a JSON object or array is unhashable, and `in merchant_ids` would raise.
+        if not isinstance(merchant_id, str) or merchant_id not in merchant_ids:
+            problems.append("merchant_id is not a merchant configured for payments (OTTPAY_OPERATORS)")
+        kind = body.get("kind")
+        if kind not in KINDS:
+            problems.append(f"kind must be one of {', '.join(KINDS)}")
+        biz_type = body.get("biz_type")
+        if biz_type not in BIZ_TYPES:
+            problems.append(f"biz_type must be one of {', '.join(BIZ_TYPES)}")
+        amount = cents(body.get("amount"), "amount", problems, minimum=1)
+        tip = cents(body.get("tip", 0), "tip", problems, minimum=0)
+        auth_code = body.get("auth_code")
+        if kind == "PASSIVEPAY" and not (isinstance(auth_code, str) and _AUTH_CODE.fullmatch(auth_code)):
+            problems.append("auth_code (the scanned wallet code, 6-64 letters or digits) is required for PASSIVEPAY")
+        if kind == "ACTIVEPAY" and auth_code is not None:
+            problems.append("auth_code is only for PASSIVEPAY")
+        sale_num = body.get("sale_num")
+        if sale_num is not None and not (isinstance(sale_num, str) and _SALE_NUM.fullmatch(sale_num)):
+            problems.append("sale_num must be 1-32 letters, digits, '-' or '_'")
+        if problems:
+            raise InvalidRequest(problems)
+        return cls(
+            str(merchant_id),
+            str(kind),
+            str(biz_type),
+            amount,
+            tip,
+            auth_code if kind == "PASSIVEPAY" else None,
+            sale_num,
+        )
+
+    def digest(self) -> str:
+        """Identity of the request for idempotency checks (the auth code is hashed, never stored here)."""
+        return _sha256(
+            [self.merchant_id, self.kind, self.biz_type, self.amount, self.tip, self.auth_code, self.sale_num]
+        )
+
+
+def cents(value: Any, name: str, problems: list[str], *, minimum: int) -> int:
+    """Money arrives as a JSON integer of cents; floats, strings and booleans are refused, never rounded."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        problems.append(f"{name} must be an integer number of cents (e.g. 1250 for 12.50)")
+        return 0
+    if not minimum <= value <= MAX_CENTS:
+        problems.append(f"{name} must be between {minimum} and {MAX_CENTS} cents")
+        return 0
+    return value
+
+
+def check_idempotency_key(key: str | None) -> str:
+    if key is None or not _IDEMPOTENCY_KEY.fullmatch(key):
+        raise InvalidRequest(["header Idempotency-Key is required: 1-64 letters, digits, '_', '.', ':' or '-'"])
+    return key
+
+
+def new_order_id(prefix: str) -> str:
+    """A fresh OTT Pay order id: 20 characters of [0-9A-Z] (PROTOCOL §7), date first for humans."""
+    random_part = "".join(secrets.choice(_ID_ALPHABET) for _ in range(13))
+    return prefix + datetime.now(UTC).strftime("%y%m%d") + random_part
+
+
+async def create_payment(
+    pool: asyncpg.Pool, redis: ArqRedis, request: PaymentRequest, idempotency_key: str
+) -> tuple[asyncpg.Record, bool]:
+    """Store the order (before anything is sent) and ask a worker to submit it.
+
+    Returns (order, created). The same key with the same request returns the first order and
+    submits nothing again; with a different request it raises IdempotencyConflict.
+    """
+    prefix = "A" if request.kind == "ACTIVEPAY" else "P"
+    async with translate_errors(), pool.acquire() as conn:
+        row = await conn.fetchrow(
+            store.INSERT_ORDER,
+            request.merchant_id,
+            new_order_id(prefix),
+            request.kind,
+            request.biz_type,
+            request.amount,
+            request.tip,
+            request.sale_num,
+            request.auth_code,
+            idempotency_key,
+            request.digest(),
+        )
+        if row is None:
+            existing: asyncpg.Record = await conn.fetchrow(store.ORDER_BY_KEY, request.merchant_id, idempotency_key)
+            if existing["request_sha256"] != request.digest():
+                raise IdempotencyConflict()
+            return existing, False
+    await kick(redis, PROCESS_ORDER_JOB, row["id"])
+    return row, True
+
+
+async def create_refund(
+    pool: asyncpg.Pool, redis: ArqRedis, order_id: str, amount: int, idempotency_key: str
+) -> tuple[asyncpg.Record, bool]:
+    """Store a refund of a paid order under its own refund order id, then ask a worker to send it.
+
+    The order row is locked while the refundable amount is checked, so concurrent refunds can
+    never exceed what was paid. Idempotent on (order, key) like create_payment.
+    """
+    digest = _sha256([order_id, amount])
+    async with translate_errors(), pool.acquire() as conn, conn.transaction():
+        order = await conn.fetchrow(store.LOCK_ORDER, order_id)
+        if order is None:
+            raise NotFound()
+        existing = await conn.fetchrow(store.REFUND_BY_KEY, order["id"], idempotency_key)
+        if existing is not None:
+            if existing["request_sha256"] != digest:
+                raise IdempotencyConflict()
+            return existing, False
+        if order["status"] not in ("paid", "partially_refunded"):
+            raise NotRefundable(f"payment is {order['status']}, only paid payments can be refunded")
+        # Tips are refundable too: the customer paid amount + tip (docs/decisions/0009).
+        paid = (order["paid_amount"] if order["paid_amount"] is not None else order["amount"]) + order["tip"]
+        left = paid - await conn.fetchval(store.REFUNDED_OR_PENDING, order["id"])
+        if amount > left:
+            raise NotRefundable(f"at most {left} cents can still be refunded")
+        row = await conn.fetchrow(
+            store.INSERT_REFUND, order["id"], order["merchant_id"], new_order_id("R"), amount, idempotency_key, digest
+        )
+    await kick(redis, PROCESS_REFUND_JOB, row["id"])
+    return row, True
+
+
+async def wait_for(pool: asyncpg.Pool, query: str, key: Any, done: frozenset[str], wait_s: float) -> asyncpg.Record:
+    """Poll a row until its status is in done or wait_s passed; return the latest row either way."""
+    deadline = time.monotonic() + wait_s
+    async with translate_errors():
+        while True:
+            async with pool.acquire() as conn:
+                row: asyncpg.Record = await conn.fetchrow(query, key)
+            if row["status"] in done or time.monotonic() >= deadline:
+                return row
+            await asyncio.sleep(0.1)
+
+
+def _sha256(parts: list[Any]) -> str:
+    return hashlib.sha256(json.dumps(parts).encode()).hexdigest()
