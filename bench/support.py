@@ -27,7 +27,7 @@ from bench.children import (
 from bench.errors import BenchError
 from bench.machine import cpu_model, facts_text, machine_facts
 from bench.report import dump_json, table
-from ottpay.messages import build_callback
+from ottpay.envelope import build_callback
 
 __all__ = [
     "BENCH_MERCHANT",

@@ -183,3 +183,15 @@ def _digest_matches(expected: str, received: str) -> bool:
     if not received.isascii():
         return False
     return hmac.compare_digest(expected.encode("ascii"), received.encode("ascii").upper())
+
+
+def build_callback(
+    data: Mapping[str, str], merchant_id: str, signkey: str, rsp_code: str = "SUCCESS", rsp_msg: str = "success"
+) -> dict[str, str]:
+    """Return a callback body exactly as OTT Pay would POST it, with data sealed under signkey.
+
+    data is encrypted as given: include "merchant_id" in it to mirror real callbacks.
+    Raises like seal for non-string values.
+    """
+    data_b64, md5 = seal(data, signkey)
+    return {"rsp_code": rsp_code, "rsp_msg": rsp_msg, "merchant_id": merchant_id, "data": data_b64, "md5": md5}

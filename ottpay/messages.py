@@ -1,17 +1,17 @@
-"""OTT Pay callback bodies and field parsing: shape checks, a callback builder, amounts and times (PROTOCOL §4)."""
+"""OTT Pay callback bodies and field parsing: shape checks, amounts and times (PROTOCOL §4). Pure: no cipher.
+
+Building a sealed callback needs the cipher: ottpay.envelope.build_callback.
+"""
 
 import math
 import re
-from collections.abc import Mapping
 
-from ottpay.envelope import seal
 from ottpay.finish_time import parse_finish_time
 from ottpay.strict_json import UNSTORABLE
 
 __all__ = [
     "CALLBACK_FIELDS",
     "SUCCESS_ACK",
-    "build_callback",
     "callback_shape_problems",
     "parse_cents",
     "parse_finish_time",
@@ -81,18 +81,6 @@ def _extra_field_problems(name: str, value: object) -> list[str]:
     if isinstance(value, float) and not math.isfinite(value):
         return [f"extra field {name!r} must be a finite number"]
     return []
-
-
-def build_callback(
-    data: Mapping[str, str], merchant_id: str, signkey: str, rsp_code: str = "SUCCESS", rsp_msg: str = "success"
-) -> dict[str, str]:
-    """Return a callback body exactly as OTT Pay would POST it, with data sealed under signkey.
-
-    data is encrypted as given: include "merchant_id" in it to mirror real callbacks.
-    Raises like seal for non-string values.
-    """
-    data_b64, md5 = seal(data, signkey)
-    return {"rsp_code": rsp_code, "rsp_msg": rsp_msg, "merchant_id": merchant_id, "data": data_b64, "md5": md5}
 
 
 def parse_cents(raw: str) -> int:

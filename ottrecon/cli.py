@@ -286,9 +286,10 @@ def _hash_password(args: argparse.Namespace, env: Mapping[str, str]) -> int:
 
 
 def _make_callback(args: argparse.Namespace, env: Mapping[str, str]) -> int:
+    from ottpay.envelope import build_callback
     from ottpay.finish_time import BEIJING
     from ottpay.keys import parse_merchant_keys
-    from ottpay.messages import build_callback, parse_cents
+    from ottpay.messages import parse_cents
 
     (merchants_text,) = require(env, "OTTPAY_MERCHANTS")
     try:

@@ -10,8 +10,8 @@ from zoneinfo import ZoneInfo
 
 import asyncpg
 
+from ottpay.envelope import build_callback
 from ottpay.keys import parse_merchant_keys
-from ottpay.messages import build_callback
 from ottrecon.callbacks import store as callback_store
 from ottrecon.callbacks.replay import report_configured_merchants
 from ottrecon.callbacks.verdicts import RejectedCallback, VerifiedCallback

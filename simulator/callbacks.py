@@ -8,7 +8,7 @@ import logging
 import aiohttp
 from yarl import URL
 
-from ottpay.messages import build_callback
+from ottpay.envelope import build_callback
 from simulator.background import Background
 from simulator.faults import Dice
 from simulator.settings import SimulatorSettings

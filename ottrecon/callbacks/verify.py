@@ -8,8 +8,9 @@ from typing import Any
 from ottpay.envelope import open_with_any_key
 from ottpay.errors import EnvelopeError
 from ottpay.fingerprint import envelope_fingerprint
+from ottpay.finish_time import parse_finish_time
 from ottpay.keys import MerchantKeys
-from ottpay.messages import callback_shape_problems, parse_cents, parse_finish_time
+from ottpay.messages import callback_shape_problems, parse_cents
 from ottrecon.callbacks.verdicts import RejectedCallback, Verdict, VerifiedCallback
 
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, tzinfo
 from decimal import Decimal
 
-from ottpay.messages import parse_finish_time
+from ottpay.finish_time import parse_finish_time
 from ottrecon.errors import OttreconError
 
 FIELDS = ("merchant_id", "order_id", "bizpay_order_id", "amount", "tip", "fee", "refund", "txn_time")

@@ -19,7 +19,7 @@ import asyncpg
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from ottpay.messages import build_callback
+from ottpay.envelope import build_callback
 from ottrecon.queue import DEAD_LETTER_KEY, QUEUE_NAME
 from tests.conftest import MERCHANT, OLD_KEY
 

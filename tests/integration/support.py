@@ -12,8 +12,8 @@ from typing import Any
 from aiohttp.test_utils import TestClient, TestServer
 from arq import ArqRedis
 
+from ottpay.envelope import build_callback
 from ottpay.keys import MerchantKeys
-from ottpay.messages import build_callback
 from tests.conftest import MERCHANT, OLD_KEY
 from webhook.app import create_app
 from webhook.queue import enqueue_callbacks, prepare

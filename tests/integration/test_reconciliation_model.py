@@ -34,8 +34,8 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, precondition, rule, run_state_machine_as_test
 
+from ottpay.envelope import build_callback
 from ottpay.keys import MerchantKeys
-from ottpay.messages import build_callback
 from ottrecon.callbacks import store as callback_store
 from ottrecon.callbacks.verdicts import VerifiedCallback
 from ottrecon.callbacks.verify import judge

@@ -12,7 +12,8 @@ import pytest
 from Crypto.Cipher import AES
 from Crypto.Util.Padding import pad
 
-from ottpay import (
+from ottpay.envelope import decrypt, derive_key, digest, open_envelope, open_with_any_key, seal
+from ottpay.errors import (
     DecryptionFailed,
     DigestMismatch,
     EnvelopeError,
@@ -21,12 +22,6 @@ from ottpay import (
     NoSignKey,
     NotJsonObject,
     UndecodableData,
-    decrypt,
-    derive_key,
-    digest,
-    open_envelope,
-    open_with_any_key,
-    seal,
 )
 
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "ottpay_published_examples.json"

@@ -9,7 +9,8 @@ from Crypto.Util.Padding import pad
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from ottpay import (
+from ottpay.envelope import decrypt, derive_key, open_envelope, open_with_any_key, seal
+from ottpay.errors import (
     DecryptionFailed,
     DigestMismatch,
     EnvelopeError,
@@ -17,11 +18,6 @@ from ottpay import (
     MerchantMismatch,
     NotJsonObject,
     UndecodableData,
-    decrypt,
-    derive_key,
-    open_envelope,
-    open_with_any_key,
-    seal,
 )
 
 DOCUMENTED = (UndecodableData, DecryptionFailed, NotJsonObject, MalformedPlaintext, DigestMismatch, MerchantMismatch)

@@ -8,14 +8,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from ottpay import (
-    CALLBACK_FIELDS,
-    SUCCESS_ACK,
-    build_callback,
-    callback_shape_problems,
-    open_envelope,
-    parse_cents,
-)
+from ottpay.envelope import build_callback, open_envelope
+from ottpay.messages import CALLBACK_FIELDS, SUCCESS_ACK, callback_shape_problems, parse_cents
 
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "ottpay_published_examples.json"
 CALLBACK_EXAMPLE: dict[str, Any] = json.loads(FIXTURES.read_text(encoding="utf-8"))["callback_example"]
