@@ -1,0 +1,36 @@
+"""What each process loads at run time: import-linter reads the source; these read a fresh interpreter's sys.modules."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+
+def loaded_after(statement: str) -> list[str]:
+    """The modules a fresh interpreter holds after running statement."""
+    code = f"import json, sys; {statement}; print(json.dumps(sorted(sys.modules)))"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    loaded: list[str] = json.loads(result.stdout)
+    return loaded
+
+
+def test_api_process_loads_no_cipher_no_verifier_and_no_worker() -> None:
+    # The api holds no sign keys (docs/ARCHITECTURE.md): what it loads cannot decrypt or verify a callback.
+    loaded = loaded_after("import ottrecon.api.app")
+    forbidden = ("Crypto", "worker", "ottpay.envelope", "ottpay.client", "ottrecon.callbacks.verify", "simulator")
+    assert [m for m in loaded if m.startswith(forbidden)] == []
+    assert "ottrecon.console.app" in loaded  # the console is mounted, so it was checked too
+
+
+@pytest.mark.parametrize("module", ["webhook.app", "ottrecon.api.app"])
+def test_no_process_but_the_worker_loads_the_worker(module: str) -> None:
+    assert [m for m in loaded_after(f"import {module}") if m == "worker" or m.startswith("worker.")] == []
+
+
+def test_receiver_loads_no_cipher_no_database_driver_and_no_domain() -> None:
+    loaded = loaded_after("import webhook.app")
+    domain = ("Crypto", "asyncpg", "ottrecon.db", "ottrecon.callbacks", "ottrecon.payments", "ottrecon.reconciliation")
+    assert [m for m in loaded if m.startswith(domain)] == []
