@@ -21,6 +21,7 @@ from ottrecon import db
 from ottrecon.callbacks.verdicts import FINISH_TIME_SKEW_LIMIT, VerifiedCallback
 from ottrecon.errors import DatabaseUnavailable
 from ottrecon.queue import DEAD_LETTER_KEY, QUEUE_NAME
+from ottrecon.reconciliation import reports
 
 if TYPE_CHECKING:
     from worker.context import WorkerState
@@ -98,19 +99,6 @@ for _action in ("PASSIVEPAY", "ACTIVEPAY", "STATUS_QUERY", "REFUND"):
         _submissions.labels(action=_action, outcome=_outcome.value)
 _kinds_seen = set(_ALERT_KINDS)
 
-# Each query is answered from a partial or leading-column index (alerts_open_idx,
-# alerts_undelivered_idx, orders_status_idx), so a refresh stays cheap as the tables grow.
-# Alerts not resolved, by kind, with the cents they put at risk.
-OPEN_ALERTS_BY_KIND = """
-SELECT kind, count(*) AS open, coalesce(sum(amount_at_risk), 0) AS at_risk
-FROM alerts WHERE status <> 'resolved' GROUP BY kind
-"""
-# Orders flagged unpaid, and alerts of any status not yet delivered.
-BACKLOGS = """
-SELECT (SELECT count(*) FROM orders WHERE status = 'unpaid') AS unpaid,
-       (SELECT count(*) FROM alerts WHERE notified_at IS NULL) AS undelivered
-"""
-
 
 def count_finish_time_skew(callback: VerifiedCallback) -> None:
     """Count (and log) a newly recorded live callback whose finish_time is far from its receipt (decision 0007).
@@ -174,8 +162,8 @@ async def refresh_queue_gauges(redis: ArqRedis) -> None:
 async def refresh_ledger_gauges(pool: asyncpg.Pool) -> None:
     """Set the alert and unpaid-order gauges from Postgres; raises DatabaseUnavailable when it is away."""
     async with db.translate_errors(), pool.acquire() as conn:
-        by_kind = await conn.fetch(OPEN_ALERTS_BY_KIND)
-        backlogs = await conn.fetchrow(BACKLOGS)
+        by_kind = await conn.fetch(reports.OPEN_ALERTS_BY_KIND)
+        backlogs = await conn.fetchrow(reports.BACKLOGS)
     open_by_kind = {row["kind"]: row["open"] for row in by_kind}
     # A kind whose alerts were all resolved must drop to 0, not keep its last count.
     _kinds_seen.update(open_by_kind)

@@ -14,25 +14,12 @@ from datetime import timedelta
 import asyncpg
 
 from ottrecon import db
+from ottrecon.callbacks import store
 
 # Rows per DELETE, and DELETEs per run: a flood's backlog is worked off over a few runs instead of
 # one long transaction holding locks.
 BATCH = 5000
 MAX_BATCHES = 20
-# Oldest first, through rejected_callbacks_last_received_idx; rows another worker is deleting are skipped.
-PURGE = """
-WITH doomed AS (
-    SELECT r.id FROM rejected_callbacks r
-    WHERE r.last_received_at < now() - $1::interval
-      AND NOT EXISTS (SELECT 1 FROM rejected_callback_events e WHERE e.rejected_id = r.id)
-    ORDER BY r.last_received_at
-    LIMIT $2
-    FOR UPDATE SKIP LOCKED
-)
-DELETE FROM rejected_callbacks r USING doomed WHERE r.id = doomed.id
-"""
-# Distinct rejected bodies delivered within the last hour (an index range scan).
-LAST_HOUR = "SELECT count(*) FROM rejected_callbacks WHERE last_received_at > now() - interval '1 hour'"
 
 
 async def purge(pool: asyncpg.Pool, retention: timedelta) -> int:
@@ -43,7 +30,7 @@ async def purge(pool: asyncpg.Pool, retention: timedelta) -> int:
     total = 0
     for _ in range(MAX_BATCHES):
         async with db.translate_errors(), pool.acquire() as conn:
-            status = await conn.execute(PURGE, retention, BATCH)
+            status = await conn.execute(store.PURGE_REJECTED, retention, BATCH)
         deleted = int(status.split()[-1])
         total += deleted
         if deleted < BATCH:
@@ -54,5 +41,5 @@ async def purge(pool: asyncpg.Pool, retention: timedelta) -> int:
 async def last_hour(pool: asyncpg.Pool) -> int:
     """Distinct rejected bodies last delivered within the past hour; raises DatabaseUnavailable if Postgres is away."""
     async with db.translate_errors(), pool.acquire() as conn:
-        count: int = await conn.fetchval(LAST_HOUR)
+        count: int = await conn.fetchval(store.REJECTED_LAST_HOUR)
     return count

@@ -1,4 +1,4 @@
-"""Storing callbacks: verified ones with the payments they report, rejected ones with their reason."""
+"""The callbacks store: callbacks recorded, rejections listed, replayed and purged (every query of the domain)."""
 
 from __future__ import annotations
 
@@ -71,6 +71,81 @@ ORDER BY sha, received_at
 ON CONFLICT ON CONSTRAINT rejected_callbacks_envelope_key DO UPDATE
     SET times_received = rejected_callbacks.times_received + 1,
         last_received_at = greatest(rejected_callbacks.last_received_at, EXCLUDED.last_received_at)
+"""
+# Open rejections after a given id, oldest first (keyset pagination: constant cost per page).
+NEXT_OPEN_PAGE = """
+SELECT id, envelope, received_at FROM rejected_callbacks
+WHERE resolved_at IS NULL AND id > $1 ORDER BY id LIMIT $2
+"""
+# A rejection that now verifies: link it to the recorded callback and close it.
+MARK_RESOLVED = """
+UPDATE rejected_callbacks
+SET resolved_at = now(), last_replayed_at = now(), resolution = $2,
+    callback_id = (SELECT id FROM callbacks WHERE merchant_id = $3 AND md5 = $4)
+WHERE id = $1 AND resolved_at IS NULL
+"""
+# A rejection that still fails: keep it open with the current reason.
+MARK_STILL_REJECTED = """
+UPDATE rejected_callbacks SET reason = $2, detail = $3, last_replayed_at = now() WHERE id = $1
+"""
+# One open rejection, locked so two replays of it cannot run at once.
+LOCK_OPEN = """
+SELECT id, envelope, received_at FROM rejected_callbacks WHERE id = $1 AND resolved_at IS NULL FOR UPDATE
+"""
+# Who replayed what, with which result (finance's audit trail).
+RECORD_REPLAY_EVENT = "INSERT INTO rejected_callback_events (rejected_id, action, actor) VALUES ($1, $2, $3)"
+# Merchant ids this worker holds keys for (never the keys), so the console can offer replays.
+REPORT_MERCHANTS = """
+INSERT INTO configured_merchants (merchant_id, key_count, reported_at)
+SELECT * , now() FROM unnest($1::text[], $2::int4[])
+ON CONFLICT (merchant_id) DO UPDATE SET key_count = EXCLUDED.key_count, reported_at = now()
+"""
+# Oldest first, through rejected_callbacks_last_received_idx; rows another worker is deleting are skipped.
+PURGE_REJECTED = """
+WITH doomed AS (
+    SELECT r.id FROM rejected_callbacks r
+    WHERE r.last_received_at < now() - $1::interval
+      AND NOT EXISTS (SELECT 1 FROM rejected_callback_events e WHERE e.rejected_id = r.id)
+    ORDER BY r.last_received_at
+    LIMIT $2
+    FOR UPDATE SKIP LOCKED
+)
+DELETE FROM rejected_callbacks r USING doomed WHERE r.id = doomed.id
+"""
+# Distinct rejected bodies delivered within the last hour (an index range scan).
+REJECTED_LAST_HOUR = "SELECT count(*) FROM rejected_callbacks WHERE last_received_at > now() - interval '1 hour'"
+# A merchant counts as configured while a worker has reported holding its keys within this interval.
+FRESH_REPORT = "interval '1 hour'"
+# Reasons a key fixes (a missing, wrong or rotated key garbles decryption): only these are worth
+# a replay. A malformed envelope, a merchant mismatch or unusable fields stay what they are.
+KEY_REASONS = "('unknown_merchant', 'decryption_failed', 'not_json_object', 'malformed_plaintext', 'digest_mismatch')"
+# Rejections, newest first by keyset on id; replayable when open and a worker recently reported the merchant.
+LIST_REJECTED = f"""
+SELECT r.id, r.merchant_id, r.reason, r.detail, r.received_at, r.last_received_at, r.times_received,
+       r.last_replayed_at, r.resolved_at, r.resolution,
+       (r.resolved_at IS NULL AND c.merchant_id IS NOT NULL AND r.reason IN {KEY_REASONS}) AS replayable,
+       e.action AS last_action, e.actor AS last_actor, e.at AS last_at
+FROM rejected_callbacks r
+LEFT JOIN configured_merchants c ON c.merchant_id = r.merchant_id AND c.reported_at > now() - {FRESH_REPORT}
+LEFT JOIN LATERAL (
+    SELECT action, actor, at FROM rejected_callback_events WHERE rejected_id = r.id ORDER BY id DESC LIMIT 1
+) e ON true
+WHERE (r.resolved_at IS NULL) = $1 AND r.id < $2
+ORDER BY r.id DESC
+LIMIT $3
+"""
+ONE_REJECTED = f"""
+SELECT r.*, (r.resolved_at IS NULL AND c.merchant_id IS NOT NULL AND r.reason IN {KEY_REASONS}) AS replayable,
+       c.reported_at
+FROM rejected_callbacks r
+LEFT JOIN configured_merchants c ON c.merchant_id = r.merchant_id AND c.reported_at > now() - {FRESH_REPORT}
+WHERE r.id = $1
+"""
+REJECTED_EVENTS = "SELECT * FROM rejected_callback_events WHERE rejected_id = $1 ORDER BY id"
+# Lock the rejection while the request is recorded, so it cannot be resolved halfway through.
+LOCK_REJECTED = "SELECT id FROM rejected_callbacks WHERE id = $1 FOR UPDATE"
+RECORD_REPLAY_REQUEST = """
+INSERT INTO rejected_callback_events (rejected_id, action, actor) VALUES ($1, 'replay_requested', $2) RETURNING id
 """
 
 

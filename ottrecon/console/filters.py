@@ -9,6 +9,7 @@ from datetime import date, timedelta
 
 from ottrecon.console.errors import BadFilter
 from ottrecon.console.times import today
+from ottrecon.reconciliation.reports import LedgerSelection
 
 # Control characters (NUL included, which Postgres text cannot hold) and unpaired surrogates.
 CONTROL = re.compile("[\x00-\x1f\x7f\ud800-\udfff]")
@@ -119,6 +120,13 @@ class LedgerFilter:
     def report_filters_only(self) -> bool:
         """True when `ottrecon export ledger` can express this filter (dates and merchant only)."""
         return self.channel is None and self.recon_status is None and self.order_id is None
+
+    def selection(self) -> LedgerSelection:
+        """The rows this filter selects, as the reports module reads them."""
+        dates = self.dates
+        return LedgerSelection(
+            dates.date_from, dates.date_to, self.merchant_id, self.channel, self.recon_status, self.order_id
+        )
 
     def params(self) -> dict[str, str]:
         extra = {"merchant_id": self.merchant_id, "channel": self.channel, "recon_status": self.recon_status}

@@ -20,58 +20,6 @@ from ottrecon.payments.submitter import OnReply, ignore_reply
 
 logger = logging.getLogger("ottrecon.refunder")
 
-CLAIM_REFUND = """
-UPDATE refunds SET lease_until = now() + make_interval(secs => $2)
-WHERE id = (
-    SELECT id FROM refunds
-    WHERE id = $1 AND status = 'pending' AND next_check_at <= now() AND (lease_until IS NULL OR lease_until < now())
-    FOR UPDATE SKIP LOCKED
-)
-RETURNING id
-"""
-CLAIM_DUE_REFUNDS = """
-UPDATE refunds SET lease_until = now() + make_interval(secs => $2)
-WHERE id IN (
-    SELECT id FROM refunds
-    WHERE status = 'pending' AND next_check_at <= now() AND (lease_until IS NULL OR lease_until < now())
-    ORDER BY next_check_at LIMIT $1 FOR UPDATE SKIP LOCKED
-)
-RETURNING id
-"""
-# The refund, its order, and whether a REFUND for it was already sent (possibly received).
-LOAD_REFUND = """
-SELECT r.*, o.order_id AS ori_order_id, o.paid_amount, o.amount AS order_amount,
-       EXISTS (SELECT 1 FROM submission_attempts a WHERE a.refund_ref = r.id AND a.sent) AS sent_before
-FROM refunds r JOIN orders o ON o.id = r.order_ref WHERE r.id = $1
-"""
-# A succeeded refund is stamped with when it happened ($5: the gateway's refund_time, else now), the
-# instant its business date is taken from (decision 0022).
-UPDATE_REFUND = """
-UPDATE refunds SET status = $2, status_reason = $3,
-    next_check_at = CASE WHEN $4::float8 IS NULL THEN NULL ELSE now() + make_interval(secs => $4) END,
-    check_attempts = check_attempts + 1, lease_until = NULL, updated_at = now(),
-    succeeded_at = CASE WHEN $2 = 'succeeded' THEN coalesce($5::timestamptz, now()) END
-WHERE id = $1 AND status = 'pending'
-"""
-# After a refund succeeded: the order (and its payment) move to partially or fully refunded.
-MARK_ORDER_REFUNDED = """
-WITH total AS (
-    SELECT coalesce(sum(amount), 0) AS refunded FROM refunds WHERE order_ref = $1 AND status = 'succeeded'
-), target AS (
-    SELECT CASE WHEN total.refunded >= coalesce(o.paid_amount, o.amount) + o.tip
-                THEN 'refunded' ELSE 'partially_refunded' END
-        AS status, o.merchant_id, o.order_id
-    FROM orders o, total WHERE o.id = $1
-), moved AS (
-    UPDATE orders o SET status = target.status, updated_at = now() FROM target
-    WHERE o.id = $1 AND order_status_rank(target.status) > order_status_rank(o.status)
-)
-UPDATE payments p SET status = target.status, updated_at = now() FROM target
-WHERE p.merchant_id = target.merchant_id AND p.order_id = target.order_id
-  AND payment_status_rank(target.status) > payment_status_rank(p.status)
-"""
-SUCCEEDED_TOTAL = "SELECT coalesce(sum(amount), 0) FROM refunds WHERE order_ref = $1 AND status = 'succeeded'"
-
 
 @dataclass(frozen=True)
 class RefundResult:
@@ -98,21 +46,21 @@ class Refunder:
     async def process(self, refund_pk: int) -> RefundResult | None:
         async with db.translate_errors():
             async with self._pool.acquire() as conn:
-                if await conn.fetchval(CLAIM_REFUND, refund_pk, self._lease_s) is None:
+                if await conn.fetchval(store.CLAIM_REFUND, refund_pk, self._lease_s) is None:
                     return None
             return await self._handle(refund_pk)
 
     async def process_due(self, limit: int) -> int:
         async with db.translate_errors():
             async with self._pool.acquire() as conn:
-                refund_pks = [r["id"] for r in await conn.fetch(CLAIM_DUE_REFUNDS, limit, self._lease_s)]
+                refund_pks = [r["id"] for r in await conn.fetch(store.CLAIM_DUE_REFUNDS, limit, self._lease_s)]
             for refund_pk in refund_pks:
                 await self._handle(refund_pk)
         return len(refund_pks)
 
     async def _handle(self, refund_pk: int) -> RefundResult:
         async with self._pool.acquire() as conn:
-            row = await conn.fetchrow(LOAD_REFUND, refund_pk)
+            row = await conn.fetchrow(store.LOAD_REFUND, refund_pk)
         started = datetime.now(UTC)
         client = self._gateway.client_for(row["merchant_id"])
         replies: list[GatewayReply] = []
@@ -135,10 +83,10 @@ class Refunder:
             for reply in replies:
                 await store.record_attempt(conn, row["order_ref"], reply, started, refund_pk)
             await conn.execute(
-                UPDATE_REFUND, refund_pk, result.status, result.reason, result.next_check_in_s, result.refunded_at
+                store.UPDATE_REFUND, refund_pk, result.status, result.reason, result.next_check_in_s, result.refunded_at
             )
             if result.status == "succeeded":
-                await conn.execute(MARK_ORDER_REFUNDED, row["order_ref"])
+                await conn.execute(store.MARK_ORDER_REFUNDED, row["order_ref"])
         logger.info(
             "refund step",
             extra={
@@ -168,7 +116,7 @@ class Refunder:
         except ValueError:
             return RefundResult("pending", "refund id already used; gateway refund total unknown", later)
         async with self._pool.acquire() as conn:
-            already = await conn.fetchval(SUCCEEDED_TOTAL, row["order_ref"])
+            already = await conn.fetchval(store.SUCCEEDED_TOTAL, row["order_ref"])
         if refunded >= already + row["amount"]:
             return RefundResult("succeeded", "confirmed by status query after ORDER_USED", None)
         return RefundResult("pending", f"refund id used but gateway refunded total is {refunded}", later)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from datetime import datetime
+from typing import Any
 
 import asyncpg
 
@@ -112,6 +113,88 @@ INSERT INTO payments (merchant_id, order_id, status, amount, tip, bizpay_order_i
 VALUES ($1, $2, 'paid', $3, $4, $5, $6, $7, $8)
 ON CONFLICT ON CONSTRAINT payments_merchant_order_key DO NOTHING
 """
+CLAIM_REFUND = """
+UPDATE refunds SET lease_until = now() + make_interval(secs => $2)
+WHERE id = (
+    SELECT id FROM refunds
+    WHERE id = $1 AND status = 'pending' AND next_check_at <= now() AND (lease_until IS NULL OR lease_until < now())
+    FOR UPDATE SKIP LOCKED
+)
+RETURNING id
+"""
+CLAIM_DUE_REFUNDS = """
+UPDATE refunds SET lease_until = now() + make_interval(secs => $2)
+WHERE id IN (
+    SELECT id FROM refunds
+    WHERE status = 'pending' AND next_check_at <= now() AND (lease_until IS NULL OR lease_until < now())
+    ORDER BY next_check_at LIMIT $1 FOR UPDATE SKIP LOCKED
+)
+RETURNING id
+"""
+# The refund, its order, and whether a REFUND for it was already sent (possibly received).
+LOAD_REFUND = """
+SELECT r.*, o.order_id AS ori_order_id, o.paid_amount, o.amount AS order_amount,
+       EXISTS (SELECT 1 FROM submission_attempts a WHERE a.refund_ref = r.id AND a.sent) AS sent_before
+FROM refunds r JOIN orders o ON o.id = r.order_ref WHERE r.id = $1
+"""
+# A succeeded refund is stamped with when it happened ($5: the gateway's refund_time, else now), the
+# instant its business date is taken from (decision 0022).
+UPDATE_REFUND = """
+UPDATE refunds SET status = $2, status_reason = $3,
+    next_check_at = CASE WHEN $4::float8 IS NULL THEN NULL ELSE now() + make_interval(secs => $4) END,
+    check_attempts = check_attempts + 1, lease_until = NULL, updated_at = now(),
+    succeeded_at = CASE WHEN $2 = 'succeeded' THEN coalesce($5::timestamptz, now()) END
+WHERE id = $1 AND status = 'pending'
+"""
+# After a refund succeeded: the order (and its payment) move to partially or fully refunded.
+MARK_ORDER_REFUNDED = """
+WITH total AS (
+    SELECT coalesce(sum(amount), 0) AS refunded FROM refunds WHERE order_ref = $1 AND status = 'succeeded'
+), target AS (
+    SELECT CASE WHEN total.refunded >= coalesce(o.paid_amount, o.amount) + o.tip
+                THEN 'refunded' ELSE 'partially_refunded' END
+        AS status, o.merchant_id, o.order_id
+    FROM orders o, total WHERE o.id = $1
+), moved AS (
+    UPDATE orders o SET status = target.status, updated_at = now() FROM target
+    WHERE o.id = $1 AND order_status_rank(target.status) > order_status_rank(o.status)
+)
+UPDATE payments p SET status = target.status, updated_at = now() FROM target
+WHERE p.merchant_id = target.merchant_id AND p.order_id = target.order_id
+  AND payment_status_rank(target.status) > payment_status_rank(p.status)
+"""
+SUCCEEDED_TOTAL = "SELECT coalesce(sum(amount), 0) FROM refunds WHERE order_ref = $1 AND status = 'succeeded'"
+# A step that decided there was nothing to do gives its lease back and leaves no check due.
+RELEASE_ORDER = "UPDATE orders SET lease_until = NULL, next_check_at = NULL WHERE id = $1"
+# Orders that may still be paid: not final, no money yet (order_status_rank below 'declined').
+WAITING = ("pending", "awaiting_payment", "unpaid", "review")
+# Buckets by created_at: (key, label, clause). Boundaries belong to the older bucket (15 min is 15-60 min).
+UNPAID_BUCKETS = (
+    ("lt15m", "< 15 min", "o.created_at > now() - interval '15 minutes'"),
+    (
+        "15m-1h",
+        "15-60 min",
+        "o.created_at <= now() - interval '15 minutes' AND o.created_at > now() - interval '1 hour'",
+    ),
+    ("1h-24h", "1-24 h", "o.created_at <= now() - interval '1 hour' AND o.created_at > now() - interval '24 hours'"),
+    ("gt24h", "> 24 h", "o.created_at <= now() - interval '24 hours'"),
+)
+_UNPAID_BUCKET = " ".join(f"WHEN {clause} THEN '{key}'" for key, _, clause in UNPAID_BUCKETS)
+# Count and money expected per bucket (orders_status_idx: status, created_at).
+UNPAID_SUMMARY = f"""
+SELECT CASE {_UNPAID_BUCKET} END AS bucket, count(*) AS n, coalesce(sum(o.amount + o.tip), 0)::int8 AS expected
+FROM orders o WHERE o.status = ANY ($1::text[])
+GROUP BY 1
+"""
+# Oldest first by keyset on (created_at, id); the bucket and merchant clauses are fixed text.
+UNPAID_LIST = """
+SELECT o.id, o.merchant_id, o.order_id, o.kind, o.biz_type, o.amount, o.tip, o.status, o.status_reason,
+       o.created_at, o.unpaid_flagged_at, o.check_attempts, now() - o.created_at AS age
+FROM orders o
+WHERE o.status = ANY ($1::text[]) {filters}
+ORDER BY o.created_at, o.id
+LIMIT {limit}
+"""
 
 
 def facts(row: asyncpg.Record) -> OrderFacts:
@@ -197,3 +280,21 @@ async def record_payment(
         parse_finish_time(trade_time) if trade_time else None,
         "response" if reply.action == "PASSIVEPAY" else "query",
     )
+
+
+def unpaid_page(
+    bucket: str | None, merchant_id: str | None, after: tuple[Any, ...] | None, limit: int
+) -> tuple[str, list[Any]]:
+    """UNPAID_LIST for one page of waiting orders: an age bucket, a merchant, after a (created_at, id) cursor.
+
+    Only fixed clauses with $n placeholders are joined, never input.
+    """
+    args: list[Any] = [list(WAITING)]
+    clauses = [clause for key, _, clause in UNPAID_BUCKETS if key == bucket]
+    if merchant_id is not None:
+        args.append(merchant_id)
+        clauses.append(f"o.merchant_id = ${len(args)}")
+    if after is not None:
+        args.extend(after)
+        clauses.append(f"(o.created_at, o.id) > (${len(args) - 1}, ${len(args)})")
+    return UNPAID_LIST.format(filters="".join(f" AND {c}" for c in clauses), limit=int(limit)), args

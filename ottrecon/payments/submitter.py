@@ -28,10 +28,6 @@ def ignore_reply(reply: GatewayReply) -> None:
     """The default OnReply: nobody is listening."""
 
 
-# A step that decided there was nothing to do gives its lease back and leaves no check due.
-RELEASE = "UPDATE orders SET lease_until = NULL, next_check_at = NULL WHERE id = $1"
-
-
 class Submitter:
     """Moves orders forward. Every public method is idempotent and safe on several workers at once:
     an order is only handled under a lease taken with FOR UPDATE SKIP LOCKED."""
@@ -84,7 +80,7 @@ class Submitter:
         reply: GatewayReply | None = None
         if step == Step.NOTHING:
             async with self._pool.acquire() as conn:
-                await conn.execute(RELEASE, order_pk)
+                await conn.execute(store.RELEASE_ORDER, order_pk)
             return None
         client = self._gateway.client_for(row["merchant_id"])
         if step == Step.EXPIRE:

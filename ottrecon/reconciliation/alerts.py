@@ -41,6 +41,41 @@ RETURNING {ALERT_COLUMNS}
 """
 # The audit trail: who did what to an alert, and why.
 RECORD_EVENT = "INSERT INTO alert_events (alert_id, action, actor, note) VALUES ($1, $2, $3, $4)"
+# Alerts of one status, newest first by keyset on (first_seen_at, id) (alerts_status_seen_idx), with the
+# latest audit event so the list shows who did what last. Optional filters are appended as fixed clauses.
+LIST_WITH_LAST_EVENT = """
+SELECT a.id, a.kind, a.merchant_id, a.order_id, a.amount_at_risk, a.status, a.first_seen_at, a.last_seen_at,
+       a.resolution, e.action AS last_action, e.actor AS last_actor, e.note AS last_note, e.at AS last_at
+FROM alerts a
+LEFT JOIN LATERAL (
+    SELECT action, actor, note, at FROM alert_events WHERE alert_id = a.id ORDER BY id DESC LIMIT 1
+) e ON true
+WHERE a.status = $1 {filters}
+ORDER BY a.first_seen_at DESC, a.id DESC
+LIMIT {limit}
+"""
+COUNTS_BY_STATUS = (
+    "SELECT status, count(*) AS n, coalesce(sum(amount_at_risk), 0)::int8 AS at_risk FROM alerts GROUP BY status"
+)
+# The order an alert is about.
+ALERT_ORDER = "SELECT merchant_id, order_id FROM alerts WHERE id = $1"
+
+
+def page_query(
+    status: str, kind: str | None, merchant_id: str | None, after: tuple[Any, ...] | None, limit: int
+) -> tuple[str, list[Any]]:
+    """LIST_WITH_LAST_EVENT for one page: alerts of one status, optionally one kind and merchant, after a
+    (first_seen_at, id) cursor. Only fixed clauses with $n placeholders are joined, never input."""
+    args: list[Any] = [status]
+    clauses = []
+    for clause, value in (("a.kind = ${}", kind), ("a.merchant_id = ${}", merchant_id)):
+        if value is not None:
+            args.append(value)
+            clauses.append(clause.format(len(args)))
+    if after is not None:
+        args.extend(after)
+        clauses.append(f"(a.first_seen_at, a.id) < (${len(args) - 1}, ${len(args)})")
+    return LIST_WITH_LAST_EVENT.format(filters="".join(f" AND {c}" for c in clauses), limit=int(limit)), args
 
 
 class AlertError(OttreconError):

@@ -52,6 +52,9 @@ REPEATED_PAYMENTS = """
 SELECT count(*) - count(DISTINCT (merchant_id, order_id, coalesce(bizpay_order_id, '')))
 FROM statement_lines WHERE import_id = $1
 """
+RECENT_IMPORTS = "SELECT * FROM statement_imports ORDER BY id DESC LIMIT 20"
+IMPORT_BY_ID = "SELECT * FROM statement_imports WHERE id = $1"
+IMPORT_BY_SHA = "SELECT id FROM statement_imports WHERE file_sha256 = $1"
 
 
 async def import_statement(

@@ -164,8 +164,7 @@ async def test_ledger_empty_result_says_what_to_do(client: TestClient[Any, Any])
 
 async def test_ledger_page_queries_use_the_console_indexes(db: asyncpg.Connection) -> None:
     from ottrecon.console.filters import DateRange, LedgerFilter
-    from ottrecon.console.ledger_query import ORDER, where
-    from ottrecon.reconciliation.reports import LEDGER_SELECT
+    from ottrecon.reconciliation.reports import ledger_query
 
     await fill_ledger(db, 20000, START, 30)
     await db.execute("ANALYZE ledger")
@@ -179,8 +178,8 @@ async def test_ledger_page_queries_use_the_console_indexes(db: asyncpg.Connectio
     }
     for index, f in cases.items():
         for after in (None, (START + timedelta(days=3), "QC00000002", "O0000100")):
-            clause, args = where(f, after)
-            plan = await db.fetch(f"EXPLAIN {LEDGER_SELECT} FROM ledger l WHERE {clause} {ORDER} LIMIT 51", *args)
+            sql, args = ledger_query(f.selection(), after, 51)
+            plan = await db.fetch(f"EXPLAIN {sql}", *args)
             text = "\n".join(row[0] for row in plan)
             assert index in text and "Seq Scan" not in text, text
             if index != "ledger_order_id_idx":  # one order id is a row or two: sorting them costs nothing

@@ -33,7 +33,7 @@ from ottrecon.callbacks.verdicts import VerifiedCallback
 from ottrecon.callbacks.verify import judge
 from ottrecon.payments import store as orders_db
 from ottrecon.payments import store as payments_store
-from ottrecon.payments.refunder import MARK_ORDER_REFUNDED, UPDATE_REFUND
+from ottrecon.payments.store import MARK_ORDER_REFUNDED, UPDATE_REFUND
 from ottrecon.payments.submission import Transition
 from ottrecon.reconciliation.reconcile import reconcile_pending
 from tests.conftest import MERCHANT

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from datetime import datetime
-from typing import Any
 from urllib.parse import urlencode
 
 from aiohttp import web
@@ -29,21 +28,6 @@ KINDS = (
     "statement_refund_differs",
     "duplicate_settlement",
 )
-# Alerts of one status, newest first by keyset on (first_seen_at, id) (alerts_status_seen_idx), with the
-# latest audit event so the list shows who did what last. Optional filters are appended as fixed clauses.
-LIST = """
-SELECT a.id, a.kind, a.merchant_id, a.order_id, a.amount_at_risk, a.status, a.first_seen_at, a.last_seen_at,
-       a.resolution, e.action AS last_action, e.actor AS last_actor, e.note AS last_note, e.at AS last_at
-FROM alerts a
-LEFT JOIN LATERAL (
-    SELECT action, actor, note, at FROM alert_events WHERE alert_id = a.id ORDER BY id DESC LIMIT 1
-) e ON true
-WHERE a.status = $1 {filters}
-ORDER BY a.first_seen_at DESC, a.id DESC
-LIMIT {limit}
-"""
-COUNTS = "SELECT status, count(*) AS n, coalesce(sum(amount_at_risk), 0)::int8 AS at_risk FROM alerts GROUP BY status"
-ALERT_ORDER = "SELECT merchant_id, order_id FROM alerts WHERE id = $1"
 
 
 async def show(request: web.Request) -> web.Response:
@@ -55,19 +39,10 @@ async def show(request: web.Request) -> web.Response:
     if problems:
         raise BadFilter(problems)
     after = paging.decode(request.query.get("after"), (datetime, int))
-    args: list[Any] = [status]
-    clauses = []
-    for clause, value in (("a.kind = ${}", kind), ("a.merchant_id = ${}", merchant_id)):
-        if value is not None:
-            args.append(value)
-            clauses.append(clause.format(len(args)))
-    if after is not None:
-        args.extend(after)
-        clauses.append(f"(a.first_seen_at, a.id) < (${len(args) - 1}, ${len(args)})")
-    sql = LIST.format(filters="".join(f" AND {c}" for c in clauses), limit=paging.PAGE_SIZE + 1)
+    sql, args = alert_admin.page_query(status, kind, merchant_id, after, paging.PAGE_SIZE + 1)
     async with translate_errors(), pool(request).acquire() as conn:
         rows = [dict(r) for r in await conn.fetch(sql, *args)]
-        counts = {r["status"]: dict(r) for r in await conn.fetch(COUNTS)}
+        counts = {r["status"]: dict(r) for r in await conn.fetch(alert_admin.COUNTS_BY_STATUS)}
     more = len(rows) > paging.PAGE_SIZE
     rows = rows[: paging.PAGE_SIZE]
     next_cursor = paging.encode((rows[-1]["first_seen_at"], rows[-1]["id"])) if more else None
@@ -116,6 +91,6 @@ async def _change(
     except alert_admin.AlertStateError as exc:
         raise PageError(409, "The alert changed meanwhile", f"{exc}. Reload its page to see who changed it.") from exc
     async with translate_errors(), pool(request).acquire() as conn:
-        key = await conn.fetchrow(ALERT_ORDER, alert_id)
+        key = await conn.fetchrow(alert_admin.ALERT_ORDER, alert_id)
     where = urlencode({"merchant_id": key["merchant_id"], "order_id": key["order_id"], "done": done})
     return redirect(url(f"/order?{where}#alert-{alert_id}"))

@@ -9,6 +9,7 @@ from __future__ import annotations
 from aiohttp import web
 from redis.exceptions import RedisError
 
+from ottrecon.callbacks import store
 from ottrecon.console import paging
 from ottrecon.console.auth import require_finance
 from ottrecon.console.csrf import checked_form
@@ -20,39 +21,6 @@ from ottrecon.db import translate_errors
 from ottrecon.queue import QUEUE_NAME, REPLAY_REJECTED_JOB
 
 TABS = ("open", "resolved")
-# A merchant counts as configured while a worker has reported holding its keys within this interval.
-FRESH = "interval '1 hour'"
-# Reasons a key fixes (a missing, wrong or rotated key garbles decryption): only these are worth
-# a replay. A malformed envelope, a merchant mismatch or unusable fields stay what they are.
-KEY_REASONS = "('unknown_merchant', 'decryption_failed', 'not_json_object', 'malformed_plaintext', 'digest_mismatch')"
-# Rejections, newest first by keyset on id; replayable when open and a worker recently reported the merchant.
-LIST = f"""
-SELECT r.id, r.merchant_id, r.reason, r.detail, r.received_at, r.last_received_at, r.times_received,
-       r.last_replayed_at, r.resolved_at, r.resolution,
-       (r.resolved_at IS NULL AND c.merchant_id IS NOT NULL AND r.reason IN {KEY_REASONS}) AS replayable,
-       e.action AS last_action, e.actor AS last_actor, e.at AS last_at
-FROM rejected_callbacks r
-LEFT JOIN configured_merchants c ON c.merchant_id = r.merchant_id AND c.reported_at > now() - {FRESH}
-LEFT JOIN LATERAL (
-    SELECT action, actor, at FROM rejected_callback_events WHERE rejected_id = r.id ORDER BY id DESC LIMIT 1
-) e ON true
-WHERE (r.resolved_at IS NULL) = $1 AND r.id < $2
-ORDER BY r.id DESC
-LIMIT $3
-"""
-ONE = f"""
-SELECT r.*, (r.resolved_at IS NULL AND c.merchant_id IS NOT NULL AND r.reason IN {KEY_REASONS}) AS replayable,
-       c.reported_at
-FROM rejected_callbacks r
-LEFT JOIN configured_merchants c ON c.merchant_id = r.merchant_id AND c.reported_at > now() - {FRESH}
-WHERE r.id = $1
-"""
-EVENTS = "SELECT * FROM rejected_callback_events WHERE rejected_id = $1 ORDER BY id"
-# Lock the rejection while the request is recorded, so it cannot be resolved halfway through.
-LOCK = "SELECT id FROM rejected_callbacks WHERE id = $1 FOR UPDATE"
-RECORD_REQUEST = """
-INSERT INTO rejected_callback_events (rejected_id, action, actor) VALUES ($1, 'replay_requested', $2) RETURNING id
-"""
 _NO_BIGGER_ID = 2**63 - 1
 
 
@@ -65,7 +33,7 @@ async def show(request: web.Request) -> web.Response:
     after = request.query.get("after")
     before_id = positive_int(after, "the page link") if after else _NO_BIGGER_ID
     async with translate_errors(), pool(request).acquire() as conn:
-        rows = [dict(r) for r in await conn.fetch(LIST, tab == "open", before_id, paging.PAGE_SIZE + 1)]
+        rows = [dict(r) for r in await conn.fetch(store.LIST_REJECTED, tab == "open", before_id, paging.PAGE_SIZE + 1)]
     more = len(rows) > paging.PAGE_SIZE
     rows = rows[: paging.PAGE_SIZE]
     return render(
@@ -84,8 +52,8 @@ async def detail(request: web.Request) -> web.Response:
     """GET /console/rejected/{rejected_id}: one rejection, its replay button and its history."""
     rejected_id = positive_int(request.match_info["rejected_id"], "the rejected callback id")
     async with translate_errors(), pool(request).acquire() as conn:
-        row = await conn.fetchrow(ONE, rejected_id)
-        events = await conn.fetch(EVENTS, rejected_id)
+        row = await conn.fetchrow(store.ONE_REJECTED, rejected_id)
+        events = await conn.fetch(store.REJECTED_EVENTS, rejected_id)
     if row is None:
         raise PageError(404, "No such rejected callback", "Go back to the list of rejected callbacks.")
     return render(request, "rejected_one.html", active="rejected", r=dict(row), events=events)
@@ -98,8 +66,8 @@ async def replay(request: web.Request) -> web.Response:
     rejected_id = positive_int(request.match_info["rejected_id"], "the rejected callback id")
     actor = session(request).user.name
     async with translate_errors(), pool(request).acquire() as conn, conn.transaction():
-        await conn.fetchval(LOCK, rejected_id)
-        row = await conn.fetchrow(ONE, rejected_id)
+        await conn.fetchval(store.LOCK_REJECTED, rejected_id)
+        row = await conn.fetchrow(store.ONE_REJECTED, rejected_id)
         if row is None:
             raise PageError(404, "No such rejected callback", "Go back to the list of rejected callbacks.")
         if row["resolved_at"] is not None:
@@ -111,7 +79,7 @@ async def replay(request: web.Request) -> web.Response:
                 f"No worker has reported keys for merchant {row['merchant_id']} in the last hour, so a replay would "
                 "fail again. Add the merchant to OTTPAY_MERCHANTS, restart the workers, then try again.",
             )
-        event_id = await conn.fetchval(RECORD_REQUEST, rejected_id, actor)
+        event_id = await conn.fetchval(store.RECORD_REPLAY_REQUEST, rejected_id, actor)
         # Enqueued inside the transaction: if Redis refuses, the request event is rolled back too.
         job_id = f"{REPLAY_REJECTED_JOB}:{rejected_id}:{event_id}"
         try:

@@ -18,36 +18,13 @@ from ottrecon.console.render import render
 from ottrecon.console.upload import MAX_UPLOAD_BYTES, receive
 from ottrecon.console.web import database_url, pool, redirect, session, settings, url
 from ottrecon.db import translate_errors
+from ottrecon.reconciliation import reports, statements
 from ottrecon.reconciliation.layouts import StatementError, StatementLayout
 from ottrecon.reconciliation.reconcile import reconcile_pending
 from ottrecon.reconciliation.statements import import_statement
 
 # Reconcile in the request for at most this long; the workers carry on with anything left.
 RECONCILE_BUDGET_S = 20.0
-RECENT_IMPORTS = "SELECT * FROM statement_imports ORDER BY id DESC LIMIT 20"
-IMPORT_BY_ID = "SELECT * FROM statement_imports WHERE id = $1"
-IMPORT_BY_SHA = "SELECT id FROM statement_imports WHERE file_sha256 = $1"
-# The statement's differences: rows of its merchants and period whose statement status is not matched
-# (ledger_statement_status_idx), in report order by keyset.
-DIFFERENCES = """
-SELECT merchant_id, order_id, business_date, channel, recon_status, statement_status, received_amount,
-       received_tip, statement_amount, statement_refund, refunded_amount, statement_amount_at_risk
-FROM ledger
-WHERE merchant_id = ANY ($1) AND business_date BETWEEN $2 AND $3
-  AND statement_status IN ('not_in_statement', 'not_in_ledger', 'amount_differs', 'duplicate_settlement',
-                           'refund_differs')
-  AND (business_date, merchant_id, order_id) > ($4, $5, $6)
-ORDER BY business_date, merchant_id, order_id
-LIMIT $7
-"""
-# How the statement's period compares, by statement status (NULL: not reconciled yet).
-STATUS_COUNTS = """
-SELECT statement_status, count(*) AS n FROM ledger
-WHERE merchant_id = ANY ($1) AND business_date BETWEEN $2 AND $3
-GROUP BY statement_status ORDER BY statement_status NULLS LAST
-"""
-# Keys still waiting for the reconciler (bounded: the page only says whether any are left).
-DIRTY_LEFT = "SELECT count(*) FROM (SELECT 1 FROM recon_dirty LIMIT 10000) d"
 
 
 async def show(request: web.Request) -> web.Response:
@@ -74,7 +51,7 @@ async def upload(request: web.Request) -> web.Response:
         except StatementError as exc:
             return await _form_page(request, problems=[str(exc).split("\n")[0], *exc.problems], status=422)
     async with translate_errors(), pool(request).acquire() as conn:
-        import_id = report.import_id or await conn.fetchval(IMPORT_BY_SHA, received.sha256)
+        import_id = report.import_id or await conn.fetchval(statements.IMPORT_BY_SHA, received.sha256)
     await _reconcile(request)
     done = "already_imported" if report.already_imported else "imported"
     return redirect(url(f"/statements/{import_id}?done={done}"))
@@ -85,14 +62,14 @@ async def detail(request: web.Request) -> web.Response:
     import_id = positive_int(request.match_info["import_id"], "the import id")
     after = paging.decode(request.query.get("after"), (date, str, str))
     async with translate_errors(), pool(request).acquire() as conn:
-        imported = await conn.fetchrow(IMPORT_BY_ID, import_id)
+        imported = await conn.fetchrow(statements.IMPORT_BY_ID, import_id)
         if imported is None:
             raise PageError(404, "No such statement import", "Pick one from the list of imports.")
         span = (imported["merchant_ids"], imported["period_start"], imported["period_end"])
         key = after or (date.min, "", "")
-        rows = [dict(r) for r in await conn.fetch(DIFFERENCES, *span, *key, paging.PAGE_SIZE + 1)]
-        counts = [dict(r) for r in await conn.fetch(STATUS_COUNTS, *span)]
-        dirty = await conn.fetchval(DIRTY_LEFT)
+        rows = [dict(r) for r in await conn.fetch(reports.STATEMENT_DIFFERENCES, *span, *key, paging.PAGE_SIZE + 1)]
+        counts = [dict(r) for r in await conn.fetch(reports.STATEMENT_STATUS_COUNTS, *span)]
+        dirty = await conn.fetchval(reports.DIRTY_LEFT)
     more = len(rows) > paging.PAGE_SIZE
     rows = rows[: paging.PAGE_SIZE]
     last = rows[-1] if rows else None
@@ -139,7 +116,7 @@ def _options(fields: dict[str, str]) -> tuple[StatementLayout, tuple[date, date]
 
 async def _form_page(request: web.Request, *, problems: list[str], status: int) -> web.Response:
     async with translate_errors(), pool(request).acquire() as conn:
-        imports = [dict(r) for r in await conn.fetch(RECENT_IMPORTS)]
+        imports = [dict(r) for r in await conn.fetch(statements.RECENT_IMPORTS)]
     return render(
         request,
         "statements.html",
