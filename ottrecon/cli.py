@@ -17,7 +17,6 @@ from ottrecon.commands import finance as finance_commands
 from ottrecon.commands.check_config import PROCESSES
 from ottrecon.commands.env import UsageError, require
 from ottrecon.errors import ConfigError, OttreconError
-from webhook.errors import ConfigError as WebhookConfigError
 
 if TYPE_CHECKING:
     from aiohttp import web
@@ -40,7 +39,7 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] = os.environ)
         return 2
     try:
         result: int = args.run(args, env)
-    except (UsageError, WebhookConfigError, ConfigError) as exc:
+    except ConfigError as exc:  # UsageError included
         print(f"ottrecon {args.command}: {exc}", file=sys.stderr)
         return 2
     except OttreconError as exc:

@@ -6,7 +6,8 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from webhook.errors import ConfigError
+from ottrecon.config import EnvReader
+from ottrecon.errors import ConfigError
 
 
 @dataclass(frozen=True)
@@ -30,25 +31,19 @@ class WebhookSettings:
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> WebhookSettings:
         """Build settings from environment variables, reporting every problem in one ConfigError."""
-        problems = []
-        redis_url = env.get("REDIS_URL", "").strip()
-        if not redis_url:
-            problems.append("REDIS_URL is not set")
-        port_text = env.get("PORT", "").strip() or str(cls.port)
-        if not port_text.isdigit() or not 0 < int(port_text) < 65536:
-            problems.append(f"PORT must be a TCP port number, got {port_text!r}")
-            port_text = str(cls.port)
-        metrics_text = env.get("WEB_METRICS_PORT", "").strip() or str(cls.metrics_port)
-        if not metrics_text.isdigit() or not 0 <= int(metrics_text) < 65536:
-            problems.append(f"WEB_METRICS_PORT must be a TCP port number or 0, got {metrics_text!r}")
-        elif int(metrics_text) == int(port_text):
+        problems: list[str] = []
+        reader = EnvReader(env, problems)
+        redis_url = reader.required("REDIS_URL")
+        port = reader.port("PORT", cls.port)
+        metrics_port = reader.port("WEB_METRICS_PORT", cls.metrics_port, allow_zero=True)
+        if metrics_port == port:
             problems.append("WEB_METRICS_PORT must differ from PORT: the receiver's port is public")
         if problems:
             raise ConfigError("invalid configuration: " + "; ".join(problems))
         return cls(
             redis_url=redis_url,
-            port=int(port_text),
-            host=env.get("HOST", "").strip() or cls.host,
-            metrics_port=int(metrics_text),
-            metrics_host=env.get("WEB_METRICS_HOST", "").strip() or cls.metrics_host,
+            port=port,
+            host=reader.text("HOST", cls.host),
+            metrics_port=metrics_port,
+            metrics_host=reader.text("WEB_METRICS_HOST", cls.metrics_host),
         )

@@ -9,6 +9,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from ottpay.client import OttPayClient
 from ottpay.keys import MerchantKeys, parse_merchant_keys, parse_operator_ids
+from ottrecon.config import EnvReader
 from ottrecon.errors import ConfigError
 from ottrecon.payments.submission import Policy
 
@@ -67,7 +68,7 @@ class WorkerSettings:
     def from_env(cls, env: Mapping[str, str] = os.environ) -> WorkerSettings:
         """Build settings from environment variables, reporting every problem in one ConfigError."""
         problems: list[str] = []
-        reader = _EnvReader(env, problems)
+        reader = EnvReader(env, problems)
         database_url = reader.required("DATABASE_URL")
         redis_url = reader.required("REDIS_URL")
         merchants_text = reader.required("OTTPAY_MERCHANTS")
@@ -131,7 +132,7 @@ class WorkerSettings:
             poll_delay_s=reader.number("OTTRECON_WORKER_POLL_DELAY_SECONDS", cls.poll_delay_s, minimum=0.001),
             write_batch_max=int(reader.number("OTTRECON_WRITE_BATCH_MAX", cls.write_batch_max, minimum=1)),
             db_pool_max=int(reader.number("OTTRECON_DB_POOL_MAX", cls.db_pool_max, minimum=1)),
-            metrics_port=reader.port("WORKER_METRICS_PORT", cls.metrics_port),
+            metrics_port=reader.port("WORKER_METRICS_PORT", cls.metrics_port, allow_zero=True),
             metrics_host=env.get("WORKER_METRICS_HOST", "").strip() or cls.metrics_host,
             rejected_retention_s=86400 * reader.number("OTTRECON_REJECTED_RETENTION_DAYS", 30, minimum=1),
             job_lease_s=reader.number("OTTRECON_JOB_LEASE_SECONDS", cls.job_lease_s, minimum=1),
@@ -153,40 +154,3 @@ class WorkerSettings:
     def retry_delay(self, job_try: int) -> float:
         """Seconds to wait after failed try number job_try: exponential, capped."""
         return float(min(self.retry_max_delay_s, self.retry_base_delay_s * 2 ** (job_try - 1)))
-
-
-class _EnvReader:
-    """Reads variables, collecting problems instead of failing on the first one."""
-
-    def __init__(self, env: Mapping[str, str], problems: list[str]) -> None:
-        self._env = env
-        self._problems = problems
-
-    def required(self, name: str) -> str:
-        value = self._env.get(name, "").strip()
-        if not value:
-            self._problems.append(f"{name} is not set")
-        return value
-
-    def port(self, name: str, default: int) -> int:
-        raw = self._env.get(name, "").strip()
-        if not raw:
-            return default
-        if not raw.isdigit() or int(raw) > 65535:
-            self._problems.append(f"{name} must be a TCP port number or 0, got {raw!r}")
-            return default
-        return int(raw)
-
-    def number(self, name: str, default: float, *, minimum: float) -> float:
-        raw = self._env.get(name, "").strip()
-        if not raw:
-            return default
-        try:
-            value = float(raw)
-        except ValueError:
-            self._problems.append(f"{name} must be a number, got {raw!r}")
-            return default
-        if value < minimum:
-            self._problems.append(f"{name} must be at least {minimum}")
-            return default
-        return value

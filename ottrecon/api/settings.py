@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from ottpay.keys import parse_operator_ids
+from ottrecon.config import EnvReader
 from ottrecon.console.errors import ConsoleConfigError
 from ottrecon.console.settings import ConsoleSettings
 from ottrecon.errors import ConfigError
@@ -52,10 +53,7 @@ class ApiSettings:
             problems.append(f"OTTPAY_OPERATORS: {exc}")
         if not merchant_ids and "OTTPAY_OPERATORS: " not in " ".join(problems):
             problems.append("OTTPAY_OPERATORS is not set (MID=OPERATOR_ID for each merchant taking payments)")
-        port_text = env.get("API_PORT", "").strip() or str(cls.port)
-        if not port_text.isdigit() or not 0 < int(port_text) < 65536:
-            problems.append(f"API_PORT must be a TCP port number, got {port_text!r}")
-            port_text = str(cls.port)
+        port = EnvReader(env, problems).port("API_PORT", cls.port)
         wait_text = env.get("OTTRECON_API_WAIT_SECONDS", "").strip() or str(cls.wait_s)
         try:
             wait_s = float(wait_text)
@@ -74,7 +72,7 @@ class ApiSettings:
             redis_url=required["REDIS_URL"],
             token_digests=digests,
             merchant_ids=merchant_ids,
-            port=int(port_text),
+            port=port,
             host=env.get("API_HOST", "").strip() or cls.host,
             wait_s=wait_s,
             console=console,

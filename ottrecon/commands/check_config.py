@@ -16,7 +16,6 @@ from ottrecon.api.settings import ApiSettings
 from ottrecon.errors import ConfigError, MigrationError
 from ottrecon.migrations import check_schema
 from ottrecon.redis_persistence import probe
-from webhook.errors import ConfigError as WebhookConfigError
 from webhook.settings import WebhookSettings
 from worker.settings import WorkerSettings
 
@@ -84,7 +83,7 @@ def check_variables(env: Mapping[str, str], processes: Sequence[str], report: Re
                     raise ConfigError("invalid configuration: DATABASE_URL is not set")
             else:
                 _PROCESS_SETTINGS[process](recorder)
-        except (WebhookConfigError, ConfigError) as exc:
+        except ConfigError as exc:
             if process in processes:
                 report.config_problems.append(f"{process}: {str(exc).removeprefix('invalid configuration: ')}")
     # Every process is read (above) even when only some are checked, so that a variable meant for

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from ottrecon.errors import ConfigError
 
-class UsageError(Exception):
+
+class UsageError(ConfigError):
     """Missing or invalid configuration for the chosen command."""
 
 

@@ -1,36 +1,23 @@
-"""The console's exception tree; each docstring is the default message."""
+"""The console's errors (part of ottrecon.errors' tree); each docstring is the default message."""
 
 from __future__ import annotations
 
-
-class ConsoleError(Exception):
-    """The finance console failed."""
-
-    def __init__(self, message: str | None = None) -> None:
-        super().__init__(message or (self.__doc__ or "").strip())
+from ottrecon.errors import OttreconError, ProblemsError
 
 
-class ConsoleConfigError(ConsoleError):
+class ConsoleConfigError(ProblemsError):
     """The console's configuration is invalid."""
 
-    def __init__(self, problems: list[str]) -> None:
-        super().__init__("; ".join(problems))
-        self.problems = problems
 
-
-class BadFilter(ConsoleError):
+class BadFilter(ProblemsError):
     """A filter in the address is not valid."""
 
-    def __init__(self, problems: list[str]) -> None:
-        super().__init__("; ".join(problems))
-        self.problems = problems
 
-
-class UploadTooLarge(ConsoleError):
+class UploadTooLarge(OttreconError):
     """The uploaded file is larger than the console accepts."""
 
 
-class PageError(ConsoleError):
+class PageError(OttreconError):
     """The request cannot be done; the page says what happened and what to do."""
 
     def __init__(self, status: int, title: str, advice: str) -> None:

@@ -29,12 +29,12 @@ from ottrecon import db as worker_db
 from ottrecon.api.app import create_app as create_api
 from ottrecon.api.settings import ApiSettings, parse_tokens
 from ottrecon.callbacks import store as callback_store
+from ottrecon.errors import ConfigError as WebhookConfigError
 from ottrecon.errors import ConfigError as WorkerConfigError
 from tests.conftest import MERCHANT, OLD_KEY, OTHER_KEY
 from tests.integration.stack import API_TOKEN, running_stack
 from tests.integration.support import drain, make_callback, receiver, worker_settings
 from webhook.app import create_app as create_receiver
-from webhook.errors import ConfigError as WebhookConfigError
 from webhook.settings import WebhookSettings
 from worker.context import WorkerState
 from worker.jobs import dead_letter

@@ -1,0 +1,59 @@
+"""Reading settings from the environment, every problem collected so that one error names them all.
+
+Each process has its own frozen settings class with `from_env` (webhook/settings.py, worker/settings.py,
+ottrecon/api/settings.py); they all read through EnvReader, so a port or a number means the same everywhere.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+
+# ASCII digits only: str.isdigit also takes '²' and '٣', which int() then refuses with a bare ValueError.
+_PORT = re.compile(r"[0-9]{1,5}")
+
+
+class EnvReader:
+    """Reads variables, collecting problems instead of failing on the first one."""
+
+    def __init__(self, env: Mapping[str, str], problems: list[str]) -> None:
+        self._env = env
+        self.problems = problems
+
+    def text(self, name: str, default: str = "") -> str:
+        """The trimmed value, or default when unset or blank."""
+        return self._env.get(name, "").strip() or default
+
+    def required(self, name: str) -> str:
+        """The trimmed value; a problem when it is unset or blank."""
+        value = self._env.get(name, "").strip()
+        if not value:
+            self.problems.append(f"{name} is not set")
+        return value
+
+    def port(self, name: str, default: int, *, allow_zero: bool = False) -> int:
+        """A TCP port number (1-65535; 0 too when allow_zero, meaning off), default when unset."""
+        raw = self._env.get(name, "").strip()
+        if not raw:
+            return default
+        lowest = 0 if allow_zero else 1
+        if not _PORT.fullmatch(raw) or not lowest <= int(raw) <= 65535:
+            what = "a TCP port number or 0" if allow_zero else "a TCP port number"
+            self.problems.append(f"{name} must be {what}, got {raw!r}")
+            return default
+        return int(raw)
+
+    def number(self, name: str, default: float, *, minimum: float) -> float:
+        """A number of at least minimum, default when unset."""
+        raw = self._env.get(name, "").strip()
+        if not raw:
+            return default
+        try:
+            value = float(raw)
+        except ValueError:
+            self.problems.append(f"{name} must be a number, got {raw!r}")
+            return default
+        if value < minimum:
+            self.problems.append(f"{name} must be at least {minimum}")
+            return default
+        return value
