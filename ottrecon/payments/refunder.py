@@ -51,11 +51,20 @@ class Refunder:
             return await self._handle(refund_pk)
 
     async def process_due(self, limit: int) -> int:
+        """Handle up to limit due refunds; return how many. One failing refund holds none of the others back (the
+        failure is logged; its lease brings it back), as in Submitter.process_due."""
         async with db.translate_errors():
             async with self._pool.acquire() as conn:
                 refund_pks = [r["id"] for r in await conn.fetch(store.CLAIM_DUE_REFUNDS, limit, self._lease_s)]
             for refund_pk in refund_pks:
-                await self._handle(refund_pk)
+                # One after another: refunds of one order each recompute its refunded total.
+                try:
+                    await self._handle(refund_pk)
+                except db.TRANSIENT_ERRORS:
+                    raise  # Postgres is away: the rest would fail alike (DatabaseUnavailable); leases bring them back
+                except Exception as exc:
+                    # The lease expires and the refund is due again: nothing is lost, but say so.
+                    logger.error("refund step failed", exc_info=exc, extra={"refund_pk": refund_pk})
         return len(refund_pks)
 
     async def _handle(self, refund_pk: int) -> RefundResult:

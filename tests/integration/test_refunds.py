@@ -4,8 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
+import aiohttp
 import asyncpg
 
+from ottpay.keys import MerchantKeys
+from ottrecon.payments import store
+from ottrecon.payments.gateway import Gateway
+from ottrecon.payments.refunder import Refunder
+from ottrecon.payments.submission import Policy
+from tests.conftest import MERCHANT
 from tests.integration.stack import API_TOKEN, Stack, running_stack
 
 
@@ -66,3 +73,39 @@ async def test_tip_is_kept_apart_from_the_amount_and_is_refundable(
     assert (status, whole["status"], final["status"]) == (201, "succeeded", "refunded")
     row = await db.fetchrow("SELECT amount, tip FROM payments WHERE order_id = $1", payment["id"])
     assert row is not None and (row["amount"], row["tip"]) == (1000, 150)
+
+
+async def test_one_failing_refund_does_not_hold_back_the_other_due_refunds(
+    database_url: str, db: asyncpg.Connection
+) -> None:
+    # Submitter.process_due handles every claimed order and logs each failure; the refunder stopped at the first
+    # failing refund, leaving the rest of the batch leased and untouched until their leases ran out.
+    order = await db.fetchrow(
+        store.INSERT_ORDER, MERCHANT, "P0000000000000000001", "PASSIVEPAY", "ALIPAY", 1000, 0, None, "123456", "k", "s"
+    )
+    refunds = [
+        await db.fetchrow(store.INSERT_REFUND, order["id"], MERCHANT, f"R000000000000000000{n}", 100, f"r{n}", "s")
+        for n in (1, 2)
+    ]
+    # A real fault in Postgres: the first refund's UPDATE fails (as a lost connection or a bug would).
+    await db.execute(
+        f"""
+        CREATE FUNCTION refuse_first() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN RAISE EXCEPTION 'refund % refused for the test', OLD.id; END $$;
+        CREATE TRIGGER refuse_first BEFORE UPDATE ON refunds FOR EACH ROW
+            WHEN (OLD.id = {int(refunds[0]["id"])} AND OLD.lease_until IS NOT NULL AND NEW.lease_until IS NULL)
+            EXECUTE FUNCTION refuse_first();
+        """
+    )
+    pool = await asyncpg.create_pool(database_url, min_size=0, max_size=4)
+    try:
+        async with aiohttp.ClientSession() as session:
+            # No operator configured: each refund is settled as failed without a request (nothing to fake).
+            gateway = Gateway(session, MerchantKeys(), {}, base_url="http://127.0.0.1:9", timeout_s=1)
+            claimed = await Refunder(pool, gateway, Policy(), lease_s=60).process_due(10)
+    finally:
+        await pool.close()
+
+    assert claimed == 2
+    statuses = {r["id"]: r["status"] for r in await db.fetch("SELECT id, status FROM refunds")}
+    assert statuses == {refunds[0]["id"]: "pending", refunds[1]["id"]: "failed"}
