@@ -9,8 +9,11 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 
+from ottrecon.money import DEFAULT_CURRENCY
+
 # ASCII digits only: str.isdigit also takes '²' and '٣', which int() then refuses with a bare ValueError.
 _PORT = re.compile(r"[0-9]{1,5}")
+_CURRENCY = re.compile(r"[A-Z]{3}")
 
 
 class EnvReader:
@@ -42,6 +45,14 @@ class EnvReader:
             self.problems.append(f"{name} must be {what}, got {raw!r}")
             return default
         return int(raw)
+
+    def currency(self) -> str:
+        """OTTRECON_CURRENCY, the currency money is shown in (amounts are integer cents of it): ISO 4217, like CAD."""
+        currency = self.text("OTTRECON_CURRENCY", DEFAULT_CURRENCY)
+        if not _CURRENCY.fullmatch(currency):
+            self.problems.append(f"OTTRECON_CURRENCY must be a three-letter ISO 4217 code like CAD, got {currency!r}")
+            return DEFAULT_CURRENCY
+        return currency
 
     def number(self, name: str, default: float, *, minimum: float) -> float:
         """A number of at least minimum, default when unset."""

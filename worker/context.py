@@ -8,6 +8,7 @@ import aiohttp
 import asyncpg
 
 from ottpay.keys import MerchantKeys
+from ottrecon.money import DEFAULT_CURRENCY
 from ottrecon.payments.refunder import Refunder
 from ottrecon.payments.submitter import Submitter
 from worker.settings import WorkerSettings
@@ -44,3 +45,4 @@ class ReconState:
     merchants: MerchantKeys
     # Alert texts show times in the zone the finance console shows (OTTRECON_DISPLAY_TZ).
     display_tz: str = "America/Toronto"
+    currency: str = DEFAULT_CURRENCY

@@ -91,6 +91,7 @@ def create_worker(settings: WorkerSettings, **overrides: Any) -> ResilientWorker
             alert_storm_threshold=settings.alert_storm_threshold,
             merchants=settings.merchants,
             display_tz=settings.display_tz,
+            currency=settings.currency,
         )
         watch = PersistenceWatch(ctx["redis"], settings.persistence_check_every_s, process="worker")
         ctx["persistence"] = (watch, asyncio.create_task(watch.run()))

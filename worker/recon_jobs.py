@@ -49,6 +49,7 @@ async def deliver_alerts(ctx: dict[str, Any]) -> int:
             state.alert_webhook_url,
             storm_threshold=state.alert_storm_threshold,
             display_tz=state.display_tz,
+            currency=state.currency,
         )
     except DatabaseUnavailable:
         logger.warning("postgres unavailable; alert delivery skipped")

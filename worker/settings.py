@@ -11,6 +11,7 @@ from ottpay.client import OttPayClient
 from ottpay.keys import MerchantKeys, parse_merchant_keys, parse_operator_ids
 from ottrecon.config import EnvReader
 from ottrecon.errors import ConfigError
+from ottrecon.money import DEFAULT_CURRENCY
 from ottrecon.payments.submission import Policy
 
 
@@ -45,6 +46,8 @@ class WorkerSettings:
     business_tz: str = "America/Toronto"
     # Times in alert texts, as the finance console shows them (the api's OTTRECON_DISPLAY_TZ).
     display_tz: str = "America/Toronto"
+    # Money in alert texts, as the finance console shows it (OTTRECON_CURRENCY).
+    currency: str = DEFAULT_CURRENCY
     # Slack-compatible incoming webhook for alerts; its path is a secret. None: alerts go to the log.
     alert_webhook_url: str | None = field(default=None, repr=False)
     alert_storm_threshold: int = 10
@@ -114,6 +117,7 @@ class WorkerSettings:
         settings = cls(
             business_tz=business_tz,
             display_tz=display_tz,
+            currency=reader.currency(),
             alert_webhook_url=alert_url,
             alert_storm_threshold=int(
                 reader.number("OTTRECON_ALERT_STORM_THRESHOLD", cls.alert_storm_threshold, minimum=2)

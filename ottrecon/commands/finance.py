@@ -14,7 +14,8 @@ from typing import Any, TypeVar
 import asyncpg
 
 from ottrecon import db
-from ottrecon.commands.env import require
+from ottrecon.commands.env import UsageError, require
+from ottrecon.config import EnvReader
 
 T = TypeVar("T")
 REPORTS = ("ledger", "summary", "mismatches")
@@ -129,6 +130,10 @@ def _import_statement(args: argparse.Namespace, env: Mapping[str, str]) -> int:
 def _alerts(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     from ottrecon.reconciliation import alerts as alert_admin
 
+    problems: list[str] = []
+    currency = EnvReader(env, problems).currency()
+    if problems:
+        raise UsageError("invalid configuration: " + "; ".join(problems))
     if args.action != "list" and args.alert_id is None:
         print(f"ottrecon alerts {args.action}: give the alert id", file=sys.stderr)
         return 2
@@ -136,7 +141,7 @@ def _alerts(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     async def run(pool: asyncpg.Pool) -> str:
         if args.action == "list":
             found = await alert_admin.list_alerts(pool, status=args.status, kind=args.kind)
-            return alert_admin.format_alert_table(found, _display_tz(env))
+            return alert_admin.format_alert_table(found, _display_tz(env), currency)
         change = alert_admin.acknowledge if args.action == "ack" else alert_admin.resolve
         alert = await change(pool, args.alert_id, actor=args.actor, note=args.note)
         return f"alert {alert.id} is now {alert.status}\n"

@@ -10,10 +10,10 @@ from urllib.parse import urlencode
 import jinja2
 from aiohttp import web
 
-from ottrecon.console.money import format_money
 from ottrecon.console.settings import ConsoleSettings
 from ottrecon.console.times import format_age, format_time
 from ottrecon.console.web import PREFIX, SESSION
+from ottrecon.money import format_money
 
 TEMPLATES = Path(__file__).with_name("templates")
 ENV = web.AppKey("console_jinja", jinja2.Environment)

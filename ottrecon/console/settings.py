@@ -8,13 +8,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from ottrecon.config import EnvReader
 from ottrecon.console.client_address import Network, parse_trusted_proxies
 from ottrecon.console.errors import ConsoleConfigError
 from ottrecon.console.passwords import N, PasswordHash
+from ottrecon.money import DEFAULT_CURRENCY
 
 ROLES = ("finance", "viewer")
 _USER_NAME = re.compile(r"[A-Za-z0-9._@-]{1,64}")
-_CURRENCY = re.compile(r"[A-Z]{3}")
 _TRUE, _FALSE = frozenset({"1", "true", "yes"}), frozenset({"", "0", "false", "no"})
 
 
@@ -42,7 +43,7 @@ class ConsoleSettings:
     business_tz: str = "America/Toronto"
     # Plain-http local use only: without it the session cookie is Secure and needs https.
     insecure_cookies: bool = False
-    currency: str = "CAD"
+    currency: str = DEFAULT_CURRENCY
     # Every failed sign-in is answered this much later (not configurable from the environment; tests shorten it).
     failure_delay_s: float = 1.0
     # Proxies whose X-Forwarded-For names the client that the sign-in throttle counts (console/client_address.py).
@@ -78,9 +79,7 @@ class ConsoleSettings:
             proxies = parse_trusted_proxies(env.get("OTTRECON_CONSOLE_TRUSTED_PROXIES", ""))
         except ValueError as exc:
             problems.append(f"OTTRECON_CONSOLE_TRUSTED_PROXIES: {exc}")
-        currency = env.get("OTTRECON_CURRENCY", "").strip() or cls.currency
-        if not _CURRENCY.fullmatch(currency):
-            problems.append(f"OTTRECON_CURRENCY must be a three-letter ISO 4217 code like CAD, got {currency!r}")
+        currency = EnvReader(env, problems).currency()
         if problems:
             raise ConsoleConfigError(problems)
         return cls(

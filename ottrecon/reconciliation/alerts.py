@@ -12,6 +12,7 @@ import asyncpg
 
 from ottrecon.db import translate_errors
 from ottrecon.errors import OttreconError
+from ottrecon.money import DEFAULT_CURRENCY, format_money
 
 STATUSES = ("open", "acknowledged", "resolved")
 
@@ -161,21 +162,16 @@ async def _change(
     return AlertView.from_row(row)
 
 
-def format_money(cents: int) -> str:
-    """Integer cents as dollars ('$1,234.50', '-$0.05'), by integer arithmetic only: never a float."""
-    sign = "-" if cents < 0 else ""
-    dollars, rest = divmod(abs(cents), 100)
-    return f"{sign}${dollars:,}.{rest:02d}"
-
-
 def format_time(at: datetime | None, tz: str = "America/Toronto") -> str:
     """A timestamp to the minute in the display time zone, with its abbreviation ('2024-05-01 08:00 EDT'),
     or '-' when absent: the same zone the finance console shows (OTTRECON_DISPLAY_TZ)."""
     return "-" if at is None else at.astimezone(ZoneInfo(tz)).strftime("%Y-%m-%d %H:%M %Z")
 
 
-def format_alert_table(alerts: Sequence[AlertView], tz: str = "America/Toronto") -> str:
-    """A fixed-width table for `ottrecon alerts list`; amounts right-aligned as money, times in tz."""
+def format_alert_table(
+    alerts: Sequence[AlertView], tz: str = "America/Toronto", currency: str = DEFAULT_CURRENCY
+) -> str:
+    """A fixed-width table for `ottrecon alerts list`; amounts right-aligned as money in currency, times in tz."""
     if not alerts:
         return "no alerts\n"
     header = ("ID", "KIND", "MERCHANT", "ORDER", "AT RISK", "STATUS", "FIRST SEEN", "NOTIFIED")
@@ -185,7 +181,7 @@ def format_alert_table(alerts: Sequence[AlertView], tz: str = "America/Toronto")
             printable(a.kind),
             printable(a.merchant_id),
             printable(a.order_id),
-            format_money(a.amount_at_risk),
+            format_money(a.amount_at_risk, currency),
             a.status if a.resolution is None else f"{a.status} ({printable(a.resolution)})",
             format_time(a.first_seen_at, tz),
             format_time(a.notified_at, tz),

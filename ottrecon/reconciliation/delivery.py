@@ -15,7 +15,8 @@ import asyncpg
 
 from ottrecon.backoff import backoff
 from ottrecon.db import translate_errors
-from ottrecon.reconciliation.alerts import ALERT_COLUMNS, AlertView, format_money, format_time, printable
+from ottrecon.money import DEFAULT_CURRENCY, format_money
+from ottrecon.reconciliation.alerts import ALERT_COLUMNS, AlertView, format_time, printable
 
 logger = logging.getLogger("ottrecon.alerts")
 _rng = random.Random()
@@ -66,6 +67,7 @@ async def deliver_due_alerts(
     base_delay_s: float = 5.0,
     max_delay_s: float = 600.0,
     display_tz: str = "America/Toronto",
+    currency: str = DEFAULT_CURRENCY,
 ) -> DeliveryReport:
     """Send up to `batch` due alerts: one message each, or one summary when storm_threshold or more are due.
 
@@ -73,7 +75,7 @@ async def deliver_due_alerts(
     exponential, jittered delay, forever: an endpoint that is down delays alerts but loses none.
     With no webhook_url the alerts are delivered to the log. Raises DatabaseUnavailable when
     Postgres is away; the alerts then simply stay due. The URL is a secret: it is never logged or stored.
-    Times in the texts are in display_tz, as the finance console shows them.
+    Times in the texts are in display_tz and money in currency, as the finance console shows them.
     """
 
     def delay(attempts: int) -> float:
@@ -93,15 +95,15 @@ async def deliver_due_alerts(
         errors: dict[int, str | None]
         delays: dict[int, float]
         if webhook_url is None:
-            _log_only(alerts, storm, display_tz)
+            _log_only(alerts, storm, display_tz, currency)
             errors, delays = dict.fromkeys(attempts), {}
         elif storm:
-            error = await _post(session, webhook_url, summary_text(alerts), timeout_s)
+            error = await _post(session, webhook_url, summary_text(alerts, currency), timeout_s)
             errors = dict.fromkeys(attempts, error)
             # A storm fails as one message, so it comes back as one: a single delay keeps it together.
             delays = dict.fromkeys(attempts, delay(max(attempts.values())))
         else:
-            texts = [alert_text(a, display_tz) for a in alerts]
+            texts = [alert_text(a, display_tz, currency) for a in alerts]
             sent = await asyncio.gather(*(_post(session, webhook_url, text, timeout_s) for text in texts))
             errors = {a.id: error for a, error in zip(alerts, sent, strict=True)}
             delays = {a.id: delay(attempts[a.id]) for a in alerts}
@@ -129,26 +131,26 @@ async def deliver_due_alerts(
     return DeliveryReport(len(alerts), len(delivered), len(failed), storm)
 
 
-def alert_text(alert: AlertView, tz: str = "America/Toronto") -> str:
-    """The message for one alert: kind, merchant, order, money at risk, first seen (in tz), id."""
+def alert_text(alert: AlertView, tz: str = "America/Toronto", currency: str = DEFAULT_CURRENCY) -> str:
+    """The message for one alert: kind, merchant, order, money at risk (in currency), first seen (in tz), id."""
     prefix = "ALERT"
     if alert.status == "resolved":
         prefix = f"ALERT (already resolved: {_slack(alert.resolution or 'unknown')})"
     elif alert.status == "acknowledged":
         prefix = "ALERT (already acknowledged)"
-    return f"{prefix} {_describe(alert)}, first seen {format_time(alert.first_seen_at, tz)}"
+    return f"{prefix} {_describe(alert, currency)}, first seen {format_time(alert.first_seen_at, tz)}"
 
 
-def summary_text(alerts: Sequence[AlertView]) -> str:
+def summary_text(alerts: Sequence[AlertView], currency: str = DEFAULT_CURRENCY) -> str:
     """One message for a storm: counts by kind, total money at risk, the largest few."""
     by_kind = Counter(a.kind for a in alerts)
     total = sum(a.amount_at_risk for a in alerts)  # integer cents: exact
     largest = sorted(alerts, key=lambda a: (-a.amount_at_risk, a.id))[:_LARGEST]
     lines = [
-        f"ALERT STORM: {len(alerts)} new alerts, {format_money(total)} at risk in total",
+        f"ALERT STORM: {len(alerts)} new alerts, {format_money(total, currency)} at risk in total",
         "by kind: " + ", ".join(f"{_slack(kind)} {n}" for kind, n in sorted(by_kind.items())),
         f"largest {len(largest)}:",
-        *(f"• {_describe(a)}" for a in largest),
+        *(f"• {_describe(a, currency)}" for a in largest),
     ]
     resolved = sum(a.status == "resolved" for a in alerts)
     if resolved:
@@ -157,10 +159,10 @@ def summary_text(alerts: Sequence[AlertView]) -> str:
     return "\n".join(lines)
 
 
-def _describe(alert: AlertView) -> str:
+def _describe(alert: AlertView, currency: str) -> str:
     return (
         f"{_slack(alert.kind)}: merchant {_slack(alert.merchant_id)}, order {_slack(alert.order_id)}, "
-        f"{format_money(alert.amount_at_risk)} at risk (alert #{alert.id})"
+        f"{format_money(alert.amount_at_risk, currency)} at risk (alert #{alert.id})"
     )
 
 
@@ -180,12 +182,12 @@ def _fields(alert: AlertView) -> dict[str, object]:
     }
 
 
-def _log_only(alerts: Sequence[AlertView], storm: bool, tz: str) -> None:
+def _log_only(alerts: Sequence[AlertView], storm: bool, tz: str, currency: str) -> None:
     # Without an endpoint the log is the delivery: every alert gets its own line, even in a storm.
     for alert in alerts:
-        logger.warning("alert (no webhook configured): %s", alert_text(alert, tz), extra=_fields(alert))
+        logger.warning("alert (no webhook configured): %s", alert_text(alert, tz, currency), extra=_fields(alert))
     if storm:
-        logger.warning("alert storm (no webhook configured): %s", summary_text(alerts))
+        logger.warning("alert storm (no webhook configured): %s", summary_text(alerts, currency))
 
 
 async def _post(session: aiohttp.ClientSession, url: str, text: str, timeout_s: float) -> str | None:

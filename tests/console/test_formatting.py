@@ -9,9 +9,9 @@ import pytest
 from ottrecon.console import paging
 from ottrecon.console.charts import DayPoint, chart_start, daily_chart
 from ottrecon.console.errors import BadFilter
-from ottrecon.console.money import format_money
 from ottrecon.console.throttle import ADDRESS_LIMIT, USER_LIMIT, WINDOW_S, LoginThrottle
 from ottrecon.console.times import format_age, format_time, today
+from ottrecon.money import format_money
 
 
 def test_money_is_formatted_from_integer_cents_with_the_currency() -> None:

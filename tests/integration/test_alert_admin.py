@@ -15,7 +15,6 @@ from ottrecon.reconciliation.alerts import (
     UnknownAlertStatus,
     acknowledge,
     format_alert_table,
-    format_money,
     list_alerts,
     resolve,
 )
@@ -154,19 +153,18 @@ async def test_format_alert_table_shows_money_and_neutralises_control_characters
 
     header, first, second = table.splitlines()
     assert header.split() == ["ID", "KIND", "MERCHANT", "ORDER", "AT", "RISK", "STATUS", "FIRST", "SEEN", "NOTIFIED"]
-    assert first.split()[:6] == [str(large), "unpaid", OTHER_MERCHANT, "ORD?[31mER-2", "$1,234,567.89", "open"]
-    assert second.split()[:6] == [str(small), "unpaid", MERCHANT, "ORDER-1", "$0.05", "open"]
+    assert first.split()[:7] == [str(large), "unpaid", OTHER_MERCHANT, "ORD?[31mER-2", "1,234,567.89", "CAD", "open"]
+    assert second.split()[:7] == [str(small), "unpaid", MERCHANT, "ORDER-1", "0.05", "CAD", "open"]
     assert first.rstrip().endswith(" -") and "\x1b" not in table
     # Amounts are right-aligned so that their cents line up.
-    assert first.index("$1,234,567.89") + len("$1,234,567.89") == second.index("$0.05") + len("$0.05")
+    assert first.index("1,234,567.89 CAD") + len("1,234,567.89 CAD") == second.index("0.05 CAD") + len("0.05 CAD")
     assert format_alert_table([]) == "no alerts\n"
 
 
-def test_format_money_uses_integer_cents() -> None:
-    assert [format_money(c) for c in (0, 7, 1250, 100000, -1999)] == [
-        "$0.00",
-        "$0.07",
-        "$12.50",
-        "$1,000.00",
-        "-$19.99",
-    ]
+async def test_format_alert_table_shows_money_in_the_configured_currency(
+    db: asyncpg.Connection, pool: asyncpg.Pool
+) -> None:
+    # One money formatter for the console, the CLI and alert texts: integer cents with the currency, never "$".
+    await add_alert(db, "ORDER-1", 123450, seen_minutes_ago=2)
+    table = format_alert_table(await list_alerts(pool), currency="USD")
+    assert "1,234.50 USD" in table and "$" not in table

@@ -139,6 +139,18 @@ def alert_ids(texts: list[str]) -> list[int]:
     return sorted(int(i) for text in texts for i in re.findall(r"\(alert #(\d+)\)", text))
 
 
+async def test_alert_texts_show_money_in_the_configured_currency(
+    db: asyncpg.Connection, pool: asyncpg.Pool, session: aiohttp.ClientSession, endpoint: AlertEndpoint
+) -> None:
+    # One money formatter for the console, the CLI and the alerts (OTTRECON_CURRENCY): texts said "$12.50".
+    one = await add_alert(db, "ORDER-1", 1250)
+    await deliver_due_alerts(pool, session, endpoint.url, currency="USD")
+    assert endpoint.accepted == [
+        f"ALERT unpaid: merchant {MERCHANT}, order ORDER-1, 12.50 USD at risk (alert #{one}), "
+        "first seen 2024-05-01 08:00 EDT"
+    ]
+
+
 async def test_deliver_due_alerts_sends_one_message_per_alert(
     db: asyncpg.Connection,
     pool: asyncpg.Pool,
@@ -154,9 +166,9 @@ async def test_deliver_due_alerts_sends_one_message_per_alert(
 
     assert report == DeliveryReport(claimed=2, delivered=2, failed=0, summarised=False)
     assert sorted(endpoint.accepted) == [
-        f"ALERT amount_mismatch: merchant {OTHER_MERCHANT}, order ORDER-2, $1,234.56 at risk (alert #{second}), "
+        f"ALERT amount_mismatch: merchant {OTHER_MERCHANT}, order ORDER-2, 1,234.56 CAD at risk (alert #{second}), "
         "first seen 2024-05-01 08:00 EDT",
-        f"ALERT unpaid: merchant {MERCHANT}, order ORDER-1, $12.50 at risk (alert #{first}), "
+        f"ALERT unpaid: merchant {MERCHANT}, order ORDER-1, 12.50 CAD at risk (alert #{first}), "
         "first seen 2024-05-01 08:00 EDT",
     ]
     assert endpoint.paths == [SECRET_PATH, SECRET_PATH]
@@ -254,7 +266,7 @@ async def test_deliver_due_alerts_storm_sends_one_summary(
     assert len(endpoint.accepted) == 1
     lines = endpoint.accepted[0].splitlines()
     assert lines[:3] == [
-        "ALERT STORM: 12 new alerts, $78.00 at risk in total",
+        "ALERT STORM: 12 new alerts, 78.00 CAD at risk in total",
         "by kind: amount_mismatch 6, unpaid 6",
         "largest 5:",
     ]
@@ -265,7 +277,7 @@ async def test_deliver_due_alerts_storm_sends_one_summary(
         "ORDER-S9",
         "ORDER-S8",
     ]
-    assert "$12.00 at risk" in lines[3] and "ORDER-S7" not in endpoint.accepted[0]
+    assert "12.00 CAD at risk" in lines[3] and "ORDER-S7" not in endpoint.accepted[0]
     assert await db.fetchval("SELECT count(*) FROM alerts WHERE notified_at IS NOT NULL") == 12
 
 
@@ -298,7 +310,7 @@ async def test_deliver_due_alerts_without_url_logs_and_marks_notified(
 
     assert report == DeliveryReport(claimed=1, delivered=1, failed=0, summarised=False)
     [record] = [r for r in caplog.records if r.name == "ottrecon.alerts"]
-    assert record.levelno == logging.WARNING and "$42.00 at risk" in record.getMessage()
+    assert record.levelno == logging.WARNING and "42.00 CAD at risk" in record.getMessage()
     fields = {k: record.__dict__[k] for k in ("alert_id", "kind", "merchant_id", "order_id", "amount_at_risk")}
     assert fields == {
         "alert_id": alert_id,
@@ -352,7 +364,7 @@ async def test_deliver_due_alerts_resolved_before_delivery_is_sent_marked_resolv
     assert (await deliver_due_alerts(pool, session, endpoint.url)).delivered == 1
 
     assert endpoint.accepted == [
-        f"ALERT (already resolved: evidence) unpaid: merchant {MERCHANT}, order ORDER-GONE, $12.50 at risk "
+        f"ALERT (already resolved: evidence) unpaid: merchant {MERCHANT}, order ORDER-GONE, 12.50 CAD at risk "
         f"(alert #{alert_id}), first seen 2024-05-01 08:00 EDT"
     ]
 

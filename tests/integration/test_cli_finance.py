@@ -56,7 +56,11 @@ async def test_reconcile_alerts_and_ledger_export_from_the_command_line(
 
     code, out, err = await run_cli("alerts", "list", env=env)
     assert code == 0, err
-    assert "orphan_payment" in out and "ORPHAN1" in out and "42.00" in out
+    assert "orphan_payment" in out and "ORPHAN1" in out and "42.00 CAD" in out
+    code, out, err = await run_cli("alerts", "list", env=env | {"OTTRECON_CURRENCY": "USD"})
+    assert code == 0 and "42.00 USD" in out and "$" not in out, err
+    code, _, err = await run_cli("alerts", "list", env=env | {"OTTRECON_CURRENCY": "dollars"})
+    assert code == 2 and "OTTRECON_CURRENCY" in err
     alert_id = await db.fetchval("SELECT id FROM alerts")
     code, _, err = await run_cli("alerts", "resolve", str(alert_id), env=env)
     assert code != 0 and "note" in err

@@ -1,4 +1,4 @@
-"""One port parser for every process (ottrecon.config.EnvReader): bad ports are configuration errors, never a crash."""
+"""Settings every process reads alike (ottrecon.config.EnvReader): ports, the currency; bad values are config errors."""
 
 from __future__ import annotations
 
@@ -53,3 +53,10 @@ def test_serving_port_zero_is_refused(
 ) -> None:
     with pytest.raises(ConfigError, match=name):
         from_env({**env, name: "0"})
+
+
+def test_worker_reads_the_currency_its_alert_texts_show() -> None:
+    assert WorkerSettings.from_env(WORKER).currency == "CAD"
+    assert WorkerSettings.from_env({**WORKER, "OTTRECON_CURRENCY": "USD"}).currency == "USD"
+    with pytest.raises(ConfigError, match="OTTRECON_CURRENCY"):
+        WorkerSettings.from_env({**WORKER, "OTTRECON_CURRENCY": "usd"})

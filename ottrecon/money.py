@@ -1,6 +1,9 @@
-"""Money on the console's pages: integer cents shown with the currency, by integer arithmetic only."""
+"""Money for people: integer cents shown with their currency, by integer arithmetic only (console, CLI, alerts)."""
 
 from __future__ import annotations
+
+# OTT Pay's merchants are Canadian; OTTRECON_CURRENCY says otherwise (the api and the worker read it).
+DEFAULT_CURRENCY = "CAD"
 
 
 def format_money(cents: int | None, currency: str) -> str:
