@@ -1,4 +1,4 @@
-"""`ottrecon pay` and `ottrecon refund`: the API's service layer from the command line."""
+"""`ottrecon pay` and `ottrecon refund`: payments intake from the command line, answered in the api's JSON."""
 
 from __future__ import annotations
 
@@ -6,24 +6,55 @@ import argparse
 import json
 import secrets
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 
+import asyncpg
+from arq import ArqRedis
+
+from ottpay.keys import parse_operator_ids
 from ottrecon import db
-from ottrecon.api.settings import ApiSettings
 from ottrecon.api.views import payment_view, refund_view
+from ottrecon.config import EnvReader
+from ottrecon.errors import ConfigError
 from ottrecon.payments import intake as service
 from ottrecon.payments import store
 from ottrecon.payments.errors import InvalidRequest
 from ottrecon.queue import KICK_TIMEOUT_S, connect
 
 
-def _settings(env: Mapping[str, str]) -> ApiSettings:
-    # The command line needs no API token: it acts with the operator's own database access.
-    return ApiSettings.from_env({**env, "OTTRECON_API_TOKENS": env.get("OTTRECON_API_TOKENS") or "x" * 32})
+@dataclass(frozen=True)
+class CommandSettings:
+    """What `pay` and `refund` need: the database, the queue, and which merchants take payments. No api token,
+    no console: the command acts with the operator's own database access."""
+
+    database_url: str = field(repr=False)
+    redis_url: str = field(repr=False)
+    merchant_ids: frozenset[str]
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> CommandSettings:
+        problems: list[str] = []
+        reader = EnvReader(env, problems)
+        database_url, redis_url = reader.required("DATABASE_URL"), reader.required("REDIS_URL")
+        merchant_ids: frozenset[str] = frozenset()
+        try:
+            merchant_ids = frozenset(parse_operator_ids(env.get("OTTPAY_OPERATORS", "")))
+        except ValueError as exc:
+            problems.append(f"OTTPAY_OPERATORS: {exc}")
+        if problems:
+            raise ConfigError("invalid configuration: " + "; ".join(problems))
+        return cls(database_url, redis_url, merchant_ids)
+
+
+async def _connect(settings: CommandSettings) -> tuple[asyncpg.Pool, ArqRedis]:
+    # The api's pool settings: these commands do what its routes do.
+    pool = await db.create_pool(settings.database_url, 5, command_timeout_s=10, connect_timeout_s=5, max_inactive_s=300)
+    return pool, connect(settings.redis_url, KICK_TIMEOUT_S)
 
 
 async def pay(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     """Create a payment like POST /api/payments and print it as JSON (exit 0 even if declined)."""
-    settings = _settings(env)
+    settings = CommandSettings.from_env(env)
     body = {
         "merchant_id": args.merchant,
         "kind": args.kind,
@@ -35,8 +66,7 @@ async def pay(args: argparse.Namespace, env: Mapping[str, str]) -> int:
         body["auth_code"] = args.auth_code
     request = service.PaymentRequest.parse(body, settings.merchant_ids)
     key = service.check_idempotency_key(args.idempotency_key or secrets.token_hex(12))
-    pool = await db.create_pool(settings.database_url, 5, command_timeout_s=10, connect_timeout_s=5, max_inactive_s=300)
-    redis = connect(settings.redis_url, KICK_TIMEOUT_S)
+    pool, redis = await _connect(settings)
     try:
         order, _ = await service.create_payment(pool, redis, request, key)
         order = await service.wait_for(pool, store.ORDER_BY_ID, order["order_id"], service.SETTLED, args.wait)
@@ -49,14 +79,13 @@ async def pay(args: argparse.Namespace, env: Mapping[str, str]) -> int:
 
 async def refund(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     """Create a refund like POST /api/payments/{id}/refunds and print it as JSON."""
-    settings = _settings(env)
+    settings = CommandSettings.from_env(env)
     problems: list[str] = []
     amount = service.cents(args.amount, "amount", problems, minimum=1)
     if problems:
         raise InvalidRequest(problems)
     key = service.check_idempotency_key(args.idempotency_key or secrets.token_hex(12))
-    pool = await db.create_pool(settings.database_url, 5, command_timeout_s=10, connect_timeout_s=5, max_inactive_s=300)
-    redis = connect(settings.redis_url, KICK_TIMEOUT_S)
+    pool, redis = await _connect(settings)
     try:
         row, _ = await service.create_refund(pool, redis, args.payment_id, amount, key)
         row = await service.wait_for(pool, store.REFUND_BY_ID, row["id"], frozenset({"succeeded", "failed"}), args.wait)

@@ -40,6 +40,27 @@ async def test_pay_refuses_an_unconfigured_merchant_with_a_clear_error(database_
     assert "merchant_id" in err
 
 
+async def test_pay_and_refund_need_none_of_the_api_process_settings(database_url: str, redis_url: str) -> None:
+    # The command line acts with the operator's own database access: the api's bearer tokens and the console's
+    # users are none of its business (it used to fake a token and then refuse to run over a console typo).
+    env = {
+        "DATABASE_URL": database_url,
+        "REDIS_URL": redis_url,
+        "OTTPAY_OPERATORS": f"{MERCHANT}={OPERATOR}",
+        "OTTRECON_API_TOKENS": "short",
+        "OTTRECON_CONSOLE_USERS": "not a user entry",
+    }
+    code, _, err = await run_cli(
+        "pay", "--merchant", "NOPE000001", "--kind", "ACTIVEPAY", "--biz-type", "ALIPAY", "--amount", "100", env=env
+    )
+    assert (code, "OTTRECON" in err) == (1, False), err
+    code, _, err = await run_cli("refund", "NOSUCHPAYMENT", "--amount", "100", env=env)
+    assert (code, "OTTRECON" in err) == (1, False), err
+    code, _, err = await run_cli("pay", "--merchant", MERCHANT, "--kind", "ACTIVEPAY", "--biz-type", "ALIPAY",
+                                 "--amount", "100", env={"OTTPAY_OPERATORS": "nonsense"})  # fmt: skip
+    assert code == 2 and all(name in err for name in ("DATABASE_URL", "REDIS_URL", "OTTPAY_OPERATORS")), err
+
+
 async def test_reconcile_alerts_and_ledger_export_from_the_command_line(
     database_url: str, redis_url: str, db: asyncpg.Connection, tmp_path: Path
 ) -> None:
