@@ -54,8 +54,9 @@ logger = logging.getLogger("ottrecon.worker")
 REDIS_SOCKET_TIMEOUT_S = 5.0
 
 
-def create_worker(settings: WorkerSettings, **overrides: Any) -> ResilientWorker:
-    """An arq Worker for the callback queue; overrides (burst=True, poll_delay=0…) are for tests."""
+def create_worker(settings: WorkerSettings, *, burst: bool = False, handle_signals: bool = True) -> ResilientWorker:
+    """The arq Worker for the job queue. burst: stop once the queue is empty (as arq's own tests drive a worker);
+    handle_signals=False leaves SIGINT/SIGTERM to an embedding process (tests run several workers in one)."""
 
     async def startup(ctx: dict[str, Any]) -> None:
         pool = await db.create_pool(settings.database_url, settings.db_pool_max)
@@ -153,8 +154,9 @@ def create_worker(settings: WorkerSettings, **overrides: Any) -> ResilientWorker
         # acknowledged), then exit; what is still running after the grace is cancelled and requeued.
         "job_completion_wait": int(settings.shutdown_grace_s),
         "job_lease_s": settings.job_lease_s,
+        "burst": burst,
+        "handle_signals": handle_signals,
     }
-    options.update(overrides)
     return ResilientWorker(**options)
 
 

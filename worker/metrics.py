@@ -18,9 +18,10 @@ from redis.exceptions import RedisError
 from ottpay.codes import GatewayReply, Outcome
 from ottpay.errors import EnvelopeError
 from ottrecon import db
+from ottrecon.callbacks.deadletter import dead_letter_count
 from ottrecon.callbacks.verdicts import FINISH_TIME_SKEW_LIMIT, VerifiedCallback
 from ottrecon.errors import DatabaseUnavailable
-from ottrecon.queue import DEAD_LETTER_KEY, QUEUE_NAME
+from ottrecon.queue import QUEUE_NAME
 from ottrecon.reconciliation import reports
 
 if TYPE_CHECKING:
@@ -156,7 +157,7 @@ async def refresh_metrics(ctx: dict[str, Any]) -> None:
 async def refresh_queue_gauges(redis: ArqRedis) -> None:
     """Set the queue depth and dead-letter count from Redis (two O(1) reads)."""
     QUEUE_DEPTH.set(await redis.zcard(QUEUE_NAME))
-    DEAD_LETTERS.set(await redis.llen(DEAD_LETTER_KEY))  # type: ignore[misc]  # redis-py types list commands sync|async
+    DEAD_LETTERS.set(await dead_letter_count(redis))
 
 
 async def refresh_ledger_gauges(pool: asyncpg.Pool) -> None:

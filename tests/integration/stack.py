@@ -132,7 +132,7 @@ async def running_stack(
             wait_s=api_wait_s,
         )
         api = await stack.enter_async_context(TestClient(TestServer(create_api(api_settings))))
-        worker = create_worker(settings, poll_delay=0.01, handle_signals=False)
+        worker = create_worker(dataclasses.replace(settings, poll_delay_s=0.01), handle_signals=False)
         task = asyncio.create_task(worker.main())
         await wait_until_started(worker, task)
         try:

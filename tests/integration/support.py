@@ -57,7 +57,7 @@ def worker_settings(database_url: str, redis_url: str, merchants: MerchantKeys, 
 
 async def drain(settings: WorkerSettings) -> Any:
     """Run a worker until the queue is empty (arq's burst mode), as arq tests its own workers."""
-    worker = create_worker(settings, burst=True, poll_delay=0, handle_signals=False)
+    worker = create_worker(dataclasses.replace(settings, poll_delay_s=0), burst=True, handle_signals=False)
     try:
         await worker.main()
     finally:

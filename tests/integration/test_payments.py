@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 
 import asyncpg
 
@@ -154,7 +155,7 @@ async def test_sweeps_on_two_workers_never_handle_an_order_twice(
     database_url: str, redis_url: str, db: asyncpg.Connection
 ) -> None:
     async with running_stack(database_url, redis_url, faults=Faults(drop_callback=1.0)) as stack:
-        second = create_worker(stack.settings, poll_delay=0.01, handle_signals=False)
+        second = create_worker(dataclasses.replace(stack.settings, poll_delay_s=0.01), handle_signals=False)
         second_run = asyncio.create_task(second.main())
         await wait_until_started(second, second_run)
         try:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import signal
 import time
 from collections.abc import AsyncIterator
@@ -49,7 +50,7 @@ async def test_worker_rides_out_a_redis_outage_and_resumes(
 ) -> None:
     async with redis_server(tmp_path, "--appendonly", "yes", "--appendfsync", "always") as server:
         settings = worker_settings(database_url, server.url, merchants, cron_every_s=1, metrics_port=0)
-        worker = create_worker(settings, poll_delay=0.01, handle_signals=False)
+        worker = create_worker(dataclasses.replace(settings, poll_delay_s=0.01), handle_signals=False)
         task = asyncio.create_task(worker.main())
         await wait_until_started(worker, task)
         async with client(server.url) as redis:
@@ -103,7 +104,7 @@ async def test_a_killed_workers_job_is_taken_over_within_its_lease(
         await blocker.close()
 
     settings = worker_settings(database_url, redis_url, merchants, metrics_port=0)
-    worker = create_worker(settings, poll_delay=0.05, handle_signals=False)
+    worker = create_worker(dataclasses.replace(settings, poll_delay_s=0.05), handle_signals=False)
     task = asyncio.create_task(worker.main())
     try:
 
