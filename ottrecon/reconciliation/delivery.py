@@ -88,9 +88,8 @@ async def deliver_due_alerts(
         if not rows:
             return DeliveryReport(0, 0, 0, False)
         alerts = [AlertView.from_row(row) for row in rows]
-        # Capped for the formula only: backoff overflows a float past ~1000 attempts (days
-        # of outage), and 2**29 times the base delay is far past any sensible max_delay_s.
-        attempts = {row["id"]: min(row["notify_attempts"] + 1, 30) for row in rows}
+        # There is no last attempt: ottrecon.backoff caps its exponent, so days of failures cannot overflow it.
+        attempts = {row["id"]: row["notify_attempts"] + 1 for row in rows}
         storm = len(alerts) >= storm_threshold
         errors: dict[int, str | None]
         delays: dict[int, float]

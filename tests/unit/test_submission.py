@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from ottpay.codes import GatewayReply, Outcome
+from ottrecon.backoff import backoff
 from ottrecon.payments.submission import OrderFacts, Policy, Step, after_reply, next_step
 
 NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
@@ -177,3 +178,12 @@ def test_accepted_order_lost_by_the_gateway_goes_to_review_until_too_old() -> No
     assert after_reply(young, lost, NOW, POLICY, random.Random(1)).next_check_in_s is not None
     assert after_reply(old, lost, NOW, POLICY, random.Random(1)).next_check_in_s is None
     assert after_reply(old, lost, NOW, POLICY, random.Random(1)).status == "review"
+
+
+def test_backoff_never_overflows_whatever_the_attempt_count() -> None:
+    # Alert delivery never gives up: after days of outage its attempt count is past any float's exponent range.
+    rng = random.Random(7)
+    for attempts in (1, 2, 31, 1_000, 10**6, 10**12):
+        delay = backoff(attempts, rng, base_delay_s=5.0, max_delay_s=600.0)
+        assert 2.5 <= delay <= 600.0
+    assert backoff(1, rng, base_delay_s=5.0, max_delay_s=600.0) <= 5.0
