@@ -16,6 +16,8 @@ import math
 import re
 from typing import Any
 
+from ottpay.strict_json import UNSTORABLE as UNSTORABLE_TEXT
+
 UNSTORABLE = "unstorable"
 _FINGERPRINT = re.compile(r"^[0-9a-f]{64}$")
 
@@ -46,11 +48,10 @@ def unstorable_problem(value: Any) -> str | None:
 
 
 def _text_problem(text: str) -> str | None:
+    # What text cannot hold is ottpay.strict_json's one definition (the receiver refuses the same).
     if "\x00" in text:
         return "contains a NUL character"
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
+    if UNSTORABLE_TEXT.search(text):
         return "contains an unpaired UTF-16 surrogate"
     return None
 
