@@ -62,6 +62,9 @@ STATEMENT_MISMATCH = (
 # date.max (asyncpg: -infinity / infinity), not NULL, so even a generic plan keeps an index range on the
 # date: ledger_date_idx, or the console's ledger_keyset_idx / ledger_merchant_keyset_idx (sql/0005).
 _FILTER = "l.business_date BETWEEN $1 AND $2 AND ($3::text IS NULL OR l.merchant_id = $3)"
+# A ledger row needing a person: a reconciliation mismatch or a statement difference. Literal SQL, never a
+# parameter: it repeats the predicates of the partial indexes ledger_recon_status_idx / ledger_statement_status_idx.
+NEEDS_A_PERSON = f"(l.recon_status NOT IN ('matched', 'pending') OR {STATEMENT_MISMATCH})"
 
 # Every ledger row in the filter, in key order (that of ledger_keyset_idx, which can stream it unsorted).
 EXPORT_LEDGER = f"""{LEDGER_SELECT}
@@ -89,7 +92,7 @@ SUMMARY_COLUMNS = (
 # refund never rewrites a closed day; fees: the statement's fees of those payments (a fee on a line we never
 # received is part of that line's not_in_ledger finding, not of our fees). net = gross + tips - refunds - fees.
 # mismatches: rows needing a person; amount_at_risk: both at-risk columns summed; unpaid: recon_status unpaid.
-EXPORT_SUMMARY = f"""
+DAILY_SUMMARY = f"""
 SELECT business_date, merchant_id, channel, payments, gross, tips, refunds, fees,
        gross + tips - refunds - fees AS net, mismatches, amount_at_risk, unpaid
 FROM (
@@ -105,8 +108,7 @@ FROM (
                sum(l.received_tip) AS tips,
                0 AS refunds,
                sum(l.fee) FILTER (WHERE l.received_amount IS NOT NULL) AS fees,
-               count(*) FILTER (WHERE l.recon_status NOT IN ('matched', 'pending') OR {STATEMENT_MISMATCH})
-                   AS mismatches,
+               count(*) FILTER (WHERE {NEEDS_A_PERSON}) AS mismatches,
                sum(l.amount_at_risk + l.statement_amount_at_risk) AS amount_at_risk,
                count(*) FILTER (WHERE l.recon_status = 'unpaid') AS unpaid
         FROM ledger l WHERE {_FILTER}
@@ -118,7 +120,8 @@ FROM (
     ) parts
     GROUP BY business_date, merchant_id, channel
 ) daily
-ORDER BY business_date, merchant_id, channel NULLS LAST
+"""
+EXPORT_SUMMARY = f"""{DAILY_SUMMARY}ORDER BY business_date, merchant_id, channel NULLS LAST
 """
 
 MISMATCH_COLUMNS = (*LEDGER_COLUMNS, "alert_status")
@@ -141,7 +144,7 @@ LEFT JOIN LATERAL (
     LIMIT 1
 ) a ON true
 WHERE {_FILTER}
-  AND (l.recon_status NOT IN ('matched', 'pending') OR {STATEMENT_MISMATCH})
+  AND {NEEDS_A_PERSON}
 ORDER BY l.amount_at_risk + l.statement_amount_at_risk DESC, l.business_date, l.merchant_id, l.order_id
 """
 
@@ -171,29 +174,15 @@ GROUP BY statement_status ORDER BY statement_status NULLS LAST
 """
 # Keys still waiting for the reconciler (bounded: the page only says whether any are left).
 DIRTY_LEFT = "SELECT count(*) FROM (SELECT 1 FROM recon_dirty LIMIT 10000) d"
-# Totals per merchant and channel, as the reports' summary defines them (net = gross + tips - refunds - fees):
-# refunds on the dates they happened (ledger_refunds), fees of the payments we received (decision 0022).
-TOTALS = """
-SELECT merchant_id, channel, payments, gross, tips, refunds, fees, gross + tips - refunds - fees AS net
-FROM (
-    SELECT merchant_id, channel, sum(payments)::int8 AS payments, sum(gross)::int8 AS gross,
-           sum(tips)::int8 AS tips, sum(refunds)::int8 AS refunds, sum(fees)::int8 AS fees
-    FROM (
-        SELECT l.merchant_id, l.channel,
-               count(*) FILTER (WHERE l.received_amount IS NOT NULL) AS payments,
-               coalesce(sum(l.received_amount), 0) AS gross,
-               coalesce(sum(l.received_tip), 0) AS tips,
-               0 AS refunds,
-               coalesce(sum(l.fee) FILTER (WHERE l.received_amount IS NOT NULL), 0) AS fees
-        FROM ledger l WHERE l.business_date BETWEEN $1 AND $2
-        GROUP BY l.merchant_id, l.channel
-        UNION ALL
-        SELECT r.merchant_id, r.channel, 0, 0, 0, sum(r.amount), 0
-        FROM ledger_refunds r WHERE r.business_date BETWEEN $1 AND $2
-        GROUP BY r.merchant_id, r.channel
-    ) parts
-    GROUP BY merchant_id, channel
-) t
+# The console's totals per merchant and channel over a date range ($1..$2, $3 merchant or NULL): the daily
+# summary's own rows added up, so the overview and `ottrecon export summary` share one formula for payments,
+# gross, tips, refunds, fees, net (= gross + tips - refunds - fees, decision 0022) and the ledger's amount at risk.
+TOTALS = f"""
+SELECT merchant_id, channel, sum(payments)::int8 AS payments, sum(gross)::int8 AS gross, sum(tips)::int8 AS tips,
+       sum(refunds)::int8 AS refunds, sum(fees)::int8 AS fees, sum(net)::int8 AS net,
+       sum(amount_at_risk)::int8 AS amount_at_risk
+FROM ({DAILY_SUMMARY}) days
+GROUP BY merchant_id, channel
 ORDER BY merchant_id, channel NULLS LAST
 """
 # Rows and money at risk per reconciliation status.
@@ -209,14 +198,12 @@ FROM ledger WHERE business_date BETWEEN $1 AND $2
 GROUP BY statement_status ORDER BY n DESC, statement_status NULLS LAST
 """
 # Per business date: money received (amount + tip) and rows needing a person, for the chart.
-DAILY = """
-SELECT business_date,
-       coalesce(sum(received_amount + coalesce(received_tip, 0)), 0)::int8 AS volume,
-       count(*) FILTER (WHERE recon_status NOT IN ('matched', 'pending')
-                        OR statement_status IN ('not_in_statement', 'not_in_ledger', 'amount_differs',
-                                                'duplicate_settlement', 'refund_differs')) AS mismatches
-FROM ledger WHERE business_date BETWEEN $1 AND $2
-GROUP BY business_date
+DAILY = f"""
+SELECT l.business_date,
+       coalesce(sum(l.received_amount + coalesce(l.received_tip, 0)), 0)::int8 AS volume,
+       count(*) FILTER (WHERE {NEEDS_A_PERSON}) AS mismatches
+FROM ledger l WHERE l.business_date BETWEEN $1 AND $2
+GROUP BY l.business_date
 """
 OPEN_ALERTS = "SELECT count(*) FROM alerts WHERE status = 'open'"
 # Each query is answered from a partial or leading-column index (alerts_open_idx,

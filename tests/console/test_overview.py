@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import re
 from datetime import timedelta
 from typing import Any
@@ -10,6 +12,7 @@ import asyncpg
 from aiohttp.test_utils import TestClient
 
 from ottpay.keys import MerchantKeys
+from ottrecon.reconciliation.reports import export_report
 from tests.console.support import create_order, deliver, reconcile, sign_in, today
 
 
@@ -83,3 +86,24 @@ async def test_overview_without_ledger_rows_says_what_to_do(client: TestClient[A
     assert 'data-test="empty-totals"' in html
     assert "Pick another date range" in html
     assert len(re.findall(r'data-test="chart-bar"', html)) == 31
+
+
+async def test_overview_and_the_summary_export_share_one_formula(
+    client: TestClient[Any, Any], db: asyncpg.Connection, pool: asyncpg.Pool, merchants: MerchantKeys
+) -> None:
+    # What finance downloads (`ottrecon export summary`) and what the overview shows for the same days must agree:
+    # gross, net and the amount at risk, the statement's differences included.
+    await day_of_business(db, pool, merchants)
+    await db.execute("UPDATE ledger SET statement_status = 'not_in_statement', statement_amount_at_risk = 2000 "
+                     "WHERE order_id = 'OVW'")  # fmt: skip
+    await sign_in(client, "victor")
+    start = today() - timedelta(days=1)
+    html = await (await client.get(f"/console/?from={start}&to={today()}")).text()
+    out = io.StringIO()
+    await export_report(pool, "summary", out, date_from=start, date_to=today())
+    rows = list(csv.DictReader(io.StringIO(out.getvalue())))
+
+    assert len(rows) >= 3  # two channels today, one yesterday
+    for column, tile in (("gross", "total-gross"), ("net", "total-net"), ("amount_at_risk", "amount-at-risk")):
+        assert cents(html, tile) == sum(int(row[column]) for row in rows), column
+    assert cents(html, "amount-at-risk") == 100 + 2000

@@ -24,7 +24,7 @@ async def show(request: web.Request) -> web.Response:
     start, end = dates.date_from, dates.date_to
     first_day = chart_start(start, end)
     async with translate_errors(), pool(request).acquire() as conn:
-        totals = [dict(r) for r in await conn.fetch(reports.TOTALS, start, end)]
+        totals = [dict(r) for r in await conn.fetch(reports.TOTALS, start, end, None)]
         by_status = [dict(r) for r in await conn.fetch(reports.BY_STATUS, start, end)]
         by_statement = [dict(r) for r in await conn.fetch(reports.BY_STATEMENT, start, end)]
         daily = await conn.fetch(reports.DAILY, first_day, end)
@@ -40,7 +40,7 @@ async def show(request: web.Request) -> web.Response:
         grand=_grand_total(totals),
         by_status=by_status,
         by_statement=by_statement,
-        at_risk=sum(r["at_risk"] for r in by_status) + sum(r["at_risk"] for r in by_statement),
+        at_risk=sum(int(r["amount_at_risk"]) for r in totals),
         chart=daily_chart(points, first_day, end),
         open_alerts=open_alerts,
     )
