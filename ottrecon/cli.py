@@ -17,6 +17,7 @@ from ottrecon.commands import finance as finance_commands
 from ottrecon.commands.check_config import PROCESSES
 from ottrecon.commands.env import UsageError, require
 from ottrecon.errors import ConfigError, OttreconError
+from ottrecon.payments.statuses import Channel, PaymentKind
 
 if TYPE_CHECKING:
     from aiohttp import web
@@ -73,8 +74,8 @@ def _parser() -> argparse.ArgumentParser:
     command("sim", _sim, "run the OTT Pay gateway simulator (needs OTTPAY_MERCHANTS; see docs/SIMULATOR.md)")
     pay = command("pay", _pay, "take a payment (stores it, then a running worker submits it)")
     pay.add_argument("--merchant", required=True)
-    pay.add_argument("--kind", choices=["ACTIVEPAY", "PASSIVEPAY"], required=True)
-    pay.add_argument("--biz-type", choices=["ALIPAY", "WECHATPAY", "UNIONPAY"], required=True)
+    pay.add_argument("--kind", choices=[str(k) for k in PaymentKind], required=True)
+    pay.add_argument("--biz-type", choices=[str(c) for c in Channel], required=True)
     pay.add_argument("--amount", type=int, required=True, help="integer cents")
     pay.add_argument("--tip", type=int, default=0, help="integer cents")
     pay.add_argument("--auth-code", help="PASSIVEPAY: the scanned wallet code")

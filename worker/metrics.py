@@ -16,13 +16,13 @@ from prometheus_client import Counter, Gauge, Histogram
 from redis.exceptions import RedisError
 
 from ottpay.codes import GatewayReply, Outcome
-from ottpay.errors import EnvelopeError
 from ottrecon import db
 from ottrecon.callbacks.deadletter import dead_letter_count
-from ottrecon.callbacks.verdicts import FINISH_TIME_SKEW_LIMIT, VerifiedCallback
+from ottrecon.callbacks.verdicts import FINISH_TIME_SKEW_LIMIT, RejectReason, VerifiedCallback
 from ottrecon.errors import DatabaseUnavailable
 from ottrecon.queue import QUEUE_NAME
 from ottrecon.reconciliation import reports
+from ottrecon.reconciliation.statuses import AlertKind
 
 if TYPE_CHECKING:
     from worker.context import WorkerState
@@ -73,26 +73,8 @@ ALERTS_UNDELIVERED = Gauge("ottrecon_alerts_undelivered", "Alerts not yet delive
 
 # Series exist from 0 at start, so alert rules on a kind or reason work before its first event.
 # The reasons are the codes stored in rejected_callbacks (worker/verify.py, ottpay/errors.py).
-_REJECT_REASONS = (
-    "malformed_envelope",
-    "invalid_fields",
-    "unstorable",
-    *(cls.reason for cls in EnvelopeError.__subclasses__()),
-)
-# Alert kinds: the ledger's mismatches and the statement differences (reconciliation/queries/sync_alerts.sql).
-_ALERT_KINDS = (
-    "amount_mismatch",
-    "orphan_payment",
-    "duplicate_payment",
-    "paid_after_flagged",
-    "missing_callback",
-    "unpaid",
-    "not_in_ledger",
-    "not_in_statement",
-    "statement_amount_differs",
-    "statement_refund_differs",
-    "duplicate_settlement",
-)
+_REJECT_REASONS = tuple(RejectReason)
+_ALERT_KINDS = tuple(AlertKind)
 for _reason in _REJECT_REASONS:
     REJECTED.labels(reason=_reason)
 for _action in ("PASSIVEPAY", "ACTIVEPAY", "STATUS_QUERY", "REFUND"):

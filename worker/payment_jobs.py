@@ -8,7 +8,7 @@ from typing import Any
 from arq import ArqRedis
 
 from ottrecon.errors import DatabaseUnavailable
-from ottrecon.payments.submission import SWEPT
+from ottrecon.payments.statuses import SWEPT
 from ottrecon.queue import PROCESS_ORDER_JOB, QUEUE_NAME
 from worker.context import PaymentState
 
@@ -67,7 +67,7 @@ async def sweep_unpaid_orders(ctx: dict[str, Any]) -> int:
     """Scheduled: query ACTIVEPAY orders still without a payment (recovers lost callbacks, flags unpaid)."""
     payments: PaymentState = ctx["payments"]
     try:
-        return await payments.submitter.process_due(sorted(SWEPT), payments.batch)
+        return await payments.submitter.process_due(sorted(str(s) for s in SWEPT), payments.batch)
     except DatabaseUnavailable:
         logger.warning("postgres unavailable; sweep skipped")
         return 0

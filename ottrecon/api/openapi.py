@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from ottrecon.api.views import STATUSES
+from ottrecon.payments.statuses import Channel, PaidSource, PaymentKind, RefundStatus
 
 _CENTS = {"type": "integer", "minimum": 0, "description": "integer cents (1250 = 12.50 CAD); never a float"}
 _ERROR = {
@@ -35,7 +36,7 @@ _REFUND = {
         "payment_id": {"type": "string"},
         "amount": _CENTS,
         "currency": {"type": "string"},
-        "status": {"type": "string", "enum": ["pending", "succeeded", "failed"]},
+        "status": {"type": "string", "enum": list(RefundStatus)},
         "status_reason": {"type": ["string", "null"]},
         "created_at": {"type": "string", "format": "date-time"},
         "updated_at": {"type": "string", "format": "date-time"},
@@ -46,8 +47,8 @@ _PAYMENT = {
     "properties": {
         "id": {"type": "string", "description": "our OTT Pay order id (20 characters)"},
         "merchant_id": {"type": "string"},
-        "kind": {"type": "string", "enum": ["ACTIVEPAY", "PASSIVEPAY"]},
-        "biz_type": {"type": "string", "enum": ["ALIPAY", "WECHATPAY", "UNIONPAY"]},
+        "kind": {"type": "string", "enum": list(PaymentKind)},
+        "biz_type": {"type": "string", "enum": list(Channel)},
         "amount": _CENTS,
         "tip": _CENTS,
         "currency": {"type": "string"},
@@ -57,7 +58,7 @@ _PAYMENT = {
         "code_url": {"type": ["string", "null"], "description": "ACTIVEPAY: what the QR code encodes"},
         "qr_svg": {"type": ["string", "null"], "description": "path of the QR code image"},
         "paid_amount": {"type": ["integer", "null"]},
-        "paid_source": {"type": ["string", "null"], "enum": ["response", "callback", "query", None]},
+        "paid_source": {"type": ["string", "null"], "enum": [*PaidSource, None]},
         "paid_at": {"type": ["string", "null"], "format": "date-time"},
         "unpaid_flagged_at": {"type": ["string", "null"], "format": "date-time"},
         "created_at": {"type": "string", "format": "date-time"},
@@ -107,8 +108,8 @@ def openapi_spec() -> dict[str, Any]:
         "required": ["merchant_id", "kind", "biz_type", "amount"],
         "properties": {
             "merchant_id": {"type": "string"},
-            "kind": {"type": "string", "enum": ["ACTIVEPAY", "PASSIVEPAY"]},
-            "biz_type": {"type": "string", "enum": ["ALIPAY", "WECHATPAY", "UNIONPAY"]},
+            "kind": {"type": "string", "enum": list(PaymentKind)},
+            "biz_type": {"type": "string", "enum": list(Channel)},
             "amount": _CENTS | {"minimum": 1},
             "tip": _CENTS,
             "auth_code": {"type": "string", "description": "PASSIVEPAY only: the scanned wallet code"},

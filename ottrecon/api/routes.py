@@ -20,6 +20,7 @@ from ottrecon.errors import DatabaseUnavailable
 from ottrecon.payments import intake as service
 from ottrecon.payments import store
 from ottrecon.payments.errors import IdempotencyConflict, InvalidRequest, NotFound, NotRefundable
+from ottrecon.payments.statuses import REFUND_DONE, SETTLED
 
 logger = logging.getLogger("ottrecon.api")
 
@@ -54,7 +55,7 @@ async def create_payment(request: web.Request) -> web.Response:
         "payment created" if created else "payment replayed",
         extra={"merchant_id": order["merchant_id"], "order_id": order["order_id"], "client": request[CLIENT]},
     )
-    order = await service.wait_for(pool, store.ORDER_BY_ID, order["order_id"], service.SETTLED, settings.wait_s)
+    order = await service.wait_for(pool, store.ORDER_BY_ID, order["order_id"], SETTLED, settings.wait_s)
     return web.json_response(payment_view(order, await _refunds(pool, order)), status=201 if created else 200)
 
 
@@ -101,9 +102,7 @@ async def create_refund(request: web.Request) -> web.Response:
         raise InvalidRequest(problems)
     payment_id = _payment_id(request)
     refund, created = await service.create_refund(pool, request.app[REDIS], payment_id, amount, key)
-    refund = await service.wait_for(
-        pool, store.REFUND_BY_ID, refund["id"], frozenset({"succeeded", "failed"}), settings.wait_s
-    )
+    refund = await service.wait_for(pool, store.REFUND_BY_ID, refund["id"], REFUND_DONE, settings.wait_s)
     return web.json_response(refund_view(refund, payment_id), status=201 if created else 200)
 
 

@@ -8,21 +8,11 @@ from typing import Any
 
 import asyncpg
 
+from ottrecon.payments.statuses import OrderStatus
+
 CURRENCY = "CAD"
 # Every status an order can have, in the order of sql/0002's order_status_rank.
-STATUSES = (
-    "pending",
-    "awaiting_payment",
-    "unpaid",
-    "review",
-    "declined",
-    "failed",
-    "closed",
-    "expired",
-    "paid",
-    "partially_refunded",
-    "refunded",
-)
+STATUSES = tuple(OrderStatus)
 
 
 def payment_view(order: asyncpg.Record, refunds: Sequence[asyncpg.Record] = ()) -> dict[str, Any]:

@@ -7,7 +7,39 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from enum import StrEnum
 from typing import Any
+
+
+class RejectReason(StrEnum):
+    """Why a callback was rejected: stored in rejected_callbacks.reason, so never rename one.
+
+    The envelope reasons are ottpay.errors' codes (each EnvelopeError subclass's `reason`).
+    """
+
+    MALFORMED_ENVELOPE = "malformed_envelope"
+    INVALID_FIELDS = "invalid_fields"
+    UNSTORABLE = "unstorable"
+    UNDECODABLE_DATA = "undecodable_data"
+    DECRYPTION_FAILED = "decryption_failed"
+    NOT_JSON_OBJECT = "not_json_object"
+    MALFORMED_PLAINTEXT = "malformed_plaintext"
+    DIGEST_MISMATCH = "digest_mismatch"
+    MERCHANT_MISMATCH = "merchant_mismatch"
+    UNKNOWN_MERCHANT = "unknown_merchant"
+
+
+# Reasons a key fixes (a missing, wrong or rotated key garbles decryption): only these are worth a replay.
+# A malformed envelope, a merchant mismatch or unusable fields stay what they are.
+KEY_REASONS = frozenset(
+    {
+        RejectReason.UNKNOWN_MERCHANT,
+        RejectReason.DECRYPTION_FAILED,
+        RejectReason.NOT_JSON_OBJECT,
+        RejectReason.MALFORMED_PLAINTEXT,
+        RejectReason.DIGEST_MISMATCH,
+    }
+)
 
 # Statuses a callback may carry that still mean "paid" (PROTOCOL.md section 6); wallet
 # callbacks carry none at all, and an authentic SUCCESS callback without one means paid.

@@ -19,6 +19,7 @@ from ottrecon.errors import ConfigError
 from ottrecon.payments import intake as service
 from ottrecon.payments import store
 from ottrecon.payments.errors import InvalidRequest
+from ottrecon.payments.statuses import REFUND_DONE, SETTLED
 from ottrecon.queue import KICK_TIMEOUT_S, connect
 
 
@@ -69,7 +70,7 @@ async def pay(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     pool, redis = await _connect(settings)
     try:
         order, _ = await service.create_payment(pool, redis, request, key)
-        order = await service.wait_for(pool, store.ORDER_BY_ID, order["order_id"], service.SETTLED, args.wait)
+        order = await service.wait_for(pool, store.ORDER_BY_ID, order["order_id"], SETTLED, args.wait)
     finally:
         await redis.aclose(close_connection_pool=True)
         await pool.close()
@@ -88,7 +89,7 @@ async def refund(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     pool, redis = await _connect(settings)
     try:
         row, _ = await service.create_refund(pool, redis, args.payment_id, amount, key)
-        row = await service.wait_for(pool, store.REFUND_BY_ID, row["id"], frozenset({"succeeded", "failed"}), args.wait)
+        row = await service.wait_for(pool, store.REFUND_BY_ID, row["id"], REFUND_DONE, args.wait)
     finally:
         await redis.aclose(close_connection_pool=True)
         await pool.close()

@@ -9,7 +9,9 @@ from datetime import date, timedelta
 
 from ottrecon.console.errors import BadFilter
 from ottrecon.console.times import today
+from ottrecon.payments.statuses import Channel
 from ottrecon.reconciliation.reports import LedgerSelection
+from ottrecon.reconciliation.statuses import ReconStatus
 
 # Control characters (NUL included, which Postgres text cannot hold) and unpaired surrogates.
 CONTROL = re.compile("[\x00-\x1f\x7f\ud800-\udfff]")
@@ -18,18 +20,8 @@ _DIGITS = re.compile("[0-9]{1,18}")
 # Longer ranges are refused rather than scanning years of ledger for one page.
 MAX_DAYS = 366
 MAX_TEXT = 64
-CHANNELS = ("ALIPAY", "WECHATPAY", "UNIONPAY")
-RECON_STATUSES = (
-    "matched",
-    "pending",
-    "unpaid",
-    "amount_mismatch",
-    "orphan_payment",
-    "duplicate_payment",
-    "paid_after_flagged",
-    "missing_callback",
-    "not_in_ledger",
-)
+CHANNELS = tuple(Channel)
+RECON_STATUSES = tuple(ReconStatus)
 
 
 @dataclass(frozen=True)

@@ -18,30 +18,16 @@ from arq import ArqRedis
 from ottrecon.db import translate_errors
 from ottrecon.payments import store
 from ottrecon.payments.errors import IdempotencyConflict, InvalidRequest, NotFound, NotRefundable
+from ottrecon.payments.statuses import Channel, PaymentKind
 from ottrecon.queue import PROCESS_ORDER_JOB, PROCESS_REFUND_JOB, kick
 
-KINDS = ("ACTIVEPAY", "PASSIVEPAY")
-BIZ_TYPES = ("ALIPAY", "WECHATPAY", "UNIONPAY")
+KINDS = tuple(PaymentKind)
+BIZ_TYPES = tuple(Channel)
 _IDEMPOTENCY_KEY = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
 _AUTH_CODE = re.compile(r"[0-9A-Za-z]{6,64}")
 _SALE_NUM = re.compile(r"[0-9A-Za-z_-]{1,32}")
 _ID_ALPHABET = "0123456789ABCDEFGHJKLMNPQRSTUVWXYZ"  # no I or O: read aloud at a till
 MAX_CENTS = 10**12  # ten billion dollars: anything larger is a typo
-# Statuses in which POST stops waiting: the gateway has answered something definite.
-SETTLED = frozenset(
-    {
-        "awaiting_payment",
-        "paid",
-        "declined",
-        "failed",
-        "closed",
-        "expired",
-        "review",
-        "unpaid",
-        "partially_refunded",
-        "refunded",
-    }
-)
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ import asyncpg
 
 from ottpay.codes import GatewayReply
 from ottpay.finish_time import parse_finish_time
+from ottrecon.payments import statuses
 from ottrecon.payments.submission import OrderFacts, Transition
 
 # Store a new order, due for submission now; an existing idempotency key inserts nothing.
@@ -167,7 +168,7 @@ SUCCEEDED_TOTAL = "SELECT coalesce(sum(amount), 0) FROM refunds WHERE order_ref 
 # A step that decided there was nothing to do gives its lease back and leaves no check due.
 RELEASE_ORDER = "UPDATE orders SET lease_until = NULL, next_check_at = NULL WHERE id = $1"
 # Orders that may still be paid: not final, no money yet (order_status_rank below 'declined').
-WAITING = ("pending", "awaiting_payment", "unpaid", "review")
+WAITING = sorted(str(s) for s in statuses.WAITING)
 # Buckets by created_at: (key, label, clause). Boundaries belong to the older bucket (15 min is 15-60 min).
 UNPAID_BUCKETS = (
     ("lt15m", "< 15 min", "o.created_at > now() - interval '15 minutes'"),

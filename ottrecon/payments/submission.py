@@ -10,11 +10,7 @@ from enum import StrEnum
 from ottpay.codes import GatewayReply, OrderState, Outcome, classify_order_status
 from ottpay.messages import parse_cents
 from ottrecon.backoff import backoff
-
-# Statuses after which nothing more is ever sent for an order (refunds have their own flow).
-FINAL = frozenset({"declined", "failed", "closed", "expired", "paid", "partially_refunded", "refunded"})
-# Statuses the unpaid sweep follows with STATUS_QUERY (the customer may still pay).
-SWEPT = frozenset({"awaiting_payment", "unpaid", "review"})
+from ottrecon.payments.statuses import FINAL, SWEPT
 
 
 class Step(StrEnum):

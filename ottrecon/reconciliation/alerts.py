@@ -13,8 +13,9 @@ import asyncpg
 from ottrecon.db import translate_errors
 from ottrecon.errors import OttreconError
 from ottrecon.money import DEFAULT_CURRENCY, format_money
+from ottrecon.reconciliation.statuses import AlertStatus
 
-STATUSES = ("open", "acknowledged", "resolved")
+STATUSES = tuple(AlertStatus)  # open, acknowledged, resolved
 
 # The columns an AlertView is built from.
 ALERT_COLUMNS = (

@@ -13,21 +13,15 @@ from ottrecon.console import paging
 from ottrecon.console.auth import require_finance
 from ottrecon.console.csrf import checked_form
 from ottrecon.console.errors import BadFilter, PageError
-from ottrecon.console.filters import RECON_STATUSES, choice, positive_int, text
+from ottrecon.console.filters import choice, positive_int, text
 from ottrecon.console.render import render
 from ottrecon.console.web import pool, redirect, session, url
 from ottrecon.db import translate_errors
 from ottrecon.reconciliation import alerts as alert_admin
+from ottrecon.reconciliation.statuses import AlertKind
 
 STATUSES = alert_admin.STATUSES  # open, acknowledged, resolved: the tabs, in this order
-# Alert kinds: the ledger's mismatch statuses and the statement differences (worker/sql/sync_alerts.sql).
-KINDS = (
-    *(s for s in RECON_STATUSES if s not in ("matched", "pending")),
-    "not_in_statement",
-    "statement_amount_differs",
-    "statement_refund_differs",
-    "duplicate_settlement",
-)
+KINDS = tuple(AlertKind)  # the ledger's mismatch statuses, then the statement differences
 
 
 async def show(request: web.Request) -> web.Response:
