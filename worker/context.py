@@ -1,16 +1,23 @@
-"""What a worker process's jobs share (arq's ctx): the state startup builds, one dataclass per job family."""
+"""What a worker process's jobs share: arq's ctx as a TypedDict, and the state startup builds, one per job family."""
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import datetime
+from typing import Concatenate, ParamSpec, TypedDict, TypeVar, cast
 
 import aiohttp
 import asyncpg
+from arq import ArqRedis
+from arq.typing import WorkerCoroutine
 
 from ottpay.keys import MerchantKeys
 from ottrecon.money import DEFAULT_CURRENCY
 from ottrecon.payments.refunder import Refunder
 from ottrecon.payments.submitter import Submitter
+from ottrecon.redis_persistence import PersistenceWatch
 from worker.settings import WorkerSettings
 from worker.writer import BatchWriter
 
@@ -46,3 +53,33 @@ class ReconState:
     # Alert texts show times in the zone the finance console shows (OTTRECON_DISPLAY_TZ).
     display_tz: str = "America/Toronto"
     currency: str = DEFAULT_CURRENCY
+
+
+class JobContext(TypedDict, total=False):
+    """arq's ctx as the jobs read it: arq's own keys per run, and what the worker's startup put there.
+
+    total=False: arq fills the first group for every job it runs, startup the second; a test may build
+    only what the job under test reads.
+    """
+
+    # Set by arq for each job run.
+    redis: ArqRedis
+    job_id: str
+    job_try: int
+    enqueue_time: datetime
+    score: int
+    # Set by worker/main.py's startup.
+    state: WorkerState
+    http: aiohttp.ClientSession
+    payments: PaymentState
+    recon: ReconState
+    persistence: tuple[PersistenceWatch, asyncio.Task[None]]
+
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def arq_job(job: Callable[Concatenate[JobContext, P], Awaitable[R]]) -> WorkerCoroutine:
+    """Register a job typed with JobContext: arq types its ctx as a plain dict, which at run time it is."""
+    return cast(WorkerCoroutine, job)

@@ -17,7 +17,7 @@ from ottrecon.callbacks.verify import judge
 from ottrecon.errors import DatabaseUnavailable
 from ottrecon.queue import QUEUED_KEY_PREFIX
 from worker import metrics
-from worker.context import WorkerState
+from worker.context import JobContext, WorkerState
 
 logger = logging.getLogger("ottrecon.worker")
 
@@ -33,7 +33,7 @@ ERROR_COUNT_PREFIX = "ottrecon:jobs:errors:"
 ARQ_TRIES_SLACK = 100
 
 
-async def ingest_callbacks(ctx: dict[str, Any], callbacks: list[Any]) -> dict[str, int]:
+async def ingest_callbacks(ctx: JobContext, callbacks: list[Any]) -> dict[str, int]:
     """Verify and record queued callbacks; safe to run any number of times for the same input.
 
     Each item is ``{"envelope": {...the body as received...}, "received_at": ISO-8601,
@@ -45,8 +45,8 @@ async def ingest_callbacks(ctx: dict[str, Any], callbacks: list[Any]) -> dict[st
     to the dead-letter list, their neighbours are recorded. Never dropped: the job lets no
     exception but Retry escape (arq would drop the job).
     """
-    state: WorkerState = ctx["state"]
-    redis: ArqRedis = ctx["redis"]
+    state = ctx["state"]
+    redis = ctx["redis"]
     verdicts: list[Verdict | None] = []
     failures: dict[int, Exception] = {}
     for position, item in enumerate(callbacks):
@@ -79,15 +79,15 @@ async def ingest_callbacks(ctx: dict[str, Any], callbacks: list[Any]) -> dict[st
 
 
 async def _after_unexpected(
-    ctx: dict[str, Any],
+    ctx: JobContext,
     callbacks: list[Any],
     verdicts: list[Verdict | None],
     failures: dict[int, Exception],
     new: set[tuple[str, str]],
 ) -> dict[str, int]:
     """Retry the job a few times (its recorded neighbours are found duplicates), then park only the failed items."""
-    state: WorkerState = ctx["state"]
-    redis: ArqRedis = ctx["redis"]
+    state = ctx["state"]
+    redis = ctx["redis"]
     first = next(iter(failures.values()))
     logger.error(
         "unexpected error while recording callbacks",
@@ -124,11 +124,11 @@ async def _park(redis: ArqRedis, callbacks: list[Any], *, reason: str) -> None:
     await _release_queued_keys(redis, callbacks)
 
 
-def _error_count_key(ctx: dict[str, Any]) -> str:
+def _error_count_key(ctx: JobContext) -> str:
     return f"{ERROR_COUNT_PREFIX}{ctx.get('job_id', 'unknown')}"
 
 
-async def _clear_error_count(redis: ArqRedis, ctx: dict[str, Any]) -> None:
+async def _clear_error_count(redis: ArqRedis, ctx: JobContext) -> None:
     try:
         await redis.delete(_error_count_key(ctx))
     except (RedisError, OSError):

@@ -27,7 +27,7 @@ from ottrecon.queue import (
     serialize,
 )
 from ottrecon.redis_persistence import PersistenceWatch, stop_watch
-from worker.context import PaymentState, ReconState, WorkerState
+from worker.context import PaymentState, ReconState, WorkerState, arq_job
 from worker.jobs import ARQ_TRIES_SLACK, ingest_callbacks
 from worker.metrics import REFRESH_EVERY_S, count_submission, refresh_metrics, timed
 from worker.payment_jobs import (
@@ -112,30 +112,30 @@ def create_worker(settings: WorkerSettings, *, burst: bool = False, handle_signa
     # arq's cron `unique` guard can misfire across workers; the jobs guard themselves in
     # Postgres (FOR UPDATE SKIP LOCKED leases), so every worker may run them.
     cron_jobs = [
-        cron(timed(retry_failed_submissions), second=every, run_at_startup=True, timeout=240),
-        cron(timed(sweep_unpaid_orders), second=every, run_at_startup=True, timeout=240),
-        cron(timed(reconcile_ledger), second=every, run_at_startup=True, timeout=240),
-        cron(timed(deliver_alerts), second=every, run_at_startup=True, timeout=120),
-        cron(timed(report_merchants), second={0, 30}, run_at_startup=True, timeout=30),
-        cron(timed(purge_rejected_callbacks), second={15}, run_at_startup=True, timeout=120),
+        cron(arq_job(timed(retry_failed_submissions)), second=every, run_at_startup=True, timeout=240),
+        cron(arq_job(timed(sweep_unpaid_orders)), second=every, run_at_startup=True, timeout=240),
+        cron(arq_job(timed(reconcile_ledger)), second=every, run_at_startup=True, timeout=240),
+        cron(arq_job(timed(deliver_alerts)), second=every, run_at_startup=True, timeout=120),
+        cron(arq_job(timed(report_merchants)), second={0, 30}, run_at_startup=True, timeout=30),
+        cron(arq_job(timed(purge_rejected_callbacks)), second={15}, run_at_startup=True, timeout=120),
     ]
     if settings.metrics_port:
         # Gauges are only worth their queries when something can scrape them.
         refresh_at = set(range(0, 60, REFRESH_EVERY_S))
-        cron_jobs.append(cron(timed(refresh_metrics), second=refresh_at, run_at_startup=True, timeout=30))
+        cron_jobs.append(cron(arq_job(timed(refresh_metrics)), second=refresh_at, run_at_startup=True, timeout=30))
     options: dict[str, Any] = {
         "functions": [
             # The job bounds its own write below this (ingest_write_timeout_s) and retries: a timeout
             # here would make arq drop it.
             func(
-                timed(ingest_callbacks),
+                arq_job(timed(ingest_callbacks)),
                 name=INGEST_JOB,
                 max_tries=settings.max_tries + ARQ_TRIES_SLACK,
                 timeout=settings.ingest_write_timeout_s + 30,
             ),
-            func(timed(process_order), name=PROCESS_ORDER_JOB, max_tries=1),
-            func(timed(process_refund), name=PROCESS_REFUND_JOB, max_tries=1),
-            func(timed(replay_rejected_callback), name=REPLAY_REJECTED_JOB, max_tries=1),
+            func(arq_job(timed(process_order)), name=PROCESS_ORDER_JOB, max_tries=1),
+            func(arq_job(timed(process_refund)), name=PROCESS_REFUND_JOB, max_tries=1),
+            func(arq_job(timed(replay_rejected_callback)), name=REPLAY_REJECTED_JOB, max_tries=1),
         ],
         "cron_jobs": cron_jobs,
         "queue_name": QUEUE_NAME,

@@ -25,7 +25,7 @@ from ottrecon.reconciliation import reports
 from ottrecon.reconciliation.statuses import AlertKind
 
 if TYPE_CHECKING:
-    from worker.context import WorkerState
+    from worker.context import JobContext
 
 logger = logging.getLogger("ottrecon.metrics")
 
@@ -123,9 +123,9 @@ def timed(job: Callable[P, Coroutine[Any, Any, R]]) -> Callable[P, Coroutine[Any
     return run
 
 
-async def refresh_metrics(ctx: dict[str, Any]) -> None:
+async def refresh_metrics(ctx: JobContext) -> None:
     """Scheduled: refresh the gauges. Never fails the job: a source that is away keeps its last values."""
-    state: WorkerState = ctx["state"]
+    state = ctx["state"]
     try:
         await refresh_queue_gauges(ctx["redis"])
     except (RedisError, OSError, TimeoutError) as exc:

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 from arq import ArqRedis
 
 from ottrecon.errors import DatabaseUnavailable
 from ottrecon.payments.statuses import SWEPT
 from ottrecon.queue import PROCESS_ORDER_JOB, QUEUE_NAME
-from worker.context import PaymentState
+from worker.context import JobContext
 
 logger = logging.getLogger("ottrecon.payments")
 
@@ -18,13 +17,13 @@ logger = logging.getLogger("ottrecon.payments")
 FOLLOW_UP_WITHIN_S = 10.0
 
 
-async def process_order(ctx: dict[str, Any], order_pk: int) -> str | None:
+async def process_order(ctx: JobContext, order_pk: int) -> str | None:
     """Take one order one step forward (submit, query or expire); idempotent, lease-guarded.
 
     A database outage is not retried here: the order stays due in Postgres and the
     scheduled retry_failed_submissions picks it up.
     """
-    payments: PaymentState = ctx["payments"]
+    payments = ctx["payments"]
     try:
         transition = await payments.submitter.process(order_pk)
     except DatabaseUnavailable:
@@ -37,9 +36,9 @@ async def process_order(ctx: dict[str, Any], order_pk: int) -> str | None:
     return transition.status
 
 
-async def process_refund(ctx: dict[str, Any], refund_pk: int) -> str | None:
+async def process_refund(ctx: JobContext, refund_pk: int) -> str | None:
     """Send one pending refund; idempotent, lease-guarded, retried by the scheduled job when unknown."""
-    payments: PaymentState = ctx["payments"]
+    payments = ctx["payments"]
     try:
         result = await payments.refunder.process(refund_pk)
     except DatabaseUnavailable:
@@ -48,12 +47,12 @@ async def process_refund(ctx: dict[str, Any], refund_pk: int) -> str | None:
     return result.status if result else None
 
 
-async def retry_failed_submissions(ctx: dict[str, Any]) -> int:
+async def retry_failed_submissions(ctx: JobContext) -> int:
     """Scheduled: orders whose submission is due again (unknown outcome, pre-send failure) and pending refunds.
 
     Safe on every worker at once: each order is claimed with FOR UPDATE SKIP LOCKED.
     """
-    payments: PaymentState = ctx["payments"]
+    payments = ctx["payments"]
     try:
         orders = await payments.submitter.process_due(["pending"], payments.batch)
         refunds = await payments.refunder.process_due(payments.batch)
@@ -63,9 +62,9 @@ async def retry_failed_submissions(ctx: dict[str, Any]) -> int:
     return orders + refunds
 
 
-async def sweep_unpaid_orders(ctx: dict[str, Any]) -> int:
+async def sweep_unpaid_orders(ctx: JobContext) -> int:
     """Scheduled: query ACTIVEPAY orders still without a payment (recovers lost callbacks, flags unpaid)."""
-    payments: PaymentState = ctx["payments"]
+    payments = ctx["payments"]
     try:
         return await payments.submitter.process_due(sorted(str(s) for s in SWEPT), payments.batch)
     except DatabaseUnavailable:

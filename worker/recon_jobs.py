@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 from datetime import timedelta
-from typing import Any
 
 from ottrecon.callbacks import retention
 from ottrecon.callbacks.replay import replay_one, report_configured_merchants
@@ -12,7 +11,7 @@ from ottrecon.errors import DatabaseUnavailable
 from ottrecon.reconciliation.delivery import deliver_due_alerts
 from ottrecon.reconciliation.reconcile import reconcile_pending
 from worker import metrics
-from worker.context import ReconState, WorkerState
+from worker.context import JobContext
 
 logger = logging.getLogger("ottrecon.reconcile")
 retention_logger = logging.getLogger("ottrecon.retention")
@@ -21,13 +20,13 @@ retention_logger = logging.getLogger("ottrecon.retention")
 MAX_BATCHES_PER_TICK = 50
 
 
-async def reconcile_ledger(ctx: dict[str, Any]) -> int:
+async def reconcile_ledger(ctx: JobContext) -> int:
     """Scheduled: reconcile every key whose evidence changed; returns the number of keys.
 
     Safe on every worker at once (disjoint batches via SKIP LOCKED); a database outage only
     delays it to the next tick, since the changed keys stay queued in Postgres.
     """
-    state: ReconState = ctx["recon"]
+    state = ctx["recon"]
     try:
         report = await reconcile_pending(state.pool, business_tz=state.business_tz, max_batches=MAX_BATCHES_PER_TICK)
     except DatabaseUnavailable:
@@ -36,12 +35,12 @@ async def reconcile_ledger(ctx: dict[str, Any]) -> int:
     return report.keys
 
 
-async def deliver_alerts(ctx: dict[str, Any]) -> int:
+async def deliver_alerts(ctx: JobContext) -> int:
     """Scheduled: send undelivered alerts (one by one, or one summary in a storm); returns how many.
 
     Alerts whose delivery failed are retried on later ticks with backoff: delayed, never lost.
     """
-    state: ReconState = ctx["recon"]
+    state = ctx["recon"]
     try:
         report = await deliver_due_alerts(
             state.pool,
@@ -57,9 +56,9 @@ async def deliver_alerts(ctx: dict[str, Any]) -> int:
     return report.delivered
 
 
-async def replay_rejected_callback(ctx: dict[str, Any], rejected_id: int, actor: str) -> str | None:
+async def replay_rejected_callback(ctx: JobContext, rejected_id: int, actor: str) -> str | None:
     """Replay one rejected callback on request (the console's button); audited with the actor."""
-    state: ReconState = ctx["recon"]
+    state = ctx["recon"]
     try:
         return await replay_one(state.pool, state.merchants, rejected_id, actor=actor)
     except DatabaseUnavailable:
@@ -67,21 +66,21 @@ async def replay_rejected_callback(ctx: dict[str, Any], rejected_id: int, actor:
         return None
 
 
-async def report_merchants(ctx: dict[str, Any]) -> None:
+async def report_merchants(ctx: JobContext) -> None:
     """Scheduled: publish which merchants this worker holds keys for (ids only)."""
-    state: ReconState = ctx["recon"]
+    state = ctx["recon"]
     try:
         await report_configured_merchants(state.pool, state.merchants)
     except DatabaseUnavailable:
         logger.warning("postgres unavailable; configured merchants not reported")
 
 
-async def purge_rejected_callbacks(ctx: dict[str, Any]) -> int:
+async def purge_rejected_callbacks(ctx: JobContext) -> int:
     """Scheduled: apply the retention and refresh the rejected-rate gauge; returns rows deleted.
 
     A database outage only postpones it to the next run.
     """
-    state: WorkerState = ctx["state"]
+    state = ctx["state"]
     try:
         deleted = await retention.purge(state.pool, timedelta(seconds=state.settings.rejected_retention_s))
         metrics.REJECTED_LAST_HOUR.set(await retention.last_hour(state.pool))

@@ -14,7 +14,6 @@ import socket
 import sys
 from collections.abc import AsyncIterator, Callable, Mapping
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 import asyncpg
@@ -36,7 +35,7 @@ from tests.integration.stack import API_TOKEN, running_stack
 from tests.integration.support import drain, make_callback, receiver, worker_settings
 from webhook.app import create_app as create_receiver
 from webhook.settings import WebhookSettings
-from worker.context import WorkerState
+from worker.context import JobContext, WorkerState
 from worker.jobs import dead_letter
 from worker.main import create_worker
 from worker.metrics import refresh_metrics
@@ -169,7 +168,7 @@ async def _insert_alerts(db: asyncpg.Connection, alerts: list[tuple[str, str, in
 @contextlib.asynccontextmanager
 async def job_context(
     database_url: str, redis_url: str, redis: ArqRedis, merchants: MerchantKeys
-) -> AsyncIterator[dict[str, Any]]:
+) -> AsyncIterator[JobContext]:
     """The ctx arq hands a job in a started worker: its state (pool, writer) and its Redis."""
     pool = await worker_db.create_pool(database_url, 2)
     writer = BatchWriter(lambda v, r: callback_store.record(pool, v, r), 10)
