@@ -5,10 +5,15 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import TypeAlias
 
 import asyncpg
+from asyncpg.pool import PoolConnectionProxy
 
 from ottrecon.errors import DatabaseUnavailable
+
+# What a query runs on: a connection of its own, or one acquired from a pool (asyncpg wraps those in a proxy).
+Connection: TypeAlias = "asyncpg.Connection[asyncpg.Record] | PoolConnectionProxy[asyncpg.Record]"
 
 # Errors after which the same work can succeed later (the api maps the same ones to 503): the server or network is away,
 # restarting, overloaded, read-only during a failover, or the transaction lost a race it can win next time.
@@ -63,3 +68,12 @@ async def create_pool(
         max_inactive_connection_lifetime=max_inactive_s,
     )
     return pool
+
+
+async def fetch_one(conn: Connection, query: str, *args: object) -> asyncpg.Record:
+    """The first row of a query whose row must exist (a key just inserted or locked); LookupError if there is none,
+    which is a bug, not bad input."""
+    row = await conn.fetchrow(query, *args)
+    if row is None:
+        raise LookupError(f"expected a row from: {' '.join(query.split())[:80]}")
+    return row

@@ -9,6 +9,7 @@ from importlib.resources.abc import Traversable
 
 import asyncpg
 
+from ottrecon import db
 from ottrecon.errors import MigrationError
 
 # The repository's top-level sql/ is installed as the package ottrecon.sql (pyproject.toml), so the
@@ -58,7 +59,7 @@ def discover(sql_dir: Traversable | None = None) -> list[Migration]:
     return migrations
 
 
-async def applied_versions(conn: asyncpg.Connection) -> set[int]:
+async def applied_versions(conn: db.Connection) -> set[int]:
     """Versions recorded in the database (empty when it was never migrated)."""
     exists = await conn.fetchval("SELECT to_regclass('schema_migrations') IS NOT NULL")
     if not exists:
@@ -105,7 +106,7 @@ async def migrate(dsn: str, sql_dir: Traversable | None = None) -> list[Migratio
         await conn.close()
 
 
-async def check_schema(conn: asyncpg.Connection, sql_dir: Traversable | None = None) -> None:
+async def check_schema(conn: db.Connection, sql_dir: Traversable | None = None) -> None:
     """Raise MigrationError unless the database is at exactly this code's schema version."""
     expected = {m.version for m in discover(sql_dir)}
     done = await applied_versions(conn)

@@ -16,6 +16,7 @@ from ottrecon.callbacks import store as callback_store
 from ottrecon.callbacks.replay import report_configured_merchants
 from ottrecon.callbacks.verdicts import RejectedCallback, VerifiedCallback
 from ottrecon.callbacks.verify import judge
+from ottrecon.db import Connection, fetch_one
 from ottrecon.reconciliation.alerts import acknowledge, resolve
 from ottrecon.reconciliation.reconcile import mark_all_dirty, reconcile_pending
 
@@ -81,7 +82,7 @@ async def receive(pool: asyncpg.Pool, envelope: dict[str, Any], at: datetime) ->
 
 
 async def create_order(
-    conn: asyncpg.Connection, merchant_id: str, order_id: str, channel: str, amount: int, tip: int, at: datetime
+    conn: Connection, merchant_id: str, order_id: str, channel: str, amount: int, tip: int, at: datetime
 ) -> int:
     """An ACTIVEPAY order as the api stores it, with the gateway's acceptance of it."""
     order_ref: int = await conn.fetchval(
@@ -148,9 +149,10 @@ async def seed_day(pool: asyncpg.Pool, day: date, statement: list[str], *, refun
                 if n != 8:  # left out of the statement: not_in_statement
                     statement.append(line)
         if refund:
-            refunded = await conn.fetchrow(
+            refunded = await fetch_one(
+                conn,
                 "SELECT id, merchant_id, order_id, amount FROM orders WHERE status = 'paid' ORDER BY created_at "
-                "DESC LIMIT 1"
+                "DESC LIMIT 1",
             )
             await conn.execute(
                 "INSERT INTO refunds (order_ref, merchant_id, refund_order_id, amount, idempotency_key, "

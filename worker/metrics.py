@@ -146,7 +146,7 @@ async def refresh_ledger_gauges(pool: asyncpg.Pool) -> None:
     """Set the alert and unpaid-order gauges from Postgres; raises DatabaseUnavailable when it is away."""
     async with db.translate_errors(), pool.acquire() as conn:
         by_kind = await conn.fetch(reports.OPEN_ALERTS_BY_KIND)
-        backlogs = await conn.fetchrow(reports.BACKLOGS)
+        backlogs = await db.fetch_one(conn, reports.BACKLOGS)
     open_by_kind = {row["kind"]: row["open"] for row in by_kind}
     # A kind whose alerts were all resolved must drop to 0, not keep its last count.
     _kinds_seen.update(open_by_kind)

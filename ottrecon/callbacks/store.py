@@ -8,6 +8,7 @@ from typing import Any
 
 import asyncpg
 
+from ottrecon import db
 from ottrecon.callbacks.verdicts import RejectedCallback, VerifiedCallback
 from ottrecon.db import translate_errors
 
@@ -166,7 +167,7 @@ async def record(
 
 
 async def record_on(
-    conn: asyncpg.Connection, verified: Sequence[VerifiedCallback], rejected: Sequence[RejectedCallback]
+    conn: db.Connection, verified: Sequence[VerifiedCallback], rejected: Sequence[RejectedCallback]
 ) -> set[tuple[str, str]]:
     """record() on a connection whose transaction the caller owns."""
     new: set[tuple[str, str]] = set()

@@ -15,7 +15,7 @@ from typing import Any
 import asyncpg
 from arq import ArqRedis
 
-from ottrecon.db import translate_errors
+from ottrecon.db import fetch_one, translate_errors
 from ottrecon.payments import store
 from ottrecon.payments.errors import IdempotencyConflict, InvalidRequest, NotFound, NotRefundable
 from ottrecon.payments.statuses import Channel, PaymentKind
@@ -134,7 +134,7 @@ async def create_payment(
             request.digest(),
         )
         if row is None:
-            existing: asyncpg.Record = await conn.fetchrow(store.ORDER_BY_KEY, request.merchant_id, idempotency_key)
+            existing = await fetch_one(conn, store.ORDER_BY_KEY, request.merchant_id, idempotency_key)
             if existing["request_sha256"] != request.digest():
                 raise IdempotencyConflict()
             return existing, False
@@ -167,8 +167,15 @@ async def create_refund(
         left = paid - await conn.fetchval(store.REFUNDED_OR_PENDING, order["id"])
         if amount > left:
             raise NotRefundable(f"at most {left} cents can still be refunded")
-        row = await conn.fetchrow(
-            store.INSERT_REFUND, order["id"], order["merchant_id"], new_order_id("R"), amount, idempotency_key, digest
+        row = await fetch_one(
+            conn,
+            store.INSERT_REFUND,
+            order["id"],
+            order["merchant_id"],
+            new_order_id("R"),
+            amount,
+            idempotency_key,
+            digest,
         )
     await kick(redis, PROCESS_REFUND_JOB, row["id"])
     return row, True
@@ -180,7 +187,7 @@ async def wait_for(pool: asyncpg.Pool, query: str, key: Any, done: frozenset[str
     async with translate_errors():
         while True:
             async with pool.acquire() as conn:
-                row: asyncpg.Record = await conn.fetchrow(query, key)
+                row = await fetch_one(conn, query, key)
             if row["status"] in done or time.monotonic() >= deadline:
                 return row
             await asyncio.sleep(0.1)

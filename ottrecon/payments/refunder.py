@@ -69,7 +69,7 @@ class Refunder:
 
     async def _handle(self, refund_pk: int) -> RefundResult:
         async with self._pool.acquire() as conn:
-            row = await conn.fetchrow(store.LOAD_REFUND, refund_pk)
+            row = await db.fetch_one(conn, store.LOAD_REFUND, refund_pk)
         started = datetime.now(UTC)
         client = self._gateway.client_for(row["merchant_id"])
         replies: list[GatewayReply] = []

@@ -11,6 +11,7 @@ import asyncpg
 
 from ottpay.codes import GatewayReply
 from ottpay.finish_time import parse_finish_time
+from ottrecon import db
 from ottrecon.payments import statuses
 from ottrecon.payments.submission import OrderFacts, Transition
 
@@ -214,16 +215,16 @@ def facts(row: asyncpg.Record) -> OrderFacts:
     )
 
 
-async def claim_due(conn: asyncpg.Connection, statuses: Sequence[str], limit: int, lease_s: float) -> list[int]:
+async def claim_due(conn: db.Connection, statuses: Sequence[str], limit: int, lease_s: float) -> list[int]:
     return [row["id"] for row in await conn.fetch(CLAIM_DUE_ORDERS, limit, lease_s, list(statuses))]
 
 
-async def claim(conn: asyncpg.Connection, order_pk: int, lease_s: float) -> bool:
+async def claim(conn: db.Connection, order_pk: int, lease_s: float) -> bool:
     return await conn.fetchval(CLAIM_ORDER, order_pk, lease_s) is not None
 
 
 async def record_attempt(
-    conn: asyncpg.Connection, order_pk: int, reply: GatewayReply, started_at: datetime, refund_pk: int | None = None
+    conn: db.Connection, order_pk: int, reply: GatewayReply, started_at: datetime, refund_pk: int | None = None
 ) -> None:
     await conn.execute(
         RECORD_ATTEMPT,
@@ -245,13 +246,14 @@ async def record_attempt(
 
 
 async def apply(
-    conn: asyncpg.Connection, row: asyncpg.Record, transition: Transition, paid_source: str, *, counted: bool = True
+    conn: db.Connection, row: asyncpg.Record, transition: Transition, paid_source: str, *, counted: bool = True
 ) -> asyncpg.Record:
     """Apply a transition to the order in row inside the caller's transaction.
 
     An unpaid flag only marks the order; the reconciler turns it into an alert.
     """
-    result: asyncpg.Record = await conn.fetchrow(
+    result = await db.fetch_one(
+        conn,
         APPLY_TRANSITION,
         row["id"],
         transition.status,
@@ -266,9 +268,7 @@ async def apply(
     return result
 
 
-async def record_payment(
-    conn: asyncpg.Connection, row: asyncpg.Record, amount: int, tip: int, reply: GatewayReply
-) -> None:
+async def record_payment(conn: db.Connection, row: asyncpg.Record, amount: int, tip: int, reply: GatewayReply) -> None:
     trade_time = reply.data.get("trade_time")
     await conn.execute(
         RECORD_PAYMENT,

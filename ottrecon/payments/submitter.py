@@ -73,7 +73,7 @@ class Submitter:
 
     async def _handle(self, order_pk: int) -> Transition | None:
         async with self._pool.acquire() as conn:
-            row = await conn.fetchrow(store.LOAD_ORDER, order_pk)
+            row = await db.fetch_one(conn, store.LOAD_ORDER, order_pk)
         now = datetime.now(UTC)
         order = store.facts(row)
         step = next_step(order, now, self._policy)

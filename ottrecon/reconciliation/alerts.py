@@ -10,7 +10,7 @@ from zoneinfo import ZoneInfo
 
 import asyncpg
 
-from ottrecon.db import translate_errors
+from ottrecon.db import fetch_one, translate_errors
 from ottrecon.errors import OttreconError
 from ottrecon.money import DEFAULT_CURRENCY, format_money
 from ottrecon.reconciliation.statuses import AlertStatus
@@ -117,7 +117,7 @@ class AlertView:
     resolution: str | None
 
     @classmethod
-    def from_row(cls, row: Mapping[str, Any]) -> AlertView:
+    def from_row(cls, row: asyncpg.Record | Mapping[str, Any]) -> AlertView:
         return cls(**{name: row[name] for name in cls.__dataclass_fields__})
 
 
@@ -158,7 +158,7 @@ async def _change(
             raise AlertStateError(
                 f"alert {alert_id} is {current}: only an alert that is {' or '.join(allowed)} can be {new_status}"
             )
-        row = await conn.fetchrow(SET_STATUS, alert_id, new_status)
+        row = await fetch_one(conn, SET_STATUS, alert_id, new_status)
         await conn.execute(RECORD_EVENT, alert_id, new_status, actor.strip(), note.strip())
     return AlertView.from_row(row)
 

@@ -6,6 +6,8 @@ from typing import Any
 
 import asyncpg
 
+from ottrecon import db
+
 # Every query reads one (merchant, order) through an index on those columns; lists are capped.
 LEDGER = "SELECT * FROM ledger WHERE merchant_id = $1 AND order_id = $2"
 ORDER = "SELECT * FROM orders WHERE merchant_id = $1 AND order_id = $2"
@@ -45,7 +47,7 @@ EVENTS = "SELECT * FROM alert_events WHERE alert_id = ANY ($1::int8[]) ORDER BY 
 
 
 async def order_evidence(
-    conn: asyncpg.Connection, merchant_id: str, order_id: str
+    conn: db.Connection, merchant_id: str, order_id: str
 ) -> tuple[dict[str, Any], list[asyncpg.Record]]:
     """The order's ledger row, order, payment, callbacks, gateway attempts, refunds, statement lines and alerts
     (by name), and the alerts' events; every read goes through an index on (merchant, order)."""

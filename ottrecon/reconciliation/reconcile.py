@@ -93,7 +93,7 @@ async def reconcile_pending(
                 # committed before this batch's claim, and every other reconciler's work on these keys.
                 await conn.execute(RECONCILE_LEDGER, merchants, orders, business_tz)
                 await conn.execute(BOOK_REFUNDS, merchants, orders, business_tz)
-                counts = await conn.fetchrow(SYNC_ALERTS, merchants, orders)
+                counts = await db.fetch_one(conn, SYNC_ALERTS, merchants, orders)
             report.keys += len(keys)
             report.opened += counts["opened"]
             report.reopened += counts["reopened"]

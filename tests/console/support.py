@@ -17,6 +17,7 @@ from ottrecon.callbacks.verdicts import RejectedCallback, VerifiedCallback
 from ottrecon.callbacks.verify import judge
 from ottrecon.console.passwords import hash_password
 from ottrecon.console.settings import ConsoleSettings, parse_users
+from ottrecon.db import Connection
 from ottrecon.reconciliation.reconcile import reconcile_pending
 from tests.conftest import MERCHANT, OLD_KEY
 from tests.integration.support import make_callback
@@ -89,7 +90,7 @@ def today() -> date:
 
 
 async def create_order(
-    db: asyncpg.Connection,
+    db: Connection,
     order_id: str,
     amount: int,
     *,

@@ -10,6 +10,7 @@ import asyncpg
 from aiohttp.test_utils import TestClient
 
 from ottpay.keys import MerchantKeys
+from ottrecon.db import fetch_one
 from ottrecon.reconciliation.layouts import StatementLayout
 from ottrecon.reconciliation.statements import import_statement
 from tests.conftest import MERCHANT
@@ -83,7 +84,7 @@ async def test_acknowledge_records_the_user_and_note_and_shows_them(
         f"/console/alerts/{alert_id}/acknowledge", data={"csrf_token": token, "note": "calling the merchant"}
     )
     html = await response.text()
-    event = await db.fetchrow("SELECT * FROM alert_events WHERE alert_id = $1 ORDER BY id DESC LIMIT 1", alert_id)
+    event = await fetch_one(db, "SELECT * FROM alert_events WHERE alert_id = $1 ORDER BY id DESC LIMIT 1", alert_id)
 
     assert response.status == 200 and response.url.path == "/console/order"
     assert (event["action"], event["actor"], event["note"]) == ("acknowledged", "fiona", "calling the merchant")
@@ -101,8 +102,8 @@ async def test_resolve_records_a_manual_resolution_with_the_user(
     response = await client.post(
         f"/console/alerts/{alert_id}/resolve", data={"csrf_token": token, "note": "customer paid the rest in cash"}
     )
-    alert = await db.fetchrow("SELECT status, resolution FROM alerts WHERE id = $1", alert_id)
-    event = await db.fetchrow("SELECT * FROM alert_events WHERE alert_id = $1 ORDER BY id DESC LIMIT 1", alert_id)
+    alert = await fetch_one(db, "SELECT status, resolution FROM alerts WHERE id = $1", alert_id)
+    event = await fetch_one(db, "SELECT * FROM alert_events WHERE alert_id = $1 ORDER BY id DESC LIMIT 1", alert_id)
     resolved_tab = await (await client.get("/console/alerts?status=resolved")).text()
 
     assert response.status == 200

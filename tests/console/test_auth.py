@@ -13,6 +13,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from ottrecon.api.app import create_app
 from ottrecon.console.settings import parse_users
+from ottrecon.db import fetch_one
 from tests.console.conftest import API_TOKEN, api_settings
 from tests.console.support import PASSWORDS, csrf_of, sign_in
 
@@ -102,7 +103,7 @@ async def test_login_sets_an_http_only_lax_cookie_whose_hash_alone_is_stored(
 ) -> None:
     response = await attempt(client, "fiona", PASSWORDS["fiona"])
     cookie = response.cookies["ottrecon_console"]
-    stored = await db.fetchrow("SELECT * FROM console_sessions")
+    stored = await fetch_one(db, "SELECT * FROM console_sessions")
 
     assert response.status == 303 and response.headers["Location"] == "/console/"
     assert cookie["httponly"] and cookie["samesite"] == "Lax" and cookie["path"] == "/console/"
@@ -182,12 +183,12 @@ async def test_session_use_extends_it_but_never_past_twelve_hours(
     await db.execute("UPDATE console_sessions SET created_at = now() - interval '11 hours 30 minutes'")
 
     assert (await client.get("/console/ledger")).status == 200
-    row = await db.fetchrow("SELECT created_at, expires_at FROM console_sessions")
+    row = await fetch_one(db, "SELECT created_at, expires_at FROM console_sessions")
     assert row["expires_at"] - row["created_at"] == timedelta(hours=12)
 
     await db.execute("UPDATE console_sessions SET created_at = now() - interval '1 hour'")
     assert (await client.get("/console/ledger")).status == 200
-    row = await db.fetchrow("SELECT created_at, expires_at, last_seen_at FROM console_sessions")
+    row = await fetch_one(db, "SELECT created_at, expires_at, last_seen_at FROM console_sessions")
     assert row["expires_at"] - row["last_seen_at"] == timedelta(hours=8)
 
 

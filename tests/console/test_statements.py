@@ -11,6 +11,7 @@ from aiohttp import FormData
 from aiohttp.test_utils import TestClient
 
 from ottpay.keys import MerchantKeys
+from ottrecon.db import fetch_one
 from tests.conftest import MERCHANT
 from tests.console.support import create_order, deliver, next_link, reconcile, sign_in, today
 
@@ -102,8 +103,8 @@ async def test_statement_with_a_column_mapping_and_decimal_amounts_is_imported(
     }
 
     response = await client.post("/console/statements", data=upload(token, content, **fields))
-    row = await db.fetchrow(
-        "SELECT s.amount, i.period_end FROM statement_lines s JOIN statement_imports i ON i.id = s.import_id"
+    row = await fetch_one(
+        db, "SELECT s.amount, i.period_end FROM statement_lines s JOIN statement_imports i ON i.id = s.import_id"
     )
 
     assert response.status == 200

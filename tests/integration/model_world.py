@@ -25,6 +25,7 @@ from aiohttp.test_utils import TestServer
 from arq import ArqRedis
 
 from ottpay.keys import MerchantKeys
+from ottrecon.db import Connection
 from ottrecon.payments.gateway import Gateway
 from ottrecon.payments.refunder import Refunder
 from ottrecon.payments.submission import Policy
@@ -135,7 +136,7 @@ def world(database_url: str, redis_url: str, merchants: MerchantKeys) -> Iterato
 # ------------------------------------------------------------------------------------------- evidence
 
 
-async def orders_from_db(conn: asyncpg.Connection) -> dict[model.Key, model.Order]:
+async def orders_from_db(conn: Connection) -> dict[model.Key, model.Order]:
     """Our orders as the submission state machine left them (its output is the reconciler's input)."""
     rows = await conn.fetch("SELECT * FROM orders")
     return {
@@ -155,7 +156,7 @@ async def orders_from_db(conn: asyncpg.Connection) -> dict[model.Key, model.Orde
     }
 
 
-async def answer_ids_from_db(conn: asyncpg.Connection) -> dict[model.Key, set[str]]:
+async def answer_ids_from_db(conn: Connection) -> dict[model.Key, set[str]]:
     rows = await conn.fetch(
         "SELECT o.merchant_id, o.order_id, a.data->>'bizpay_order_id' AS id FROM submission_attempts a"
         " JOIN orders o ON o.id = a.order_ref WHERE a.outcome = 'success' AND a.refund_ref IS NULL"
@@ -167,7 +168,7 @@ async def answer_ids_from_db(conn: asyncpg.Connection) -> dict[model.Key, set[st
     return found
 
 
-async def evidence_from_db(conn: asyncpg.Connection) -> model.Evidence:
+async def evidence_from_db(conn: Connection) -> model.Evidence:
     """Every fact as committed (for the concurrency test, whose subject is not the parsing of facts)."""
     evidence = model.Evidence(orders=await orders_from_db(conn))
     for r in await conn.fetch("SELECT * FROM payments"):
@@ -194,7 +195,7 @@ async def evidence_from_db(conn: asyncpg.Connection) -> model.Evidence:
 # ------------------------------------------------------------------------------------------- comparing
 
 
-async def ledger_from_db(conn: asyncpg.Connection) -> dict[model.Key, model.LedgerRow]:
+async def ledger_from_db(conn: Connection) -> dict[model.Key, model.LedgerRow]:
     names = [f.name for f in fields(model.LedgerRow)]
     rows = await conn.fetch(f"SELECT {', '.join(names)} FROM ledger")
     found = {}
@@ -216,7 +217,7 @@ def summary_as_csv(rows: list[model.SummaryRow]) -> list[tuple[str, ...]]:
     return [tuple("" if v is None else str(v) for v in astuple(row)) for row in rows]
 
 
-async def open_alerts_from_db(conn: asyncpg.Connection) -> dict[tuple[str, str, str], int]:
+async def open_alerts_from_db(conn: Connection) -> dict[tuple[str, str, str], int]:
     rows = await conn.fetch("SELECT kind, merchant_id, order_id, amount_at_risk FROM alerts WHERE status = 'open'")
     return {(r["kind"], r["merchant_id"], r["order_id"]): r["amount_at_risk"] for r in rows}
 

@@ -12,6 +12,7 @@ from arq import ArqRedis
 
 from ottpay.keys import MerchantKeys
 from ottrecon import db as worker_db
+from ottrecon.db import fetch_one
 from ottrecon.errors import DatabaseUnavailable
 from ottrecon.queue import DEAD_LETTER_KEY
 from tests.integration.support import drain, make_callback, worker_settings
@@ -62,7 +63,7 @@ async def test_unstorable_extra_field_is_rejected_with_a_reason_and_its_neighbou
 
     assert await _dead_letters(redis) == []
     assert sorted(await db.fetchval("SELECT array_agg(order_id) FROM callbacks")) == ["NEXT1", "NEXT2"]
-    row = await db.fetchrow("SELECT reason, detail, envelope FROM rejected_callbacks")
+    row = await fetch_one(db, "SELECT reason, detail, envelope FROM rejected_callbacks")
     assert row["reason"] == "unstorable"
     assert "$.extra" in row["detail"] and "non-finite" in row["detail"]
     # The body is kept, escaped into a string Postgres can hold, for whoever investigates.

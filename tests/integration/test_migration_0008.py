@@ -97,7 +97,7 @@ async def test_0008_recomputes_stored_times_dates_refunds_and_queues_every_key(d
         applied = await migrate(database_before_0008)
 
         assert [m.version for m in applied] == [8]
-        times = dict(await conn.fetch("SELECT order_id, finish_time FROM payments"))
+        times = {row[0]: row[1] for row in await conn.fetch("SELECT order_id, finish_time FROM payments")}
         assert times == {
             "CB1": datetime(2024, 5, 2, 2, 0, tzinfo=UTC),  # 10:00 Beijing
             "Q1": datetime(2024, 5, 2, 1, 30, tzinfo=UTC),
@@ -109,7 +109,7 @@ async def test_0008_recomputes_stored_times_dates_refunds_and_queues_every_key(d
             2: (datetime(2024, 5, 2, 5, 30, tzinfo=UTC), date(2024, 5, 2)),
             3: (datetime(2024, 5, 1, 16, 0, tzinfo=UTC), date(2024, 5, 1)),  # zone-less: read as before
         }
-        refunds = dict(await conn.fetch("SELECT refund_order_id, succeeded_at FROM refunds"))
+        refunds = {row[0]: row[1] for row in await conn.fetch("SELECT refund_order_id, succeeded_at FROM refunds")}
         assert refunds == {
             "R1": datetime(2024, 5, 3, 1, 0, tzinfo=UTC),  # the gateway's refund_time, Beijing time
             "R2": datetime(2024, 5, 10, 12, tzinfo=UTC),  # no answer kept: when we learned it
@@ -127,7 +127,9 @@ async def test_0008_recomputes_stored_times_dates_refunds_and_queues_every_key(d
         assert ledger["Q1"]["business_date"] == date(2024, 5, 1)
         # The statement line dated May 2 now: the May 1-2 statement still covers it, and it still matches.
         assert ledger["CB1"]["statement_status"] == "matched"
-        booked = dict(await conn.fetch("SELECT refund_order_id, business_date FROM ledger_refunds"))
+        booked = {
+            row[0]: row[1] for row in await conn.fetch("SELECT refund_order_id, business_date FROM ledger_refunds")
+        }
         assert booked == {"R1": date(2024, 5, 2), "R2": date(2024, 5, 10)}
         assert await conn.fetchval("SELECT count(*) FROM recon_dirty") == 0
     finally:

@@ -31,6 +31,7 @@ from ottpay.keys import MerchantKeys
 from ottrecon.callbacks import store as callback_store
 from ottrecon.callbacks.verdicts import VerifiedCallback
 from ottrecon.callbacks.verify import judge
+from ottrecon.db import fetch_one
 from ottrecon.payments import store as orders_db
 from ottrecon.payments import store as payments_store
 from ottrecon.payments.store import MARK_ORDER_REFUNDED, UPDATE_REFUND
@@ -87,7 +88,7 @@ class Interleavings(RuleBasedStateMachine):
         async with self.w.pool.acquire() as conn:
             for n, amount in enumerate(amounts):
                 args = (MERCHANT, f"RACE{n:016d}", "ACTIVEPAY", "ALIPAY", amount, 0, None, None, f"k{n}", "sha")
-                row = await conn.fetchrow(payments_store.INSERT_ORDER, *args)
+                row = await fetch_one(conn, payments_store.INSERT_ORDER, *args)
                 self.order_ids.append(row["order_id"])
 
     @rule(c=st.sampled_from(CONNECTIONS), order=st.integers(0, ORDERS - 1), kind=st.sampled_from(WRITES))
@@ -144,13 +145,13 @@ class Interleavings(RuleBasedStateMachine):
                 self.step("reconcile")
 
     async def write(self, conn: asyncpg.Connection, order_id: str, kind: str) -> None:
-        view = await conn.fetchrow(ORDER_VIEW, MERCHANT, order_id)
+        view = await fetch_one(conn, ORDER_VIEW, MERCHANT, order_id)
         if kind.endswith("callback"):
             await self._callback(conn, order_id, view["id"], kind)
         elif kind == "refund" and view["status"] in ("paid", "partially_refunded") and view["left"] > 0:
             await self._refund(conn, view["id"], max(1, view["left"] // 2))
         elif kind == "flag_unpaid" and view["status"] in ("pending", "awaiting_payment"):
-            row = await conn.fetchrow(orders_db.LOAD_ORDER, view["id"])
+            row = await fetch_one(conn, orders_db.LOAD_ORDER, view["id"])
             transition = Transition("unpaid", "still unpaid past the deadline", flag_unpaid=True)
             await orders_db.apply(conn, row, transition, "query")
 
@@ -170,8 +171,8 @@ class Interleavings(RuleBasedStateMachine):
     async def _refund(self, conn: asyncpg.Connection, order_pk: int, amount: int) -> None:
         """What create_refund stores and what the refunder writes when the gateway said SUCCESS."""
         n = self.next()
-        row = await conn.fetchrow(
-            payments_store.INSERT_REFUND, order_pk, MERCHANT, f"R{n:019d}", amount, f"refund-{n}", "sha"
+        row = await fetch_one(
+            conn, payments_store.INSERT_REFUND, order_pk, MERCHANT, f"R{n:019d}", amount, f"refund-{n}", "sha"
         )
         await conn.execute(UPDATE_REFUND, row["id"], "succeeded", None, None, self.w.now)
         await conn.execute(MARK_ORDER_REFUNDED, order_pk)

@@ -39,6 +39,7 @@ from ottpay.keys import MerchantKeys
 from ottrecon.callbacks import store as callback_store
 from ottrecon.callbacks.verdicts import VerifiedCallback
 from ottrecon.callbacks.verify import judge
+from ottrecon.db import fetch_one
 from ottrecon.payments.intake import PaymentRequest, create_payment, create_refund
 from ottrecon.reconciliation.layouts import StatementLayout
 from ottrecon.reconciliation.reconcile import reconcile_pending
@@ -189,8 +190,8 @@ class LedgerHistories(RuleBasedStateMachine):
 
     async def _paid(self, pk: int) -> int:
         async with self.w.pool.acquire() as conn:
-            row = await conn.fetchrow(
-                "SELECT coalesce(paid_amount, amount) + tip AS paid FROM orders WHERE id = $1", pk
+            row = await fetch_one(
+                conn, "SELECT coalesce(paid_amount, amount) + tip AS paid FROM orders WHERE id = $1", pk
             )
         return int(row["paid"])
 
@@ -523,8 +524,8 @@ class LedgerHistories(RuleBasedStateMachine):
         self.failed = True
         await assert_matches_model(self.w.pool, evidence, self.history)
         self.failed = False
-        for row in model.reconcile(evidence, BUSINESS_TZ).values():
-            type(self).reached.update([row.recon_status, f"statement:{row.statement_status}"])
+        for ledger_row in model.reconcile(evidence, BUSINESS_TZ).values():
+            type(self).reached.update([ledger_row.recon_status, f"statement:{ledger_row.statement_status}"])
 
 
 async def _call(change: Any, *args: Any) -> None:

@@ -8,6 +8,7 @@ import aiohttp
 import asyncpg
 
 from ottpay.keys import MerchantKeys
+from ottrecon.db import fetch_one
 from ottrecon.payments import store
 from ottrecon.payments.gateway import Gateway
 from ottrecon.payments.refunder import Refunder
@@ -80,11 +81,10 @@ async def test_one_failing_refund_does_not_hold_back_the_other_due_refunds(
 ) -> None:
     # Submitter.process_due handles every claimed order and logs each failure; the refunder stopped at the first
     # failing refund, leaving the rest of the batch leased and untouched until their leases ran out.
-    order = await db.fetchrow(
-        store.INSERT_ORDER, MERCHANT, "P0000000000000000001", "PASSIVEPAY", "ALIPAY", 1000, 0, None, "123456", "k", "s"
-    )
+    order = (MERCHANT, "P0000000000000000001", "PASSIVEPAY", "ALIPAY", 1000, 0, None, "123456", "k", "s")
+    order_pk = (await fetch_one(db, store.INSERT_ORDER, *order))["id"]
     refunds = [
-        await db.fetchrow(store.INSERT_REFUND, order["id"], MERCHANT, f"R000000000000000000{n}", 100, f"r{n}", "s")
+        await fetch_one(db, store.INSERT_REFUND, order_pk, MERCHANT, f"R000000000000000000{n}", 100, f"r{n}", "s")
         for n in (1, 2)
     ]
     # A real fault in Postgres: the first refund's UPDATE fails (as a lost connection or a bug would).

@@ -16,7 +16,7 @@ from ottrecon.console.errors import BadFilter, PageError
 from ottrecon.console.filters import choice, positive_int, text
 from ottrecon.console.render import render
 from ottrecon.console.web import pool, redirect, session, url
-from ottrecon.db import translate_errors
+from ottrecon.db import fetch_one, translate_errors
 from ottrecon.reconciliation import alerts as alert_admin
 from ottrecon.reconciliation.statuses import AlertKind
 
@@ -85,6 +85,6 @@ async def _change(
     except alert_admin.AlertStateError as exc:
         raise PageError(409, "The alert changed meanwhile", f"{exc}. Reload its page to see who changed it.") from exc
     async with translate_errors(), pool(request).acquire() as conn:
-        key = await conn.fetchrow(alert_admin.ALERT_ORDER, alert_id)
+        key = await fetch_one(conn, alert_admin.ALERT_ORDER, alert_id)
     where = urlencode({"merchant_id": key["merchant_id"], "order_id": key["order_id"], "done": done})
     return redirect(url(f"/order?{where}#alert-{alert_id}"))
