@@ -1,7 +1,7 @@
 """CSV downloads streamed to the browser, byte for byte as `ottrecon export` writes them.
 
-ottrecon.reconciliation.reports writes to a blocking text file. To stream that without holding the api's pool or
-its event loop (point-of-sale payments share them), the export runs on its own event loop in a
+The reports module writes to a blocking text file. To stream that without holding the api's pool
+or its event loop (point-of-sale payments share them), the export runs on its own event loop in a
 thread with a one-connection pool; its writes cross to the response through a small bounded
 queue, so a slow browser slows the export down instead of filling memory.
 """
@@ -9,7 +9,6 @@ queue, so a slow browser slows the export down instead of filling memory.
 from __future__ import annotations
 
 import asyncio
-import csv
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, TextIO, cast
@@ -19,8 +18,7 @@ from aiohttp import web
 
 from ottrecon.console.offload import OFFLOAD_SLOTS, run_with_private_pool
 from ottrecon.console.web import STREAMING
-from ottrecon.db import translate_errors
-from ottrecon.reconciliation.reports import LEDGER_COLUMNS, csv_cell
+from ottrecon.reconciliation.reports import LEDGER_COLUMNS, write_csv
 
 logger = logging.getLogger("ottrecon.console")
 
@@ -125,13 +123,5 @@ async def _drain(queue: asyncio.Queue[bytes | None], producer: asyncio.Future[in
 
 
 async def write_rows(pool: asyncpg.Pool, out: TextIO, query: str, args: list[Any], fetch_size: int = 5000) -> int:
-    """ottrecon.reconciliation.reports.export_report's loop for a query of our own over its ledger columns: same header,
-    same cells, same line ends; read-only, through a server-side cursor."""
-    writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(LEDGER_COLUMNS)
-    count = 0
-    async with translate_errors(), pool.acquire() as conn, conn.transaction(readonly=True):
-        async for record in conn.cursor(query, *args, prefetch=fetch_size):
-            writer.writerow([csv_cell(value) for value in record.values()])
-            count += 1
-    return count
+    """A query of our own over the ledger report's columns, written exactly as `ottrecon export ledger` writes."""
+    return await write_csv(pool, out, LEDGER_COLUMNS, query, args, fetch_size)

@@ -301,15 +301,8 @@ async def export_report(
     an unknown report, DatabaseUnavailable when Postgres cannot be reached.
     """
     query, columns = REPORTS[what]
-    writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(columns)
-    count = 0
     args = (date_from or date.min, date_to or date.max, merchant_id)
-    async with db.translate_errors(), pool.acquire() as conn, conn.transaction(readonly=True):
-        async for record in conn.cursor(query, *args, prefetch=fetch_size):
-            writer.writerow([csv_cell(value) for value in record.values()])
-            count += 1
-    return count
+    return await write_csv(pool, out, columns, query, args, fetch_size)
 
 
 # Column lists are the CSV headers; the queries select exactly these, in this order.
@@ -364,11 +357,19 @@ async def export_csv(pool: asyncpg.Pool, what: str, out: TextIO, fetch_size: int
     Rows are read through a server-side cursor, so memory does not grow with the table.
     """
     query, columns = EXPORTS[what]
+    return await write_csv(pool, out, columns, query, (), fetch_size)
+
+
+async def write_csv(
+    pool: asyncpg.Pool, out: TextIO, columns: Sequence[str], query: str, args: Sequence[Any], fetch_size: int
+) -> int:
+    """The one cursor-to-CSV loop of every export (CLI and console): a header, then each row's cells (csv_cell),
+    "\n" line ends. Read-only, through a server-side cursor (constant memory); returns the rows written."""
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(columns)
     count = 0
     async with db.translate_errors(), pool.acquire() as conn, conn.transaction(readonly=True):
-        async for record in conn.cursor(query, prefetch=fetch_size):
+        async for record in conn.cursor(query, *args, prefetch=fetch_size):
             writer.writerow([csv_cell(value) for value in record.values()])
             count += 1
     return count
