@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from arq import ArqRedis, Retry
 from redis.exceptions import RedisError
@@ -17,7 +17,9 @@ from ottrecon.callbacks.verify import judge
 from ottrecon.errors import DatabaseUnavailable
 from ottrecon.queue import QUEUED_KEY_PREFIX
 from worker import metrics
-from worker.context import JobContext, WorkerState
+
+if TYPE_CHECKING:
+    from worker.context import JobContext, WorkerState
 
 logger = logging.getLogger("ottrecon.worker")
 

@@ -38,12 +38,12 @@ from worker.payment_jobs import (
 )
 from worker.recon_jobs import (
     deliver_alerts,
-    purge_rejected_callbacks,
     reconcile_ledger,
     replay_rejected_callback,
     report_merchants,
 )
 from worker.resilient import ResilientWorker
+from worker.retention_jobs import purge_rejected_callbacks
 from worker.settings import WorkerSettings
 from worker.writer import BatchWriter
 

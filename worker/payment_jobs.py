@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
 
 from arq import ArqRedis
 
 from ottrecon.errors import DatabaseUnavailable
 from ottrecon.payments.statuses import SWEPT
 from ottrecon.queue import PROCESS_ORDER_JOB, QUEUE_NAME
-from worker.context import JobContext
+
+if TYPE_CHECKING:
+    from worker.context import JobContext
 
 logger = logging.getLogger("ottrecon.payments")
 

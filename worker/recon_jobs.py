@@ -1,20 +1,19 @@
-"""Scheduled upkeep jobs: keep the ledger current, alerts delivered, rejected callbacks replayed and purged."""
+"""Scheduled reconciliation jobs: keep the ledger current and alerts delivered; replay rejected callbacks on request."""
 
 from __future__ import annotations
 
 import logging
-from datetime import timedelta
+from typing import TYPE_CHECKING
 
-from ottrecon.callbacks import retention
 from ottrecon.callbacks.replay import replay_one, report_configured_merchants
 from ottrecon.errors import DatabaseUnavailable
 from ottrecon.reconciliation.delivery import deliver_due_alerts
 from ottrecon.reconciliation.reconcile import reconcile_pending
-from worker import metrics
-from worker.context import JobContext
+
+if TYPE_CHECKING:
+    from worker.context import JobContext
 
 logger = logging.getLogger("ottrecon.reconcile")
-retention_logger = logging.getLogger("ottrecon.retention")
 
 # One tick reconciles at most this many batches, so a huge backlog cannot hold a job slot for long.
 MAX_BATCHES_PER_TICK = 50
@@ -73,21 +72,3 @@ async def report_merchants(ctx: JobContext) -> None:
         await report_configured_merchants(state.pool, state.merchants)
     except DatabaseUnavailable:
         logger.warning("postgres unavailable; configured merchants not reported")
-
-
-async def purge_rejected_callbacks(ctx: JobContext) -> int:
-    """Scheduled: apply the retention and refresh the rejected-rate gauge; returns rows deleted.
-
-    A database outage only postpones it to the next run.
-    """
-    state = ctx["state"]
-    try:
-        deleted = await retention.purge(state.pool, timedelta(seconds=state.settings.rejected_retention_s))
-        metrics.REJECTED_LAST_HOUR.set(await retention.last_hour(state.pool))
-    except DatabaseUnavailable:
-        retention_logger.warning("postgres unavailable; rejected-callback retention postponed")
-        return 0
-    metrics.REJECTED_PURGED.inc(deleted)
-    if deleted:
-        retention_logger.info("rejected callbacks past retention deleted", extra={"deleted": deleted})
-    return deleted

@@ -14,7 +14,7 @@ from tests.conftest import MERCHANT, OLD_KEY
 from tests.integration.support import worker_settings
 from worker.context import WorkerState
 from worker.main import create_worker
-from worker.recon_jobs import purge_rejected_callbacks
+from worker.retention_jobs import purge_rejected_callbacks
 from worker.settings import WorkerSettings
 from worker.writer import BatchWriter
 
