@@ -81,13 +81,27 @@ class ResilientWorker(Worker):
     async def _burst_finished(self) -> bool:
         # arq's burst exit: the queue is empty (or enough jobs ran), then wait for the running ones.
         if 0 <= self.max_burst_jobs <= self._jobs_started():
-            await asyncio.gather(*self.tasks.values())
+            await self._wait_for_running_jobs()
             return True
         queued = await self._guarded(lambda: self.pool.zcard(self.queue_name), default=-1)
         if queued == 0:
-            await asyncio.gather(*self.tasks.values())
+            await self._wait_for_running_jobs()
             return True
         return False
+
+    async def _wait_for_running_jobs(self) -> None:
+        """Let every running job end. A job whose last step (arq's finish_job) met a Redis outage ends
+        with that error: it is not lost (its lease lapses and it runs again, idempotently), so it is
+        logged, never raised out of the worker's loop."""
+        outcomes = await asyncio.gather(*self.tasks.values(), return_exceptions=True)
+        for outcome in outcomes:
+            if isinstance(outcome, REDIS_DOWN_ERRORS):
+                logger.warning(
+                    "a job could not report its end to redis; it runs again once its lease lapses",
+                    extra={"error": outcome.__class__.__name__},
+                )
+            elif isinstance(outcome, BaseException):
+                raise outcome
 
     async def start_jobs(self, job_ids: list[bytes]) -> None:
         """arq's start_jobs, one id at a time, giving back the slot it took when Redis fails mid-claim.

@@ -14,6 +14,7 @@ from pathlib import Path
 import asyncpg
 from arq import ArqRedis
 from redis.asyncio import ConnectionPool
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from ottpay.keys import MerchantKeys
 from ottrecon.queue import QUEUE_NAME, deserialize, serialize
@@ -148,3 +149,25 @@ async def test_sigterm_lets_the_in_flight_batch_finish_before_the_worker_exits(
     # Finished and acknowledged, not cancelled and put back for another worker to redo.
     assert await ingest_jobs(redis) == []
     assert await redis.keys("ottrecon:queued:*") == []
+
+
+async def test_a_job_whose_finish_met_a_redis_outage_does_not_crash_the_worker_when_it_stops(
+    tmp_path: Path, database_url: str, merchants: MerchantKeys
+) -> None:
+    # A job's last step (arq's finish_job) writes to Redis; when Redis went away at that moment the
+    # job's task ends with a Redis error. The job is not lost (its lease lapses and it runs again,
+    # idempotently); collecting that task when the worker stops must not raise.
+    async with redis_server(tmp_path, "--appendonly", "yes", "--appendfsync", "always") as server:
+        settings = worker_settings(database_url, server.url, merchants, metrics_port=0)
+        worker = create_worker(settings, burst=True, handle_signals=False)
+
+        async def finish_met_an_outage() -> None:
+            raise RedisConnectionError("Connection reset by peer")
+
+        failed = asyncio.create_task(finish_met_an_outage())
+        await asyncio.gather(failed, return_exceptions=True)
+        worker.tasks["finished-during-an-outage"] = failed
+        try:
+            assert await worker._burst_finished()
+        finally:
+            await worker.close()
