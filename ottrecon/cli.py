@@ -5,18 +5,20 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
 import os
 import sys
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ottrecon import logs
+from ottrecon.commands import failures
 from ottrecon.commands import finance as finance_commands
 from ottrecon.commands.check_config import PROCESSES
 from ottrecon.commands.env import UsageError, require
-from ottrecon.errors import ConfigError, OttreconError
 from ottrecon.payments.statuses import Channel, PaymentKind
 
 if TYPE_CHECKING:
@@ -29,7 +31,8 @@ API_SHUTDOWN_MARGIN_S = 10.0
 
 
 def main(argv: Sequence[str] | None = None, env: Mapping[str, str] = os.environ) -> int:
-    """Run one subcommand; returns the process exit code (2 for configuration errors)."""
+    """Run one subcommand; returns the process exit code (commands/failures.py: 1 failed, 2 usage or
+    configuration, 70 a bug)."""
     args = _parser().parse_args(argv)
     level = env.get("LOG_LEVEL", "INFO")
     level_problem = logs.level_problem(level)
@@ -40,12 +43,11 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] = os.environ)
         return 2
     try:
         result: int = args.run(args, env)
-    except ConfigError as exc:  # UsageError included
-        print(f"ottrecon {args.command}: {exc}", file=sys.stderr)
-        return 2
-    except OttreconError as exc:
-        print(f"ottrecon {args.command}: {exc}", file=sys.stderr)
-        return 1
+    except Exception as exc:  # the operator gets one line and a documented exit code, never a traceback
+        code, line = failures.describe(exc)
+        logging.getLogger("ottrecon.cli").debug("%s failed", args.command, exc_info=exc)
+        print(f"ottrecon {args.command}: {line}", file=sys.stderr)
+        return code
     return result
 
 
@@ -88,9 +90,12 @@ def _parser() -> argparse.ArgumentParser:
     refund.add_argument("--wait", type=float, default=10.0)
     command("replay-rejected", _replay, "re-verify rejected callbacks with the current keys")
     command("requeue-dead", _requeue_dead, "put dead-lettered callbacks back on the queue (needs REDIS_URL)")
-    export = command("export", _export, "write payments, rejected callbacks or a ledger report as CSV to stdout")
+    export = command("export", _export, "write payments, rejected callbacks or a ledger report as CSV")
     export.add_argument("what", choices=["payments", "rejected", *finance_commands.REPORTS])
     export.add_argument("--format", choices=["csv"], default="csv")
+    export.add_argument(
+        "-o", "--output", type=Path, help="write to this file, which appears only once complete (default: stdout)"
+    )
     finance_commands.add_report_choices(export)
     finance_commands.register(command)
     command(
@@ -245,21 +250,26 @@ def _requeue_dead(args: argparse.Namespace, env: Mapping[str, str]) -> int:
 
 def _export(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     from ottrecon import db
-    from ottrecon.reconciliation.reports import export_csv
+    from ottrecon.commands.output import csv_target
+    from ottrecon.reconciliation.reports import export_csv, export_report
 
     (database_url,) = require(env, "DATABASE_URL")
 
     async def run() -> int:
-        if args.what in finance_commands.REPORTS:
-            return await finance_commands.export_report(database_url, args)
-        pool = await db.create_pool(database_url, 1)
+        # Connected before a byte is written: an unreachable database leaves no header that passes for an export.
+        async with db.translate_errors():
+            pool = await db.create_pool(database_url, 1, min_size=1)
         try:
-            return await export_csv(pool, args.what, sys.stdout)
+            with csv_target(args.output) as out:
+                if args.what in finance_commands.REPORTS:
+                    dates = {"date_from": args.date_from, "date_to": args.date_to}
+                    return await export_report(pool, args.what, out, **dates, merchant_id=args.merchant)
+                return await export_csv(pool, args.what, out)
         finally:
             await pool.close()
 
     rows = asyncio.run(run())
-    print(f"exported {rows} row(s)", file=sys.stderr)
+    print(f"exported {rows} row(s)" + (f" to {args.output}" if args.output else ""), file=sys.stderr)
     return 0
 
 

@@ -29,8 +29,8 @@ def register(command: Callable[[str, Any, str], argparse.ArgumentParser]) -> Non
     statement.add_argument("file", type=Path)
     statement.add_argument("--columns", help="field=Header mapping, e.g. 'order_id=Order No,amount=Amount'")
     statement.add_argument("--amounts", choices=["cents", "decimal"], default="cents")
-    statement.add_argument("--from", dest="date_from", type=date.fromisoformat, help="period start, YYYY-MM-DD")
-    statement.add_argument("--to", dest="date_to", type=date.fromisoformat, help="period end, YYYY-MM-DD")
+    statement.add_argument("--from", dest="date_from", type=iso_date, help="period start, YYYY-MM-DD")
+    statement.add_argument("--to", dest="date_to", type=iso_date, help="period end, YYYY-MM-DD")
     alerts = command("alerts", _alerts, "list, acknowledge or resolve alerts")
     alerts.add_argument("action", choices=["list", "ack", "resolve"])
     alerts.add_argument("alert_id", nargs="?", type=int)
@@ -40,22 +40,19 @@ def register(command: Callable[[str, Any, str], argparse.ArgumentParser]) -> Non
     alerts.add_argument("--kind")
 
 
+def iso_date(text: str) -> date:
+    """An argparse type: a calendar date written YYYY-MM-DD (argparse turns the error into a usage line, exit 2)."""
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a date as YYYY-MM-DD: {text!r}") from None
+
+
 def add_report_choices(export: argparse.ArgumentParser) -> None:
     """`ottrecon export ledger|summary|mismatches` filters (the ledger reports)."""
-    export.add_argument("--from", dest="date_from", type=date.fromisoformat, help="business date, YYYY-MM-DD")
-    export.add_argument("--to", dest="date_to", type=date.fromisoformat, help="business date, YYYY-MM-DD")
+    export.add_argument("--from", dest="date_from", type=iso_date, help="business date, YYYY-MM-DD")
+    export.add_argument("--to", dest="date_to", type=iso_date, help="business date, YYYY-MM-DD")
     export.add_argument("--merchant")
-
-
-async def export_report(database_url: str, args: argparse.Namespace) -> int:
-    from ottrecon.reconciliation.reports import export_report as write_report
-
-    async def run(pool: asyncpg.Pool) -> int:
-        return await write_report(
-            pool, args.what, sys.stdout, date_from=args.date_from, date_to=args.date_to, merchant_id=args.merchant
-        )
-
-    return await _with_pool(database_url, run)
 
 
 def _business_tz(env: Mapping[str, str]) -> str:
@@ -96,6 +93,8 @@ def _import_statement(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     if (args.date_from is None) != (args.date_to is None):
         print("ottrecon import-statement: give both --from and --to, or neither", file=sys.stderr)
         return 2
+    if not args.file.is_file():
+        raise UsageError(f"{args.file}: no such file")
     try:
         layout = (
             StatementLayout.from_spec(args.columns, args.amounts)
