@@ -19,7 +19,7 @@ from ottrecon.db import translate_errors
 from ottrecon.errors import DatabaseUnavailable
 from ottrecon.payments import intake as service
 from ottrecon.payments import store
-from ottrecon.payments.errors import IdempotencyConflict, InvalidRequest, NotFound, NotRefundable
+from ottrecon.payments.errors import AuthCodeUsed, IdempotencyConflict, InvalidRequest, NotFound, NotRefundable
 from ottrecon.payments.statuses import REFUND_DONE, SETTLED
 
 logger = logging.getLogger("ottrecon.api")
@@ -123,6 +123,8 @@ async def error_middleware(request: web.Request, handler: Any) -> web.StreamResp
         return _error(422, "invalid_request", exc.problems)
     except IdempotencyConflict as exc:
         return _error(409, "idempotency_conflict", [str(exc)])
+    except AuthCodeUsed as exc:
+        return _error(409, "auth_code_used", [str(exc)], payment_id=exc.payment_id)
     except NotFound as exc:
         return _error(404, "not_found", [str(exc)])
     except NotRefundable as exc:
@@ -198,5 +200,15 @@ def _kept_headers(exc: web.HTTPException) -> dict[str, str]:
     return {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else {}
 
 
-def _error(status: int, code: str, problems: list[str], headers: dict[str, str] | None = None) -> web.Response:
-    return web.json_response({"error": code, "problems": problems}, status=status, headers=headers)
+def _error(
+    status: int,
+    code: str,
+    problems: list[str],
+    headers: dict[str, str] | None = None,
+    *,
+    payment_id: str | None = None,
+) -> web.Response:
+    body: dict[str, Any] = {"error": code, "problems": problems}
+    if payment_id is not None:
+        body["payment_id"] = payment_id
+    return web.json_response(body, status=status, headers=headers)

@@ -19,3 +19,14 @@ class NotFound(OttreconError):
 
 class NotRefundable(OttreconError):
     """The payment cannot be refunded (not paid, or the amount exceeds what is left)."""
+
+
+class AuthCodeUsed(OttreconError):
+    """This wallet code was already used for a payment; a scanned code pays once (ask for a fresh code)."""
+
+    def __init__(self, payment_id: str, status: str) -> None:
+        super().__init__(
+            f"this wallet code (auth_code) was already used for payment {payment_id} (status {status}); "
+            "a code pays at most once: look that payment up, or scan a fresh code for a new payment"
+        )
+        self.payment_id = payment_id

@@ -17,7 +17,7 @@ from arq import ArqRedis
 
 from ottrecon.db import fetch_one, translate_errors
 from ottrecon.payments import store
-from ottrecon.payments.errors import IdempotencyConflict, InvalidRequest, NotFound, NotRefundable
+from ottrecon.payments.errors import AuthCodeUsed, IdempotencyConflict, InvalidRequest, NotFound, NotRefundable
 from ottrecon.payments.statuses import Channel, PaymentKind
 from ottrecon.queue import PROCESS_ORDER_JOB, PROCESS_REFUND_JOB, kick
 
@@ -116,23 +116,34 @@ async def create_payment(
     """Store the order (before anything is sent) and ask a worker to submit it.
 
     Returns (order, created). The same key with the same request returns the first order and
-    submits nothing again; with a different request it raises IdempotencyConflict.
+    submits nothing again; with a different request it raises IdempotencyConflict. A PASSIVEPAY whose
+    wallet code an order of another key already holds raises AuthCodeUsed: a code pays once.
     """
     prefix = "A" if request.kind == "ACTIVEPAY" else "P"
     async with translate_errors(), pool.acquire() as conn:
-        row = await conn.fetchrow(
-            store.INSERT_ORDER,
-            request.merchant_id,
-            new_order_id(prefix),
-            request.kind,
-            request.biz_type,
-            request.amount,
-            request.tip,
-            request.sale_num,
-            request.auth_code,
-            idempotency_key,
-            request.digest(),
-        )
+        try:
+            row = await conn.fetchrow(
+                store.INSERT_ORDER,
+                request.merchant_id,
+                new_order_id(prefix),
+                request.kind,
+                request.biz_type,
+                request.amount,
+                request.tip,
+                request.sale_num,
+                request.auth_code,
+                idempotency_key,
+                request.digest(),
+            )
+        except asyncpg.UniqueViolationError as exc:
+            if exc.constraint_name != store.AUTH_CODE_KEY:
+                raise
+            # Postgres raised only once the holder committed, so this statement sees it.
+            row = None
+            holder = await fetch_one(conn, store.ORDER_BY_AUTH_CODE, request.merchant_id, request.auth_code)
+            if holder["idempotency_key"] != idempotency_key:
+                raise AuthCodeUsed(holder["order_id"], holder["status"]) from None
+            # Else the same key raced itself here and lost on the code's index rather than the key's.
         if row is None:
             existing = await fetch_one(conn, store.ORDER_BY_KEY, request.merchant_id, idempotency_key)
             if existing["request_sha256"] != request.digest():

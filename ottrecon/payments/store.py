@@ -24,6 +24,12 @@ INSERT INTO orders (
 ON CONFLICT ON CONSTRAINT orders_idempotency_key DO NOTHING
 RETURNING *
 """
+# The unique index (sql/0009) by which a merchant's wallet code makes at most one PASSIVEPAY order.
+AUTH_CODE_KEY = "orders_auth_code_key"
+# The order a wallet code was used for (the one orders_auth_code_key holds).
+ORDER_BY_AUTH_CODE = """
+SELECT * FROM orders WHERE merchant_id = $1 AND auth_code = $2 AND kind = 'PASSIVEPAY' AND NOT auth_code_repeat
+"""
 # The order an idempotency key was first used for.
 ORDER_BY_KEY = "SELECT * FROM orders WHERE merchant_id = $1 AND idempotency_key = $2"
 # One order by its public id (our OTT Pay order id).
