@@ -97,7 +97,8 @@ def _responses(ok: dict[str, Any], *, body: bool = False, conflict: str | None =
         "404": "no such payment (an id that cannot be ours, e.g. holding a NUL, is simply not found)",
         "409": conflict or "idempotency key reused with another request, or not refundable",
         "422": "invalid request: every problem named (bad JSON, NaN, deep nesting, unknown query parameters…)",
-        "503": "database unavailable: nothing stored, retry with the same key",
+        "503": "database unavailable; for a POST, `problems` says whether anything may have been stored: "
+        "retry with the same Idempotency-Key, never a new one",
     }
     if body:
         errors["413"] = "body larger than 64 KiB"
@@ -113,6 +114,21 @@ def _json_body(schema: dict[str, Any]) -> dict[str, Any]:
 
 def _ok(description: str, ref: str) -> dict[str, Any]:
     return {"description": description, "content": {"application/json": {"schema": {"$ref": ref}}}}
+
+
+def _stored(ref: str) -> dict[str, Any]:
+    """202: stored and on its way, but the answer could not wait for the gateway (finding 03, decision 0028)."""
+    notice = {
+        "type": "object",
+        "required": ["notice"],
+        "properties": {"notice": {"type": "string", "description": "why it is not answered yet, and what to do"}},
+    }
+    return {
+        "description": "stored and due, but not answered by the gateway yet: no worker could be asked to send it now, "
+        "or its current state could not be read back (`notice` says which). The worker's scheduled retry sends it; "
+        "poll GET /api/payments/{payment_id}, or repeat the request with the same Idempotency-Key, never a new one",
+        "content": {"application/json": {"schema": {"allOf": [{"$ref": ref}, notice]}}},
+    }
 
 
 def openapi_spec() -> dict[str, Any]:
@@ -157,7 +173,11 @@ def openapi_spec() -> dict[str, Any]:
                     "parameters": [_IDEMPOTENCY_KEY],
                     "requestBody": _json_body(create_payment_body),
                     "responses": _responses(
-                        {"201": _ok("created", payment_ref), "200": _ok("replayed", payment_ref)},
+                        {
+                            "201": _ok("created", payment_ref),
+                            "200": _ok("replayed", payment_ref),
+                            "202": _stored(payment_ref),
+                        },
                         body=True,
                         conflict=_PAYMENT_CONFLICTS,
                     ),
@@ -216,7 +236,12 @@ def openapi_spec() -> dict[str, Any]:
                         {"type": "object", "required": ["amount"], "properties": {"amount": _CENTS | {"minimum": 1}}}
                     ),
                     "responses": _responses(
-                        {"201": _ok("created", refund_ref), "200": _ok("replayed", refund_ref)}, body=True
+                        {
+                            "201": _ok("created", refund_ref),
+                            "200": _ok("replayed", refund_ref),
+                            "202": _stored(refund_ref),
+                        },
+                        body=True,
                     ),
                 }
             },

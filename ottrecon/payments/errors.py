@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ottrecon.errors import OttreconError, ProblemsError
+from ottrecon.errors import DatabaseUnavailable, OttreconError, ProblemsError
 
 
 class InvalidRequest(ProblemsError):
@@ -30,3 +30,12 @@ class AuthCodeUsed(OttreconError):
             "a code pays at most once: look that payment up, or scan a fresh code for a new payment"
         )
         self.payment_id = payment_id
+
+
+class NotStored(DatabaseUnavailable):
+    """The database was unavailable and nothing was stored; retry with the same Idempotency-Key."""
+
+
+class MaybeStored(DatabaseUnavailable):
+    """The database failed while storing: it may have been stored. Retry with the same Idempotency-Key (it answers
+    what was stored, or stores it now); never with a new one, which could take the money twice."""
