@@ -24,7 +24,7 @@ INSERT INTO orders (
 ON CONFLICT ON CONSTRAINT orders_idempotency_key DO NOTHING
 RETURNING *
 """
-# The unique index (sql/0009) by which a merchant's wallet code makes at most one PASSIVEPAY order.
+# The unique index (sql/0010) by which a merchant's wallet code makes at most one PASSIVEPAY order.
 AUTH_CODE_KEY = "orders_auth_code_key"
 # The order a wallet code was used for (the one orders_auth_code_key holds).
 ORDER_BY_AUTH_CODE = """
