@@ -310,8 +310,8 @@ def _make_callback(args: argparse.Namespace, env: Mapping[str, str]) -> int:
         "order_id": args.order_id,
         "finish_time": now.strftime("%Y%m%d%H%M%S"),
     }
-    # The newest configured key signs, as OTT Pay would after a rotation.
-    print(json.dumps(build_callback(data, args.merchant, keys[-1])))
+    # The first configured key signs: the one OTT Pay holds (decision 0029).
+    print(json.dumps(build_callback(data, args.merchant, keys[0])))
     return 0
 
 

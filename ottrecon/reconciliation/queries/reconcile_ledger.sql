@@ -117,6 +117,8 @@ WITH keys AS (
             WHEN f.paid AND f.kind = 'ACTIVEPAY' AND f.callback_count = 0 THEN 'missing_callback'
             WHEN f.paid THEN 'matched'
             WHEN f.order_status = 'unpaid' THEN 'unpaid'
+            -- The gateway said something we do not understand, or forgot an order it had accepted.
+            WHEN f.order_status = 'review' THEN 'review'
             -- Ended unpaid at the gateway: nothing was expected and nothing arrived.
             WHEN f.order_status IN ('declined', 'failed', 'closed', 'expired') THEN 'matched'
             ELSE 'pending'
@@ -161,6 +163,7 @@ SELECT merchant_id, order_id, kind,
            WHEN 'duplicate_payment' THEN (cardinality(channel_ids) - 1) * (expected_amount + expected_tip)
            WHEN 'paid_after_flagged' THEN coalesce(received_amount, 0) + coalesce(received_tip, 0)
            WHEN 'unpaid' THEN expected_amount + expected_tip
+           WHEN 'review' THEN expected_amount + expected_tip
            WHEN 'not_in_ledger' THEN coalesce(st_amount, 0) + coalesce(st_tip, 0)
            ELSE 0
        END,
