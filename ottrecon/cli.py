@@ -13,6 +13,7 @@ from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING
 
 from ottrecon import logs
+from ottrecon.commands import closing as closing_commands
 from ottrecon.commands import finance as finance_commands
 from ottrecon.commands.check_config import PROCESSES
 from ottrecon.commands.env import UsageError, require
@@ -93,6 +94,7 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument("--format", choices=["csv"], default="csv")
     finance_commands.add_report_choices(export)
     finance_commands.register(command)
+    closing_commands.register(command)
     command(
         "hash-password",
         _hash_password,

@@ -85,22 +85,33 @@ SUMMARY_COLUMNS = (
     "mismatches",
     "amount_at_risk",
     "unpaid",
+    "entry",
+    "corrects_date",
+    "reason",
 )
+# Active closes cover (date, merchant) pairs; a close with no merchant covers every merchant.
+CLOSED = """EXISTS (SELECT 1 FROM book_closes c WHERE c.reopened_at IS NULL AND c.business_date = l.business_date
+                     AND (c.merchant_id IS NULL OR c.merchant_id = l.merchant_id))"""
+# Book entries in the filter, by the date they are booked on.
+_ENTRY_FILTER = "l.folded_by IS NULL AND l.booked_on BETWEEN $1 AND $2 AND ($3::text IS NULL OR l.merchant_id = $3)"
 # One row per (business date, merchant, channel) that has a ledger row or a refund booked (docs/RECONCILIATION.md,
-# "Daily summary"; the policy: decision 0022). payments/gross/tips: rows with a received amount (orders paid and
-# orphan payments) dated that day; refunds: refunds that happened that day, whatever the payment's date, so a
-# refund never rewrites a closed day; fees: the statement's fees of those payments (a fee on a line we never
+# "Daily summary"; the policy: decision 0022), entry 'day'. payments/gross/tips: rows with a received amount (orders
+# paid and orphan payments) dated that day; refunds: refunds that happened that day, whatever the payment's date, so
+# a refund never rewrites a closed day; fees: the statement's fees of those payments (a fee on a line we never
 # received is part of that line's not_in_ledger finding, not of our fees). net = gross + tips - refunds - fees.
 # mismatches: rows needing a person; amount_at_risk: both at-risk columns summed; unpaid: recon_status unpaid.
+# A closed date (decision 0031) shows instead the figures its close booked, frozen, and every date shows the
+# adjustments booked on it, one row per (merchant, channel, corrected date, reason), entry 'adjustment'.
 DAILY_SUMMARY = f"""
 SELECT business_date, merchant_id, channel, payments, gross, tips, refunds, fees,
-       gross + tips - refunds - fees AS net, mismatches, amount_at_risk, unpaid
+       gross + tips - refunds - fees AS net, mismatches, amount_at_risk, unpaid, entry, corrects_date, reason
 FROM (
     SELECT business_date, merchant_id, channel,
            coalesce(sum(payments), 0)::int8 AS payments, coalesce(sum(gross), 0)::int8 AS gross,
            coalesce(sum(tips), 0)::int8 AS tips, coalesce(sum(refunds), 0)::int8 AS refunds,
            coalesce(sum(fees), 0)::int8 AS fees, coalesce(sum(mismatches), 0)::int8 AS mismatches,
-           coalesce(sum(amount_at_risk), 0)::int8 AS amount_at_risk, coalesce(sum(unpaid), 0)::int8 AS unpaid
+           coalesce(sum(amount_at_risk), 0)::int8 AS amount_at_risk, coalesce(sum(unpaid), 0)::int8 AS unpaid,
+           'day' AS entry, NULL::date AS corrects_date, NULL::text AS reason
     FROM (
         SELECT l.business_date, l.merchant_id, l.channel,
                count(*) FILTER (WHERE l.received_amount IS NOT NULL) AS payments,
@@ -111,17 +122,28 @@ FROM (
                count(*) FILTER (WHERE {NEEDS_A_PERSON}) AS mismatches,
                sum(l.amount_at_risk + l.statement_amount_at_risk) AS amount_at_risk,
                count(*) FILTER (WHERE l.recon_status = 'unpaid') AS unpaid
-        FROM ledger l WHERE {_FILTER}
+        FROM ledger l WHERE {_FILTER} AND NOT {CLOSED}
         GROUP BY l.business_date, l.merchant_id, l.channel
         UNION ALL
         SELECT l.business_date, l.merchant_id, l.channel, 0, 0, 0, sum(l.amount), 0, 0, 0, 0
-        FROM ledger_refunds l WHERE {_FILTER}
+        FROM ledger_refunds l WHERE {_FILTER} AND NOT {CLOSED}
         GROUP BY l.business_date, l.merchant_id, l.channel
     ) parts
     GROUP BY business_date, merchant_id, channel
+    UNION ALL
+    SELECT l.booked_on, l.merchant_id, l.channel, sum(l.payments)::int8, sum(l.gross)::int8, sum(l.tips)::int8,
+           sum(l.refunds)::int8, sum(l.fees)::int8, sum(l.mismatches)::int8, sum(l.amount_at_risk)::int8,
+           sum(l.unpaid)::int8,
+           -- A close's entries are the date's own row, as it was shown when it was closed.
+           CASE l.kind WHEN 'close' THEN 'day' ELSE 'adjustment' END,
+           CASE l.kind WHEN 'close' THEN NULL ELSE l.corrects_date END, l.reason
+    FROM book_entries l WHERE {_ENTRY_FILTER}
+    GROUP BY l.booked_on, l.merchant_id, l.channel, l.kind, l.corrects_date, l.reason
 ) daily
 """
-EXPORT_SUMMARY = f"""{DAILY_SUMMARY}ORDER BY business_date, merchant_id, channel NULLS LAST
+# Per date, merchant and channel: the day's row, then its adjustments (entry 'day' sorts after 'adjustment').
+EXPORT_SUMMARY = f"""{DAILY_SUMMARY}
+ORDER BY business_date, merchant_id, channel NULLS LAST, entry DESC, corrects_date, reason
 """
 
 MISMATCH_COLUMNS = (*LEDGER_COLUMNS, "alert_status")
