@@ -11,11 +11,12 @@ import csv
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
-from typing import Any, TextIO
+from typing import Any, Literal, TextIO
 
 import asyncpg
 
 from ottrecon import db
+from ottrecon.progress import Progress
 
 # The ledger report's columns (the CSV header); the ledger and mismatches queries select these in order.
 LEDGER_COLUMNS = (
@@ -314,6 +315,7 @@ async def export_report(
     date_to: date | None = None,
     merchant_id: str | None = None,
     fetch_size: int = 5000,
+    progress: Progress | None = None,
 ) -> int:
     """Write a header and every row of the named report (ledger, summary, mismatches) to out.
 
@@ -324,7 +326,7 @@ async def export_report(
     """
     query, columns = REPORTS[what]
     args = (date_from or date.min, date_to or date.max, merchant_id)
-    return await write_csv(pool, out, columns, query, args, fetch_size)
+    return await write_csv(pool, out, columns, query, args, fetch_size, progress)
 
 
 # Column lists are the CSV headers; the queries select exactly these, in this order.
@@ -373,27 +375,46 @@ EXPORTS: dict[str, tuple[str, Sequence[str]]] = {
 _FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
 
 
-async def export_csv(pool: asyncpg.Pool, what: str, out: TextIO, fetch_size: int = 2000) -> int:
+async def export_csv(
+    pool: asyncpg.Pool, what: str, out: TextIO, fetch_size: int = 2000, progress: Progress | None = None
+) -> int:
     """Write a header and every row of the named export to out; return the number of rows.
 
     Rows are read through a server-side cursor, so memory does not grow with the table.
     """
     query, columns = EXPORTS[what]
-    return await write_csv(pool, out, columns, query, (), fetch_size)
+    return await write_csv(pool, out, columns, query, (), fetch_size, progress)
 
 
 async def write_csv(
-    pool: asyncpg.Pool, out: TextIO, columns: Sequence[str], query: str, args: Sequence[Any], fetch_size: int
+    pool: asyncpg.Pool,
+    out: TextIO,
+    columns: Sequence[str],
+    query: str,
+    args: Sequence[Any],
+    fetch_size: int,
+    progress: Progress | None = None,
 ) -> int:
     """The one cursor-to-CSV loop of every export (CLI and console): a header, then each row's cells (csv_cell),
-    "\n" line ends. Read-only, through a server-side cursor (constant memory); returns the rows written."""
+    "\n" line ends. Read-only, through a server-side cursor (constant memory); returns the rows written.
+
+    With an interactive progress, the rows are counted first, in the same repeatable-read snapshot, so the
+    total shown is exactly what is written (a second pass over the rows, without the CSV work: cheap)."""
+    progress = progress or Progress.silent()
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(columns)
     count = 0
-    async with db.translate_errors(), pool.acquire() as conn, conn.transaction(readonly=True):
+    isolation: Literal["repeatable_read"] | None = "repeatable_read" if progress.interactive else None
+    async with db.translate_errors(), pool.acquire() as conn, conn.transaction(isolation=isolation, readonly=True):
+        total = None
+        if progress.interactive:
+            progress.stage("counting rows")
+            total = await conn.fetchval(f"SELECT count(*) FROM ({query}) counted", *args)
+        progress.stage(unit="rows", total=total)
         async for record in conn.cursor(query, *args, prefetch=fetch_size):
             writer.writerow([csv_cell(value) for value in record.values()])
             count += 1
+            progress.advance()
     return count
 
 
