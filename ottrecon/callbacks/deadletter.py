@@ -18,6 +18,7 @@ from typing import Any
 from arq import ArqRedis
 from redis.asyncio import ConnectionPool
 
+from ottrecon.progress import Progress
 from ottrecon.queue import DEAD_LETTER_KEY, INGEST_JOB, QUEUE_NAME, deserialize, serialize
 
 # Every key below starts with DEAD_LETTER_KEY, so they share its hash tag should it get one (Redis Cluster).
@@ -64,13 +65,14 @@ async def dead_letter_count(redis: ArqRedis) -> int:
     return sum(lengths)
 
 
-async def requeue_dead(redis_url: str, *, lease_s: float = LEASE_S) -> int:
+async def requeue_dead(redis_url: str, *, lease_s: float = LEASE_S, progress: Progress | None = None) -> int:
     """Move every dead-lettered entry back to the callback queue, each as one new job; return how many.
 
     Safe to run concurrently with itself and with workers that park new entries. An entry leaves Redis's
     bookkeeping only after its job is queued, so a run killed in between queues it twice at worst (once by
-    the next run, after the lease lapses), which the idempotent worker absorbs.
+    the next run, after the lease lapses), which the idempotent worker absorbs. progress counts entries moved.
     """
+    progress = progress or Progress.silent()
     redis = ArqRedis(ConnectionPool.from_url(redis_url), job_serializer=serialize, job_deserializer=deserialize)
     run_id = uuid.uuid4().hex
     processing, lease = _processing_key(run_id), _lease_key(run_id)
@@ -78,6 +80,7 @@ async def requeue_dead(redis_url: str, *, lease_s: float = LEASE_S) -> int:
     moved = 0
     try:
         await _recover_abandoned(redis)
+        progress.stage(unit="entries", total=await dead_letter_count(redis) if progress.interactive else None)
         while True:
             # Lease, registration and claim in one transaction: a recovering run sees either a live lease or
             # a processing list that no claim can still be on its way into.
@@ -94,6 +97,7 @@ async def requeue_dead(redis_url: str, *, lease_s: float = LEASE_S) -> int:
             # queued twice, never zero times.
             await redis.lrem(processing, 1, raw)  # type: ignore[misc]  # redis-py types list commands sync|async
             moved += 1
+            progress.advance()
         async with redis.pipeline(transaction=True) as pipe:
             pipe.srem(RUNS_KEY, run_id)
             pipe.delete(lease)

@@ -74,6 +74,8 @@ ON CONFLICT ON CONSTRAINT rejected_callbacks_envelope_key DO UPDATE
     SET times_received = rejected_callbacks.times_received + 1,
         last_received_at = greatest(rejected_callbacks.last_received_at, EXCLUDED.last_received_at)
 """
+# How many rejections a replay will look at (rejected_callbacks_open_idx: an index-only count).
+COUNT_OPEN = "SELECT count(*) FROM rejected_callbacks WHERE resolved_at IS NULL"
 # Open rejections after a given id, oldest first (keyset pagination: constant cost per page).
 NEXT_OPEN_PAGE = """
 SELECT id, envelope, received_at FROM rejected_callbacks

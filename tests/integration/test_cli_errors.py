@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import io
 import os
@@ -12,7 +13,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from ottrecon.cli import main
+from ottrecon.cli import _parser, main
 from tests.conftest import MERCHANT, OLD_KEY
 from tests.integration.test_cli import run_cli
 
@@ -87,10 +88,20 @@ CASES = [
     ("check-config", ["check-config"], DOWN, 1),
     ("make-callback", ["make-callback", "--merchant", MERCHANT, "--order-id", "X", "--amount", "1.5"], DOWN, 2),
     ("hash-password", ["hash-password"], DOWN, 2),
+    ("close", ["close", "2024-01-01", "--note", "month end"], DOWN, 1),
+    ("close", ["close", "2024-01-01", "--note", "month end"], MALFORMED, 2),
+    ("reopen", ["reopen", "2024-01-01", "--reason", "late statement"], DOWN, 1),
+    ("closes", ["closes", "list"], MALFORMED, 2),
     ("web", ["web"], {"REDIS_URL": BAD_REDIS}, 2),
     ("worker", ["worker"], MALFORMED, 2),
     ("api", ["api"], MALFORMED, 2),
 ]
+
+
+def test_the_cases_cover_every_subcommand() -> None:
+    # A new subcommand needs a case above. `sim` is the development simulator, a program of its own.
+    subcommands = next(a for a in _parser()._actions if isinstance(a, argparse._SubParsersAction)).choices
+    assert set(subcommands) - {"sim"} == {command for command, *_ in CASES}
 
 
 @pytest.mark.parametrize(
