@@ -169,3 +169,69 @@ def test_openapi_documents_the_stored_answer_and_what_a_503_means() -> None:
         responses = spec["paths"][path]["post"]["responses"]
         assert "notice" in json.dumps(responses["202"]) and "never a new one" in responses["202"]["description"]
         assert "may have been stored" in responses["503"]["description"]
+
+
+class ReplyDroppingProxy:
+    """A TCP proxy to Postgres that lets a statement run but loses its reply: the client's first message after the
+    one preparing `statement` (that is, its Bind, Execute and Sync) reaches the server, nothing after it comes back,
+    and the connection drops. An INSERT is committed and the api never hears so (a network failure at the worst
+    moment)."""
+
+    def __init__(self, host: str, port: int, statement: bytes) -> None:
+        self._target = (host, port)
+        self._statement = statement
+        self.dropped = asyncio.Event()
+        self.port = 0
+        self._server: asyncio.Server | None = None
+
+    async def __aenter__(self) -> ReplyDroppingProxy:
+        self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._server is not None
+        self._server.close()
+
+    async def _handle(self, client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter) -> None:
+        server_reader, server_writer = await asyncio.open_connection(*self._target)
+
+        async def upstream() -> None:
+            prepared = False
+            while not self.dropped.is_set() and (chunk := await client_reader.read(65536)):
+                if prepared:
+                    self.dropped.set()
+                prepared = prepared or self._statement in chunk
+                server_writer.write(chunk)
+                await server_writer.drain()
+
+        async def downstream() -> None:
+            while (chunk := await server_reader.read(65536)) and not self.dropped.is_set():
+                client_writer.write(chunk)
+                await client_writer.drain()
+            # Let the server finish the implicit transaction (its Sync arrived), then hang up on both.
+            await asyncio.sleep(0.5)
+            client_writer.close()
+            server_writer.close()
+
+        await asyncio.gather(upstream(), downstream(), return_exceptions=True)
+
+
+async def test_payment_whose_insert_reply_was_lost_may_have_been_stored_and_says_so(
+    database_url: str, db: asyncpg.Connection
+) -> None:
+    parts = urlsplit(database_url)
+    async with ReplyDroppingProxy(parts.hostname or "127.0.0.1", parts.port or 5432, b"INSERT INTO orders") as proxy:
+        user = f"{parts.username}@" if parts.username else ""
+        # Plain text, so the proxy can see the server's reply (asyncpg would otherwise try TLS).
+        netloc, query = f"{user}127.0.0.1:{proxy.port}", "sslmode=disable"
+        settings = api_settings(urlunsplit(parts._replace(netloc=netloc, query=query)))
+        async with TestClient(TestServer(create_app(settings))) as api:
+            status, body = await post(api, "/api/payments", "k-unknown", passivepay())
+        assert proxy.dropped.is_set()
+
+    assert (status, body["error"]) == (503, "database_unavailable")
+    problem = " ".join(body["problems"])
+    assert "may have been stored" in problem and "never with a new one" in problem
+    # It was: the same key would answer it.
+    assert await db.fetchval("SELECT idempotency_key FROM orders") == "k-unknown"
