@@ -164,6 +164,9 @@ class SummaryRow:
     mismatches: int
     amount_at_risk: int
     unpaid: int
+    entry: str = "day"  # or "adjustment" (closing the books)
+    corrects_date: date | None = None
+    reason: str | None = None
 
 
 PAID_STATUSES = ("paid", "partially_refunded", "refunded")

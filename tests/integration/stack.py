@@ -111,17 +111,21 @@ async def running_stack(
     policy: Policy = FAST_POLICY,
     api_wait_s: float = 3.0,
     gateway_timeout_s: float = 1.0,
+    sim: TestClient[Any, Any] | None = None,
     merchants: MerchantKeys | None = None,
 ) -> AsyncIterator[Stack]:
-    """Start everything on loopback; the worker runs until the block ends.
+    """Start everything on loopback; the worker runs until the block ends. A simulator the caller started
+    (`running_simulator`) outlives the block, so that two stacks one after the other share the gateway.
 
     merchants is the worker's OTTPAY_MERCHANTS (default: both keys, mid-rotation); the simulated
     gateway holds the first key of each merchant.
     """
     merchants = merchants or parse_merchant_keys(f"{MERCHANT}={OLD_KEY},{MERCHANT}={NEW_KEY}")
-    sim_app = create_sim(sim_settings(merchants, faults=faults or Faults(), autopay=autopay))
     async with contextlib.AsyncExitStack() as stack:
-        sim = await stack.enter_async_context(TestClient(TestServer(sim_app)))
+        if sim is None:
+            sim_app = create_sim(sim_settings(merchants, faults=faults or Faults(), autopay=autopay))
+            started: TestClient[Any, Any] = await stack.enter_async_context(TestClient(TestServer(sim_app)))
+            sim = started
         receiver = await stack.enter_async_context(
             TestClient(TestServer(create_receiver(WebhookSettings(redis_url=redis_url))))
         )
@@ -155,6 +159,14 @@ async def running_stack(
             yield running
         finally:
             await stop_worker(running.worker, running.worker_task)
+
+
+@contextlib.asynccontextmanager
+async def running_simulator() -> AsyncIterator[TestClient[Any, Any]]:
+    """The simulator alone, as running_stack starts it, for a test that runs several stacks against it."""
+    merchants = parse_merchant_keys(f"{MERCHANT}={OLD_KEY},{MERCHANT}={NEW_KEY}")
+    async with TestClient(TestServer(create_sim(sim_settings(merchants)))) as sim:
+        yield sim
 
 
 async def wait_until_started(worker: Worker, task: asyncio.Task[None], timeout_s: float = 15) -> None:
