@@ -302,9 +302,11 @@ OPEN_ALERTS_BY_KIND = """
 SELECT kind, count(*) AS open, coalesce(sum(amount_at_risk), 0) AS at_risk
 FROM alerts WHERE status <> 'resolved' GROUP BY kind
 """
-# Orders flagged unpaid, and alerts of any status not yet delivered.
+# Orders flagged unpaid, orders the worker gave up on that are still unsettled (decision 0030), and alerts
+# of any status not yet delivered.
 BACKLOGS = """
 SELECT (SELECT count(*) FROM orders WHERE status = 'unpaid') AS unpaid,
+       (SELECT count(*) FROM orders WHERE status IN ('unpaid', 'review') AND given_up_at IS NOT NULL) AS given_up,
        (SELECT count(*) FROM alerts WHERE notified_at IS NULL) AS undelivered
 """
 
