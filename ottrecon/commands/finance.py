@@ -7,7 +7,7 @@ import asyncio
 import getpass
 import sys
 from collections.abc import Awaitable, Callable, Mapping
-from datetime import date
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -18,7 +18,7 @@ from ottrecon.commands.env import UsageError, require
 from ottrecon.config import EnvReader
 
 T = TypeVar("T")
-REPORTS = ("ledger", "summary", "mismatches")
+REPORTS = ("ledger", "summary", "mismatches", "adjustments", "close-report")
 
 
 def register(command: Callable[[str, Any, str], argparse.ArgumentParser]) -> None:
@@ -41,14 +41,32 @@ def register(command: Callable[[str, Any, str], argparse.ArgumentParser]) -> Non
 
 
 def add_report_choices(export: argparse.ArgumentParser) -> None:
-    """`ottrecon export ledger|summary|mismatches` filters (the ledger reports)."""
+    """`ottrecon export ledger|summary|mismatches|adjustments|close-report` filters (the ledger reports)."""
     export.add_argument("--from", dest="date_from", type=date.fromisoformat, help="business date, YYYY-MM-DD")
     export.add_argument("--to", dest="date_to", type=date.fromisoformat, help="business date, YYYY-MM-DD")
     export.add_argument("--merchant")
+    export.add_argument(
+        "--month", type=_month, help="close-report: the business dates of a month, YYYY-MM (instead of --from/--to)"
+    )
+
+
+def _month(text: str) -> tuple[date, date]:
+    first = date.fromisoformat(f"{text}-01")
+    following = date(first.year + first.month // 12, first.month % 12 + 1, 1)
+    return first, following - timedelta(days=1)
 
 
 async def export_report(database_url: str, args: argparse.Namespace) -> int:
     from ottrecon.reconciliation.reports import export_report as write_report
+
+    if args.month is not None:
+        if args.date_from or args.date_to:
+            raise UsageError("give --month or --from/--to, not both")
+        args.date_from, args.date_to = args.month
+    if args.what == "close-report":
+        if args.date_from is None:
+            raise UsageError("the close report is of a date or a month: --from DATE [--to DATE] or --month YYYY-MM")
+        args.date_to = args.date_to or args.date_from
 
     async def run(pool: asyncpg.Pool) -> int:
         return await write_report(

@@ -270,7 +270,8 @@ def _added_up(rows: list[tuple[str, ...]]) -> dict[tuple[str, str], list[int]]:
         figures = [int(cell) for cell in row[3:12]]
         total = sums.setdefault((row[1], row[2]), [0] * len(figures))
         sums[(row[1], row[2])] = [a + b for a, b in zip(total, figures, strict=True)]
-    return dict(sorted(sums.items()))
+    # A merchant and channel whose figures add up to nothing (an adjustment and its reversal) is no figure.
+    return dict(sorted((group, total) for group, total in sums.items() if any(total)))
 
 
 def _ledger_diff(
