@@ -337,9 +337,9 @@ async def test_exports_show_where_orders_are_booked_their_adjustments_and_the_cl
         ("2024-05-02", "A5", "2024-05-01", "late_callback", "1", "700", "1", "700"),
     ]  # fmt: skip
 
-    may_1 = await export(pool, "close-report", MAY_1, MAY_1)
+    may_1_report = await export(pool, "close-report", MAY_1, MAY_1)
     qc = [(r["section"], r["channel"], r["order_id"], r["net"], r["status"], r["note"], r["who"])
-          for r in may_1 if r["merchant_id"] in ("", MERCHANT)]  # fmt: skip
+          for r in may_1_report if r["merchant_id"] in ("", MERCHANT)]  # fmt: skip
     assert qc == [
         ("closed", "", "", "", "closed", "May 1 signed off", "ana"),
         # As frozen: A1 10.00 + 1.00 tip - 0.22 fee; A2 20.00 - 0.40 (A5's late payment is booked on May 2).
