@@ -344,6 +344,21 @@ FROM ledger l WHERE l.business_date BETWEEN $1 AND $2
 GROUP BY l.business_date
 """
 OPEN_ALERTS = "SELECT count(*) FROM alerts WHERE status = 'open'"
+# Adjustments booked on the range's dates ($1..$2), added up as the summary shows them (decision 0031).
+ADJUSTMENTS_BOOKED = """
+SELECT booked_on, merchant_id, channel, corrects_date, reason, count(DISTINCT order_id) AS orders,
+       sum(gross + tips - refunds - fees)::int8 AS net, sum(amount_at_risk)::int8 AS amount_at_risk
+FROM book_entries
+WHERE kind = 'adjustment' AND folded_by IS NULL AND booked_on BETWEEN $1 AND $2
+GROUP BY booked_on, merchant_id, channel, corrects_date, reason
+ORDER BY booked_on, merchant_id, channel NULLS LAST, corrects_date, reason
+"""
+# Closes in force on the range's dates.
+CLOSED_DAYS = """
+SELECT business_date, merchant_id FROM book_closes
+WHERE reopened_at IS NULL AND business_date BETWEEN $1 AND $2
+ORDER BY business_date, merchant_id NULLS FIRST
+"""
 # Each query is answered from a partial or leading-column index (alerts_open_idx,
 # alerts_undelivered_idx, orders_status_idx), so a refresh stays cheap as the tables grow.
 # Alerts not resolved, by kind, with the cents they put at risk.

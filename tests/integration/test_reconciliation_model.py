@@ -662,6 +662,8 @@ def test_ledger_summary_and_alerts_equal_the_reference_model(
               "missing_callback", "paid_after_flagged", "statement:matched", "statement:amount_differs",
               "statement:refund_differs", "statement:duplicate_settlement", "statement:not_in_statement",
               "statement:not_in_ledger", "close:closed", "close:unacknowledged", "close:separately",
-              "reopen:reopened", "reopen:blocked", "adjustment:late_callback", "adjustment:late_refund",
+              "reopen:reopened", "reopen:blocked", "adjustment:late_callback",
               "adjustment:statement_correction"}  # fmt: skip
+    # Not adjustment:late_refund: the gateway dates a refund now, and only dates before today can be closed, so no
+    # refund here lands on a closed date (tests/integration/test_closing.py books one the gateway dated earlier).
     assert EXAMPLES < 300 or wanted <= set(LedgerHistories.reached), wanted - set(LedgerHistories.reached)
