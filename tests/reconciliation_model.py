@@ -365,6 +365,8 @@ def _recon(
         return "matched", 0
     if order.status == "unpaid":
         return "unpaid", expected_total
+    if order.status == "review":
+        return "review", expected_total
     if order.status in ENDED_UNPAID:
         return "matched", 0
     return "pending", 0

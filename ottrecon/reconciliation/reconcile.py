@@ -9,6 +9,7 @@ from importlib.resources import files
 import asyncpg
 
 from ottrecon import db
+from ottrecon.progress import Progress
 from ottrecon.reconciliation.closing import CONTRIBUTIONS, hold_books_shared
 
 logger = logging.getLogger("ottrecon.reconcile")
@@ -61,6 +62,8 @@ UNION SELECT merchant_id, order_id FROM callbacks
 UNION SELECT merchant_id, order_id FROM statement_lines
 UNION SELECT merchant_id, order_id FROM ledger
 """
+# Keys waiting for the reconciler: the total a progress display counts down (a scan of the change log, once).
+PENDING_KEYS = "SELECT count(*) FROM (SELECT DISTINCT merchant_id, order_id FROM recon_dirty) keys"
 # 2,000 keys keep one batch's transaction to well under a second while amortising the joins.
 BATCH = 2000
 
@@ -76,18 +79,30 @@ class ReconcileReport:
 
 
 async def reconcile_pending(
-    pool: asyncpg.Pool, *, business_tz: str, batch: int = BATCH, max_batches: int | None = None
+    pool: asyncpg.Pool,
+    *,
+    business_tz: str,
+    batch: int = BATCH,
+    max_batches: int | None = None,
+    progress: Progress | None = None,
 ) -> ReconcileReport:
     """Reconcile changed keys batch by batch until none are left (or max_batches ran).
 
     Each batch is one transaction: claim changes, lock their keys (and the books, shared), recompute the
     keys' ledger rows and refund bookings, book adjustments of closed dates they changed, sync their alerts.
     Idempotent; safe to run on every worker at once. report.keys counts distinct keys per batch (a key
-    changed three times since the last run counts once).
+    changed three times since the last run counts once). progress counts keys; an interactive one first
+    counts the keys waiting (changes arriving meanwhile may take it past 100%).
     """
+    progress = progress or Progress.silent()
     report = ReconcileReport()
     done = 0
     async with db.translate_errors():
+        total = None
+        if progress.interactive:
+            async with pool.acquire() as conn:
+                total = await conn.fetchval(PENDING_KEYS)
+        progress.stage(unit="keys", total=total)
         while max_batches is None or done < max_batches:
             async with pool.acquire() as conn, conn.transaction():
                 claimed = await conn.fetch(CLAIM_CHANGES, batch)
@@ -107,6 +122,7 @@ async def reconcile_pending(
                 await conn.execute(BOOK_ADJUSTMENTS, merchants, orders)
                 counts = await db.fetch_one(conn, SYNC_ALERTS, merchants, orders)
             report.keys += len(keys)
+            progress.advance(len(keys))
             report.opened += counts["opened"]
             report.reopened += counts["reopened"]
             report.resolved += counts["resolved"]
