@@ -261,6 +261,8 @@ def _export(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     from ottrecon.reconciliation.reports import export_csv, export_report
 
     (database_url,) = require(env, "DATABASE_URL")
+    if args.what in finance_commands.REPORTS:
+        finance_commands.report_dates(args)
 
     async def run(shown: progress.Progress) -> int:
         # Connected before a byte is written: an unreachable database leaves no header that passes for an export.

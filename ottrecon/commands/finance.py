@@ -7,7 +7,7 @@ import asyncio
 import getpass
 import sys
 from collections.abc import Awaitable, Callable, Mapping
-from datetime import date
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -18,7 +18,7 @@ from ottrecon.commands.env import UsageError, require
 from ottrecon.config import EnvReader
 
 T = TypeVar("T")
-REPORTS = ("ledger", "summary", "mismatches")
+REPORTS = ("ledger", "summary", "mismatches", "adjustments", "close-report")
 
 
 def register(command: Callable[[str, Any, str], argparse.ArgumentParser]) -> None:
@@ -49,10 +49,35 @@ def iso_date(text: str) -> date:
 
 
 def add_report_choices(export: argparse.ArgumentParser) -> None:
-    """`ottrecon export ledger|summary|mismatches` filters (the ledger reports)."""
+    """`ottrecon export ledger|summary|mismatches|adjustments|close-report` filters (the ledger reports)."""
     export.add_argument("--from", dest="date_from", type=iso_date, help="business date, YYYY-MM-DD")
     export.add_argument("--to", dest="date_to", type=iso_date, help="business date, YYYY-MM-DD")
     export.add_argument("--merchant")
+    export.add_argument(
+        "--month", type=_month, help="close-report: the business dates of a month, YYYY-MM (instead of --from/--to)"
+    )
+
+
+def _month(text: str) -> tuple[date, date]:
+    """An argparse type: YYYY-MM as its first and last day (argparse turns the error into a usage line, exit 2)."""
+    try:
+        first = date.fromisoformat(f"{text}-01")
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a month as YYYY-MM: {text!r}") from None
+    following = date(first.year + first.month // 12, first.month % 12 + 1, 1)
+    return first, following - timedelta(days=1)
+
+
+def report_dates(args: argparse.Namespace) -> None:
+    """Settle --month against --from/--to in args (a usage error if both), and the close report's one-date default."""
+    if args.month is not None:
+        if args.date_from or args.date_to:
+            raise UsageError("give --month or --from/--to, not both")
+        args.date_from, args.date_to = args.month
+    if args.what == "close-report":
+        if args.date_from is None:
+            raise UsageError("the close report is of a date or a month: --from DATE [--to DATE] or --month YYYY-MM")
+        args.date_to = args.date_to or args.date_from
 
 
 def business_tz(env: Mapping[str, str]) -> str:
