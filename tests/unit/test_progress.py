@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import itertools
+import logging
 import os
 import re
 from dataclasses import dataclass, field
@@ -173,6 +174,26 @@ def test_progress_leaving_on_an_error_erases_the_line_for_the_error_message() ->
         raise RuntimeError("database away")
 
     assert terminal.getvalue() == "\rjob: 0 / 5 rows (0%)\x1b[K\r\x1b[K"
+
+
+def test_progress_makes_room_for_a_log_line_then_redraws_below_it() -> None:
+    progress, terminal, clock = reporter()
+    handler = logging.StreamHandler(terminal)
+    logging.getLogger().addHandler(handler)
+    try:
+        with progress:
+            progress.stage(unit="rows", total=5)
+            logging.getLogger("ottrecon.test").warning("a warning")
+            clock.now += 1
+            progress.advance()
+        logging.getLogger("ottrecon.test").warning("after")
+    finally:
+        logging.getLogger().removeHandler(handler)
+
+    assert terminal.getvalue() == (
+        "\rjob: 0 / 5 rows (0%)\x1b[K\r\x1b[Ka warning\n\rjob: 1 / 5 rows (20%), 1 rows/s, 4 s left\x1b[K\r\x1b[Kafter\n"
+    )
+    assert not handler.filters
 
 
 @given(
