@@ -191,7 +191,8 @@ def test_progress_makes_room_for_a_log_line_then_redraws_below_it() -> None:
         logging.getLogger().removeHandler(handler)
 
     assert terminal.getvalue() == (
-        "\rjob: 0 / 5 rows (0%)\x1b[K\r\x1b[Ka warning\n\rjob: 1 / 5 rows (20%), 1 rows/s, 4 s left\x1b[K\r\x1b[Kafter\n"
+        "\rjob: 0 / 5 rows (0%)\x1b[K\r\x1b[Ka warning\n"
+        "\rjob: 1 / 5 rows (20%), 1 rows/s, 4 s left\x1b[K\r\x1b[Kafter\n"
     )
     assert not handler.filters
 
