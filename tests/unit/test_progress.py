@@ -141,6 +141,32 @@ def test_progress_redraws_at_most_four_times_a_second() -> None:
     assert all(later - earlier >= REDRAW_INTERVAL_S - 1e-9 for earlier, later in itertools.pairwise(times))
 
 
+@given(st.lists(st.tuples(st.integers(0, 400), st.integers(0, 50)), min_size=1, max_size=300))
+def test_progress_whatever_the_pace_redraws_are_spaced_and_show_the_count_of_their_moment(
+    steps: list[tuple[int, int]],
+) -> None:
+    """Oracle: any sequence of (milliseconds, units) advances; each drawing after the stage's own is at least
+    REDRAW_INTERVAL_S after the previous one and shows exactly the units counted up to that moment."""
+    progress, terminal, clock = reporter()
+    progress.stage(unit="rows", total=None)
+    expected = ["job: 0 rows"]  # the stage's own drawing
+    done = 0
+    for milliseconds, units in steps:
+        clock.now += milliseconds / 1000
+        done += units
+        before = len(terminal.drawn())
+        progress.advance(units)
+        expected += [f"job: {done:,} rows"] * (len(terminal.drawn()) - before)
+
+    drawn = terminal.drawn()
+    times = [at for at, _ in drawn]
+    assert all(later - earlier >= REDRAW_INTERVAL_S - 1e-9 for earlier, later in itertools.pairwise(times))
+    assert len(expected) == len(drawn)
+    for (_, text), start in zip(drawn, expected, strict=True):
+        assert text == start or text.startswith(start + ","), (text, start)
+    assert len(drawn) <= 1 + (clock.now - 1000.0) / REDRAW_INTERVAL_S + 1
+
+
 def test_progress_line_never_wider_than_the_terminal() -> None:
     progress, terminal, clock = reporter(width=30)
     progress.stage("a step with a long description", unit="rows", total=10**9)
