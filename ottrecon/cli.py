@@ -13,6 +13,7 @@ from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING
 
 from ottrecon import logs, progress
+from ottrecon.commands import closing as closing_commands
 from ottrecon.commands import finance as finance_commands
 from ottrecon.commands.check_config import PROCESSES
 from ottrecon.commands.env import UsageError, require
@@ -96,6 +97,7 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument("--format", choices=["csv"], default="csv")
     finance_commands.add_report_choices(export)
     finance_commands.register(command)
+    closing_commands.register(command)
     command(
         "hash-password",
         _hash_password,
@@ -243,7 +245,7 @@ def _requeue_dead(args: argparse.Namespace, env: Mapping[str, str]) -> int:
 
     (redis_url,) = require(env, "REDIS_URL")
     with progress.for_command("requeue-dead", env) as shown:
-        moved = asyncio.run(requeue_dead(redis_url, shown))
+        moved = asyncio.run(requeue_dead(redis_url, progress=shown))
         print(shown.finish(f"requeued {moved} dead-lettered job(s)"))
     return 0
 
@@ -317,8 +319,8 @@ def _make_callback(args: argparse.Namespace, env: Mapping[str, str]) -> int:
         "order_id": args.order_id,
         "finish_time": now.strftime("%Y%m%d%H%M%S"),
     }
-    # The newest configured key signs, as OTT Pay would after a rotation.
-    print(json.dumps(build_callback(data, args.merchant, keys[-1])))
+    # The first configured key signs: the one OTT Pay holds (decision 0029).
+    print(json.dumps(build_callback(data, args.merchant, keys[0])))
     return 0
 
 

@@ -73,7 +73,9 @@ async def replay_one(pool: asyncpg.Pool, merchants: MerchantKeys, rejected_id: i
         if isinstance(verdict, VerifiedCallback):
             new = await store.record_on(conn, [verdict], [])
             outcome = "recorded" if new else "duplicate"
-            await conn.execute(store.MARK_RESOLVED, row["id"], outcome, verdict.merchant_id, verdict.md5)
+            await conn.execute(
+                store.MARK_RESOLVED, row["id"], outcome, verdict.merchant_id, verdict.md5, row["envelope"]
+            )
             logger.info(
                 "rejected callback replayed",
                 extra={"merchant_id": verdict.merchant_id, "order_id": verdict.order_id, "resolution": outcome},

@@ -61,18 +61,18 @@ async def export_report(database_url: str, args: argparse.Namespace, shown: prog
             progress=shown,
         )
 
-    return await _with_pool(database_url, run)
+    return await with_pool(database_url, run)
 
 
-def _business_tz(env: Mapping[str, str]) -> str:
+def business_tz(env: Mapping[str, str]) -> str:
     return env.get("OTTRECON_BUSINESS_TZ", "").strip() or "America/Toronto"
 
 
-def _display_tz(env: Mapping[str, str]) -> str:
+def display_tz(env: Mapping[str, str]) -> str:
     return env.get("OTTRECON_DISPLAY_TZ", "").strip() or "America/Toronto"
 
 
-async def _with_pool(database_url: str, run: Callable[[asyncpg.Pool], Awaitable[T]]) -> T:
+async def with_pool(database_url: str, run: Callable[[asyncpg.Pool], Awaitable[T]]) -> T:
     pool = await db.create_pool(database_url, 2)
     try:
         return await run(pool)
@@ -88,14 +88,14 @@ def _reconcile(args: argparse.Namespace, env: Mapping[str, str]) -> int:
         if args.all:
             shown.stage("queueing every key")
             queued = await mark_all_dirty(pool)
-        report = await reconcile_pending(pool, business_tz=_business_tz(env), progress=shown)
+        report = await reconcile_pending(pool, business_tz=business_tz(env), progress=shown)
         return (
             f"reconciled {report.keys} key(s) ({queued} queued by --all); alerts opened {report.opened}, "
             f"reopened {report.reopened}, resolved {report.resolved}"
         )
 
     with progress.for_command("reconcile --all" if args.all else "reconcile", env) as shown:
-        print(shown.finish(asyncio.run(_with_pool(require(env, "DATABASE_URL")[0], run))))
+        print(shown.finish(asyncio.run(with_pool(require(env, "DATABASE_URL")[0], run))))
     return 0
 
 
@@ -117,11 +117,11 @@ def _import_statement(args: argparse.Namespace, env: Mapping[str, str]) -> int:
 
         async def run(pool: asyncpg.Pool) -> Any:
             return await import_statement(
-                pool, args.file, layout, business_tz=_business_tz(env), period=period, progress=shown
+                pool, args.file, layout, business_tz=business_tz(env), period=period, progress=shown
             )
 
         with shown:
-            report = asyncio.run(_with_pool(require(env, "DATABASE_URL")[0], run))
+            report = asyncio.run(with_pool(require(env, "DATABASE_URL")[0], run))
     except StatementError as exc:
         print(f"ottrecon import-statement: {exc}", file=sys.stderr)
         return 2
@@ -156,13 +156,13 @@ def _alerts(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     async def run(pool: asyncpg.Pool) -> str:
         if args.action == "list":
             found = await alert_admin.list_alerts(pool, status=args.status, kind=args.kind)
-            return alert_admin.format_alert_table(found, _display_tz(env), currency)
+            return alert_admin.format_alert_table(found, display_tz(env), currency)
         change = alert_admin.acknowledge if args.action == "ack" else alert_admin.resolve
         alert = await change(pool, args.alert_id, actor=args.actor, note=args.note)
         return f"alert {alert.id} is now {alert.status}\n"
 
     try:
-        print(asyncio.run(_with_pool(require(env, "DATABASE_URL")[0], run)), end="")
+        print(asyncio.run(with_pool(require(env, "DATABASE_URL")[0], run)), end="")
     except alert_admin.AlertError as exc:
         print(f"ottrecon alerts {args.action}: {exc}", file=sys.stderr)
         return 1

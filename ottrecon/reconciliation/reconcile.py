@@ -10,6 +10,7 @@ import asyncpg
 
 from ottrecon import db
 from ottrecon.progress import Progress
+from ottrecon.reconciliation.closing import CONTRIBUTIONS, hold_books_shared
 
 logger = logging.getLogger("ottrecon.reconcile")
 
@@ -18,6 +19,12 @@ _QUERIES = files("ottrecon.reconciliation") / "queries"
 RECONCILE_LEDGER = (_QUERIES / "reconcile_ledger.sql").read_text(encoding="utf-8")
 BOOK_REFUNDS = (_QUERIES / "book_refunds.sql").read_text(encoding="utf-8")
 SYNC_ALERTS = (_QUERIES / "sync_alerts.sql").read_text(encoding="utf-8")
+# The contributions of the batch's keys, in the one formula closing.py books closes with.
+BOOK_ADJUSTMENTS = (
+    (_QUERIES / "book_adjustments.sql")
+    .read_text(encoding="utf-8")
+    .replace("{contributions}", CONTRIBUTIONS.format(where="(l.merchant_id, l.order_id) IN (SELECT * FROM keys)"))
+)
 # Take the oldest changes (rows of the change log, decision 0012) and every other visible change of the same
 # keys, so that a key changed by several statements is recomputed once. Only committed rows are visible and
 # SKIP LOCKED leaves rows another reconciler holds: each change is consumed exactly once, and a change
@@ -81,10 +88,11 @@ async def reconcile_pending(
 ) -> ReconcileReport:
     """Reconcile changed keys batch by batch until none are left (or max_batches ran).
 
-    Each batch is one transaction: claim changes, lock their keys, recompute the keys' ledger rows and
-    refund bookings, sync their alerts. Idempotent; safe to run on every worker at once. report.keys
-    counts distinct keys per batch (a key changed three times since the last run counts once). progress counts
-    keys; an interactive one first counts the keys waiting (changes arriving meanwhile may take it past 100%).
+    Each batch is one transaction: claim changes, lock their keys (and the books, shared), recompute the
+    keys' ledger rows and refund bookings, book adjustments of closed dates they changed, sync their alerts.
+    Idempotent; safe to run on every worker at once. report.keys counts distinct keys per batch (a key
+    changed three times since the last run counts once). progress counts keys; an interactive one first
+    counts the keys waiting (changes arriving meanwhile may take it past 100%).
     """
     progress = progress or Progress.silent()
     report = ReconcileReport()
@@ -104,10 +112,14 @@ async def reconcile_pending(
                 merchants = [merchant_id for merchant_id, _ in keys]
                 orders = [order_id for _, order_id in keys]
                 await conn.execute(LOCK_KEYS, merchants, orders, KEY_LOCK_SPACE)
+                # Shared, after the key locks (a close takes only this one, so no cycle): no close commits
+                # between this batch's recompute and its adjustments (decision 0031).
+                await hold_books_shared(conn)
                 # Each statement below reads a fresh snapshot, taken after the locks: it sees every change
                 # committed before this batch's claim, and every other reconciler's work on these keys.
                 await conn.execute(RECONCILE_LEDGER, merchants, orders, business_tz)
                 await conn.execute(BOOK_REFUNDS, merchants, orders, business_tz)
+                await conn.execute(BOOK_ADJUSTMENTS, merchants, orders)
                 counts = await db.fetch_one(conn, SYNC_ALERTS, merchants, orders)
             report.keys += len(keys)
             progress.advance(len(keys))
