@@ -185,7 +185,8 @@ async def measure_size(url: str, size: int, now: datetime, report: GrowthReport,
                 report.ledger_day_page_ms[size] = 1000 * statistics.median(times)
             await _retention(conn, name, now, growth)
             report.tables.append(growth)
-            log(f"  {size:,} {name}: measured")
+            # Each result as soon as it is known: a 10M run takes an hour, and may be stopped before the end.
+            log(f"  {size:,} {name}: {growth}")
     finally:
         await conn.close()
 
