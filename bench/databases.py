@@ -58,6 +58,11 @@ class ThrowawayDatabases:
         asyncio.run(self._create(name, self._template))
         return self.url(name)
 
+    def drop_clone(self, suffix: str) -> None:
+        """Drop a clone made by clone(suffix) now, not at exit (a big one should not wait for the next)."""
+        name = f"{PREFIX}{self._tag}_{suffix}"
+        asyncio.run(self._drop([name]))
+
     def _remember(self, name: str) -> None:
         # Remembered before CREATE, so an interrupt between the two still drops it (IF EXISTS).
         self._created.append(name)

@@ -19,6 +19,7 @@ from bench.support import (
     BENCH_MERCHANT,
     REPO_ROOT,
     child_env,
+    free_port,
     make_callbacks,
     new_sign_key,
     positive_int,
@@ -96,6 +97,8 @@ def run(options: WorkerOptions, env: dict[str, str]) -> WorkerReport:
             # The worker also talks to the OTT Pay gateway (orders); point it at a closed local port so
             # nothing it does during a benchmark can leave this machine. The benchmark creates no orders.
             "OTTPAY_BASE_URL": "http://127.0.0.1:9",
+            # Its /metrics on a free port, as deployed (9102 may be another worker's on this machine).
+            "WORKER_METRICS_PORT": str(free_port()),
         }
         worker_env = child_env(variables, env)
         settings = WorkerSettings.from_env(worker_env)

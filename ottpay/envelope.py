@@ -161,9 +161,14 @@ class _Pairs(list[tuple[str, Any]]):
     """A decoded JSON object as its key/value pairs, duplicates kept."""
 
 
+# One decoder for every message: json.loads with a hook builds a new JSONDecoder per call (the
+# worker opens thousands of envelopes a second). A decoder holds no state between calls.
+_PAIRS_DECODER = json.JSONDecoder(object_pairs_hook=_Pairs)
+
+
 def _json_object_pairs(plaintext: bytes) -> list[tuple[str, Any]] | None:
     try:
-        parsed = json.loads(plaintext.decode("utf-8"), object_pairs_hook=_Pairs)
+        parsed = _PAIRS_DECODER.decode(plaintext.decode("utf-8"))
     except (ValueError, RecursionError):
         return None
     return parsed if isinstance(parsed, _Pairs) else None

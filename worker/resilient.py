@@ -25,10 +25,11 @@ from typing import Any
 
 from arq import Worker
 from arq.constants import in_progress_key_prefix
-from arq.utils import poll
+from arq.utils import poll, timestamp_ms
 from redis.exceptions import RedisError
 
 from worker import metrics
+from worker.claims import JobClaims
 
 logger = logging.getLogger("ottrecon.worker")
 
@@ -52,6 +53,7 @@ class ResilientWorker(Worker):
         self._down_since: float | None = None
         self._last_down_log = 0.0
         self._backoff_s = BACKOFF_FIRST_S
+        self._job_claims: JobClaims | None = None
 
     async def main(self) -> None:
         """arq's main loop (arq.worker.Worker.main), with every Redis step guarded."""
@@ -104,24 +106,44 @@ class ResilientWorker(Worker):
                 raise outcome
 
     async def start_jobs(self, job_ids: list[bytes]) -> None:
-        """arq's start_jobs, one id at a time, giving back the slot it took when Redis fails mid-claim.
+        """arq's start_jobs, with every claim of a poll made in one Redis script call (worker/claims.py).
 
-        arq counts a job slot before it claims the job in Redis and releases it only on its own
-        errors: a connection error there would leak the slot, and after enough outages the
-        worker would stop taking jobs at all.
+        Takes as many of job_ids (the due ones, in queue order) as there are free slots, skipping
+        those another worker runs. arq counts a job slot before it claims the job in Redis and
+        releases it only on its own errors: a connection error there would leak the slot, and after
+        enough outages the worker would stop taking jobs at all. Here every slot not filled by a
+        started job is given back, whatever happened.
         """
-        for job_id_b in job_ids:
-            job_id = job_id_b.decode()
-            before = self.tasks.get(job_id)
-            try:
-                await super().start_jobs([job_id_b])
-            except REDIS_DOWN_ERRORS:
-                if self.tasks.get(job_id) is before:
-                    self.job_counter -= 1
-                    self.sem.release()
-                raise
-            if not self.allow_pick_jobs or self.job_counter >= self.max_jobs:
-                return
+        free = self.max_jobs - self.job_counter
+        if not self.allow_pick_jobs or free <= 0 or not job_ids:
+            return
+        for _ in range(free):
+            await self.sem.acquire()  # never waits: the semaphore holds max_jobs + 1 and job_counter tracks it
+        self.job_counter += free
+        started = 0
+        try:
+            claimed = await self._claims.claim(
+                [job_id.decode() for job_id in job_ids],
+                limit=free,
+                lease_ms=int(self.in_progress_timeout_s * 1000),
+                now_ms=timestamp_ms(),
+            )
+            for job_id, score in claimed:
+                task = self.loop.create_task(self.run_job(job_id, score))
+                task.add_done_callback(lambda _: self._release_sem_dec_counter_on_complete())
+                self.tasks[job_id] = task
+                started += 1
+        finally:
+            for _ in range(free - started):
+                self.job_counter -= 1
+                self.sem.release()
+
+    @property
+    def _claims(self) -> JobClaims:
+        # Built on first use: arq connects its Redis pool in main(), after __init__.
+        if self._job_claims is None:
+            self._job_claims = JobClaims(self.pool, self.queue_name)
+        return self._job_claims
 
     async def _renew_leases(self) -> None:
         """Extend the in-progress key of every job running here, every third of a lease."""

@@ -216,5 +216,9 @@ def _rejected_columns(batch: Sequence[RejectedCallback]) -> list[list[Any]]:
     ]
 
 
+# One encoder for every value: json.dumps with options builds a new JSONEncoder per call, twice per callback.
+_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+
+
 def _json(value: object) -> str:
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    return _ENCODER.encode(value)

@@ -131,7 +131,20 @@ def test_decrypt_unusable_md5_raises_decryption_failed() -> None:
         decrypt(APPENDIX_A["data_b64"], "\ud800", SIGNKEY)
 
 
-@pytest.mark.parametrize("plaintext", [b"not json", b"\xff\xfe{}", b'["a","b"]', b'"text"', b"null", b"", b"[" * 5000])
+@pytest.mark.parametrize(
+    "plaintext",
+    [
+        b"not json",
+        b"\xff\xfe{}",
+        b'["a","b"]',
+        b'"text"',
+        b"null",
+        b"",
+        b"[" * 5000,
+        b'\xef\xbb\xbf{"a":"b"}',  # a UTF-8 byte order mark: json.loads refuses it, so must the reused decoder
+        b'{"a":"b"} {"c":"d"}',
+    ],
+)
 def test_decrypt_plaintext_not_a_json_object_raises_not_json_object(plaintext: bytes) -> None:
     with pytest.raises(NotJsonObject):
         decrypt(encrypt_raw(plaintext, APPENDIX_A["md5"], SIGNKEY), APPENDIX_A["md5"], SIGNKEY)
