@@ -100,7 +100,7 @@ soak: $(BIN)/.installed
 demo: $(BIN)/.installed
 	$(SERVICES) && $(BIN)/python scripts/demo.py
 
-## bench: receiver and worker throughput (see docs/BENCHMARKS.md)
+## bench: receiver and worker throughput, reconciliation and ledger export at 100k and 1M orders (see docs/BENCHMARKS.md)
 bench: $(BIN)/.installed
 	$(SERVICES) && $(BIN)/python -m bench.run_all
 
