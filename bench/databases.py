@@ -63,6 +63,7 @@ class ThrowawayDatabases:
         """Drop a clone made by clone(suffix) now, not at exit (a big one should not wait for the next)."""
         name = f"{PREFIX}{self._tag}_{suffix}"
         asyncio.run(self._drop([name]))
+
     def drop(self, url: str) -> None:
         """Drop a database made here before the end (a large clone no longer needed frees its disk)."""
         name = self._name_of(url)
