@@ -75,10 +75,12 @@ NEEDS_A_PERSON = f"(l.recon_status NOT IN ('matched', 'pending') OR {STATEMENT_M
 # `export ledger` adds where each order is booked (decision 0031): closed_in, the closed dates its figures are
 # frozen in; adjustments, each adjustment booked for it since ("corrects DATE on DATE REASON net CENTS").
 LEDGER_EXPORT_COLUMNS = (*LEDGER_COLUMNS, "closed_in", "adjustments")
+# Dates through to_char: date::text and format() follow the session's DateStyle ('SQL, DMY' gives 02/05/2024).
 BOOKED_SELECT = """,
-       (SELECT string_agg(DISTINCT e.corrects_date::text, ';') FROM book_entries e
+       (SELECT string_agg(DISTINCT to_char(e.corrects_date, 'YYYY-MM-DD'), ';') FROM book_entries e
         WHERE e.merchant_id = l.merchant_id AND e.order_id = l.order_id AND e.kind = 'close' AND e.folded_by IS NULL),
-       (SELECT string_agg(format('corrects %s on %s %s net %s', e.corrects_date, e.booked_on, e.reason,
+       (SELECT string_agg(format('corrects %s on %s %s net %s', to_char(e.corrects_date, 'YYYY-MM-DD'),
+                                 to_char(e.booked_on, 'YYYY-MM-DD'), e.reason,
                                  e.gross + e.tips - e.refunds - e.fees), ';' ORDER BY e.entry_no)
         FROM book_entries e
         WHERE e.merchant_id = l.merchant_id AND e.order_id = l.order_id AND e.kind = 'adjustment'
@@ -145,8 +147,10 @@ def _ledger_cell(column: str) -> str:
 # for EXPORT_LEDGER, so `export ledger` skips decoding a million rows in Python. An empty text is sent as NULL
 # (COPY would quote it as "", csv.writer writes nothing).
 # tests/integration/test_ledger_export_bytes.py holds the two paths to identical bytes on every tricky value.
+# closed_in and adjustments need no rendering: NULL without entries (never ''), and they start with a digit or
+# "corrects", never with a formula prefix.
 EXPORT_LEDGER_CSV = f"""
-SELECT {", ".join(_ledger_cell(column) for column in LEDGER_COLUMNS)}
+SELECT {", ".join(_ledger_cell(column) for column in LEDGER_COLUMNS)}{BOOKED_SELECT}
 FROM ledger l WHERE {_FILTER}
 ORDER BY l.business_date, l.merchant_id, l.order_id
 """
@@ -320,7 +324,7 @@ FROM (
     UNION ALL
     SELECT merchant_id, 'totals', 2, NULL, channel, NULL, sum(payments)::int8, sum(gross)::int8, sum(tips)::int8,
            sum(refunds)::int8, sum(fees)::int8, sum(net)::int8, sum(amount_at_risk)::int8, NULL, NULL,
-           format('%s to %s', $1::date, $2::date), NULL, NULL, NULL, NULL
+           to_char($1::date, 'YYYY-MM-DD') || ' to ' || to_char($2::date, 'YYYY-MM-DD'), NULL, NULL, NULL, NULL
     FROM ({DAILY_SUMMARY}) days
     GROUP BY merchant_id, channel
     UNION ALL
