@@ -46,8 +46,11 @@ class _Pipe:
 
     def send_buffered(self) -> None:
         if self._parts:
-            chunk, self._parts, self._size = "".join(self._parts).encode("utf-8"), [], 0
-            self.send(chunk)
+            data, self._parts, self._size = "".join(self._parts).encode("utf-8"), [], 0
+            # In CHUNK_CHARS slices: the queue bounds items, so one large write (COPY hands over whatever
+            # arrived) must not slip past the backpressure as a single item.
+            for start in range(0, len(data), CHUNK_CHARS):
+                self.send(data[start : start + CHUNK_CHARS])
 
     def send(self, item: bytes | None) -> None:
         future = asyncio.run_coroutine_threadsafe(self._queue.put(item), self._loop)
