@@ -20,7 +20,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ottrecon.reconciliation.reports import EXPORT_LEDGER, LEDGER_COLUMNS, export_report, write_csv
+from ottrecon.reconciliation.reports import EXPORT_LEDGER, LEDGER_EXPORT_COLUMNS, export_report, write_csv
 from tests.integration.model_world import scaled
 
 EXAMPLES = scaled("OTTRECON_EXPORT_EXAMPLES", 60)
@@ -96,7 +96,7 @@ async def both(pool: asyncpg.Pool, **filters: Any) -> tuple[str, str]:
     """The ledger report as the cursor path writes it, and as export_report (COPY) writes it."""
     by_cursor, by_copy = io.StringIO(), io.StringIO()
     args = (filters.get("date_from", date.min), filters.get("date_to", date.max), filters.get("merchant_id"))
-    rows = await write_csv(pool, by_cursor, LEDGER_COLUMNS, EXPORT_LEDGER, args, 3)
+    rows = await write_csv(pool, by_cursor, LEDGER_EXPORT_COLUMNS, EXPORT_LEDGER, args, 3)
     assert await export_report(pool, "ledger", by_copy, **filters) == rows
     return by_cursor.getvalue(), by_copy.getvalue()
 
