@@ -75,17 +75,20 @@ NEEDS_A_PERSON = f"(l.recon_status NOT IN ('matched', 'pending') OR {STATEMENT_M
 # `export ledger` adds where each order is booked (decision 0031): closed_in, the closed dates its figures are
 # frozen in; adjustments, each adjustment booked for it since ("corrects DATE on DATE REASON net CENTS").
 LEDGER_EXPORT_COLUMNS = (*LEDGER_COLUMNS, "closed_in", "adjustments")
-# Dates through to_char: date::text and format() follow the session's DateStyle ('SQL, DMY' gives 02/05/2024).
-BOOKED_SELECT = """,
-       (SELECT string_agg(DISTINCT to_char(e.corrects_date, 'YYYY-MM-DD'), ';') FROM book_entries e
-        WHERE e.merchant_id = l.merchant_id AND e.order_id = l.order_id AND e.kind = 'close' AND e.folded_by IS NULL),
-       (SELECT string_agg(format('corrects %s on %s %s net %s', to_char(e.corrects_date, 'YYYY-MM-DD'),
-                                 to_char(e.booked_on, 'YYYY-MM-DD'), e.reason,
-                                 e.gross + e.tips - e.refunds - e.fees), ';' ORDER BY e.entry_no)
+# Dates through to_char, so the text does not depend on the session's DateStyle; NULL when there is nothing.
+# Each cell starts with a digit or "corrects" and is never '': as csv_cell would write it, on either path.
+BOOKED_CELLS = (
+    """(SELECT string_agg(DISTINCT to_char(e.corrects_date, 'YYYY-MM-DD'), ';') FROM book_entries e
+        WHERE e.merchant_id = l.merchant_id AND e.order_id = l.order_id AND e.kind = 'close'
+          AND e.folded_by IS NULL)""",
+    """(SELECT string_agg(format('corrects %s on %s %s net %s', to_char(e.corrects_date, 'YYYY-MM-DD'),
+                                 to_char(e.booked_on, 'YYYY-MM-DD'), e.reason, e.gross + e.tips - e.refunds - e.fees),
+                          ';' ORDER BY e.entry_no)
         FROM book_entries e
         WHERE e.merchant_id = l.merchant_id AND e.order_id = l.order_id AND e.kind = 'adjustment'
-          AND e.folded_by IS NULL)
-"""
+          AND e.folded_by IS NULL)""",
+)
+BOOKED_SELECT = "".join(f",\n       {cell}" for cell in BOOKED_CELLS)
 EXPORT_LEDGER = f"""{LEDGER_SELECT}{BOOKED_SELECT}
 FROM ledger l WHERE {_FILTER}
 ORDER BY l.business_date, l.merchant_id, l.order_id

@@ -22,7 +22,7 @@ from ottrecon.reconciliation import closing
 from ottrecon.reconciliation.alerts import acknowledge
 from ottrecon.reconciliation.layouts import StatementLayout
 from ottrecon.reconciliation.reconcile import mark_all_dirty, reconcile_pending
-from ottrecon.reconciliation.reports import export_report
+from ottrecon.reconciliation.reports import EXPORT_LEDGER, LEDGER_EXPORT_COLUMNS, export_report, write_csv
 from ottrecon.reconciliation.statements import import_statement
 from tests.conftest import MERCHANT, OTHER_MERCHANT
 from tests.integration.test_reports import add_order, callback, toronto
@@ -325,6 +325,11 @@ async def test_exports_show_where_orders_are_booked_their_adjustments_and_the_cl
     await reconcile(pool)
 
     ledger = {row["order_id"]: row for row in await export(pool, "ledger")}
+    # The ledger export streams through COPY; the cursor path writes the same bytes for the booked cells too.
+    by_copy, by_cursor = io.StringIO(), io.StringIO()
+    await export_report(pool, "ledger", by_copy)
+    await write_csv(pool, by_cursor, LEDGER_EXPORT_COLUMNS, EXPORT_LEDGER, (date.min, date.max, None), 100)
+    assert by_copy.getvalue() == by_cursor.getvalue()
     assert (ledger["A1"]["closed_in"], ledger["A1"]["adjustments"]) == ("2024-05-01", "")
     assert (ledger["A5"]["closed_in"], ledger["A5"]["adjustments"]) == (
         "2024-05-01",
