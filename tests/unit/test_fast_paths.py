@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from ottpay import strict_json
 from ottpay.fingerprint import envelope_fingerprint
+from ottpay.messages import CALLBACK_FIELDS, _plainly_well_shaped, _shape_problems, callback_shape_problems
 from ottrecon.queue import deserialize, serialize
 from webhook.queue import prepare
 
@@ -95,3 +96,29 @@ def test_prepared_item_is_what_serialize_makes_of_the_envelope(envelope: dict[st
     expected = {"envelope": envelope, "received_at": received_at.isoformat(), "fingerprint": fingerprint}
     assert deserialize(prepared.item) == expected
     assert prepared.item == serialize(deserialize(prepared.item))
+
+
+# Bodies near the everyday shape: the five fields (sometimes one missing or retyped), values
+# short, long, empty or unstorable, sometimes an extra field.
+FIELD_VALUES = TEXT | st.text(max_size=70) | st.integers() | st.none() | st.just("x" * 1025) | st.just("")
+
+
+@st.composite
+def near_callbacks(draw: st.DrawFn) -> object:
+    body: dict[str, object] = {field: draw(st.text(min_size=1, max_size=12)) for field in CALLBACK_FIELDS}
+    for field in draw(st.lists(st.sampled_from(CALLBACK_FIELDS), max_size=2)):
+        if draw(st.booleans()):
+            body[field] = draw(FIELD_VALUES)
+        else:
+            body.pop(field, None)
+    if draw(st.booleans()):
+        body[draw(TEXT)] = draw(FIELD_VALUES)
+    return draw(st.sampled_from([body, [body], "body"])) if draw(st.integers(0, 9)) == 0 else body
+
+
+@settings(max_examples=1000, deadline=None, database=None)
+@given(near_callbacks())
+def test_shape_fast_path_says_well_shaped_only_when_the_full_check_finds_nothing(body: object) -> None:
+    if _plainly_well_shaped(body):
+        assert _shape_problems(body) == []
+    assert callback_shape_problems(body) == ([] if _plainly_well_shaped(body) else _shape_problems(body))
