@@ -18,6 +18,10 @@ from typing import Any
 MAX_DEPTH = 32
 # What Postgres text and jsonb cannot hold: NUL, and UTF-16 surrogates without their pair.
 UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+# In JSON text: an unstorable character as such, or a \u escape that may decode to one (\u0000 or
+# any surrogate \uD800-\uDFFF, a valid pair included). Other escapes (\u003d: senders escape '=')
+# cannot, so they keep a body on loads' fast path.
+_MAY_HOLD_UNSTORABLE = re.compile(r"[\x00\ud800-\udfff]|\\u(?:0000|[dD][89a-fA-F])")
 
 
 class NotStrictJson(ValueError):
@@ -45,7 +49,7 @@ def loads(raw: bytes | str, *, max_depth: int = MAX_DEPTH) -> Any:
     # A parsed string can only hold a NUL or a lone surrogate if the text held one (a str caller's
     # text may; UTF-8 decoding never yields a surrogate, and JSON refuses a raw NUL in a string) or
     # spelled one as a \u escape. Without either, the walk skips the strings (a callback has ~6).
-    strings = "\\u" in text or UNSTORABLE.search(text) is not None
+    strings = _MAY_HOLD_UNSTORABLE.search(text) is not None
     problem = storage_problem(value, max_depth, check_strings=strings)
     if problem:
         raise NotStrictJson(problem)

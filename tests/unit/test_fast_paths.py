@@ -61,12 +61,21 @@ def outcome(loads: Callable[[bytes | str, int], Any], raw: bytes | str, max_dept
 
 
 # JSON texts as a sender might spell them: escaped or raw non-ASCII, sometimes cut or as raw bytes.
-TEXTS = st.builds(
+DUMPED = st.builds(
     lambda value, ascii, cut: json.dumps(value, ensure_ascii=ascii, allow_nan=True)[:cut],
     VALUES,
     st.booleans(),
     st.none() | st.none() | st.integers(1, 40),
 )
+# Escapes as other senders spell them: upper case, '=' escaped as Gson does, valid and broken pairs.
+ESCAPES = ["a", "\\u003d", "\\u003D", "\\u0000", "\\uD800", "\\udBff", "\\uDC00", "\\uD83D\\uDE00", "\\u00e9"]
+ESCAPES += ["\\\\", "\\\\u0000", "\\n"]
+HAND_WRITTEN = st.builds(
+    lambda pieces, key: '{"' + key + '":"' + "".join(pieces) + '"}',
+    st.lists(st.sampled_from(ESCAPES), max_size=5),
+    st.sampled_from(["data", "\\u0000", "\\uD800k"]),
+)
+TEXTS = DUMPED | HAND_WRITTEN
 
 
 @settings(max_examples=600, deadline=None, database=None)
