@@ -39,13 +39,24 @@ def ottrecon_command(*args: str) -> list[str]:
 
 
 class Child:
-    """A child process writing to a log file; stopped (SIGTERM, then SIGKILL) when the block exits."""
+    """A child process writing to a log file; stopped (SIGTERM, then SIGKILL) when the block exits.
 
-    def __init__(self, name: str, argv: Sequence[str], log_path: Path, env: Mapping[str, str] | None = None) -> None:
+    cwd: where it runs (the repository root unless given); `python -m` imports the code found there first.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        argv: Sequence[str],
+        log_path: Path,
+        env: Mapping[str, str] | None = None,
+        cwd: Path = REPO_ROOT,
+    ) -> None:
         self.name = name
         self.log_path = log_path
         self._argv = list(argv)
         self._env = dict(env) if env is not None else None
+        self._cwd = cwd
         self._proc: subprocess.Popen[bytes] | None = None
         self.started_at = 0.0
 
@@ -54,7 +65,7 @@ class Child:
             self.started_at = time.perf_counter()
             self._proc = subprocess.Popen(
                 self._argv,
-                cwd=REPO_ROOT,
+                cwd=self._cwd,
                 env=self._env,
                 stdin=subprocess.DEVNULL,
                 stdout=log,

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import asyncpg
 
-from bench.children import Child, ottrecon_command
+from bench.children import REPO_ROOT, Child, ottrecon_command
 from bench.errors import BenchError
 from bench.redisdb import ClaimedRedisDb
 from ottrecon.queue import DEAD_LETTER_KEY, QUEUE_NAME, connect
@@ -20,6 +20,8 @@ from webhook.queue import prepare
 
 NOOP = "arq no-op"
 REAL = "ottrecon worker"
+# The same worker from another checkout (--baseline-code), to measure old against new in one run.
+BASELINE = "baseline worker"
 _POLL_S = 0.02
 
 
@@ -27,7 +29,7 @@ _POLL_S = 0.02
 class Drain:
     """One worker process emptying a pre-filled queue."""
 
-    kind: str  # NOOP or REAL
+    kind: str  # NOOP, REAL or BASELINE
     jobs: int
     wall_s: float  # process start until the last job is done (rows in Postgres, or off the queue)
     first_s: float  # process start until the first poll that saw a job done
@@ -54,14 +56,18 @@ def measure_drain(
     redis_db: ClaimedRedisDb,
     workdir: Path,
     env: dict[str, str],
+    code_dir: Path = REPO_ROOT,
 ) -> Drain:
-    """Flush and refill redis_db's queue, run one worker of kind (NOOP or REAL) until it is empty; stops it."""
+    """Flush and refill redis_db's queue, run one worker of kind (NOOP, REAL or BASELINE) until it is empty; stops it.
+
+    code_dir: the checkout whose code the worker runs (BASELINE: the old code, with this interpreter).
+    """
     redis_db.flush()
     asyncio.run(_fill(redis_db.url, callbacks))
     argv = [sys.executable, "-m", "bench.arq_noop"] if kind == NOOP else ottrecon_command("worker")
     log_path = workdir / f"{kind.replace(' ', '-')}-{time.monotonic_ns()}.log"
-    database_url = env["DATABASE_URL"] if kind == REAL else None
-    with Child(kind, argv, log_path, env) as child:
+    database_url = env["DATABASE_URL"] if kind != NOOP else None
+    with Child(kind, argv, log_path, env, cwd=code_dir) as child:
         return asyncio.run(_watch(kind, child, len(callbacks), redis_db.url, database_url, timeout_s))
 
 

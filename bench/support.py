@@ -11,6 +11,7 @@ import argparse
 import os
 import secrets
 from collections.abc import Mapping
+from datetime import datetime
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -28,6 +29,7 @@ from bench.errors import BenchError
 from bench.machine import cpu_model, facts_text, machine_facts
 from bench.report import dump_json, table
 from ottpay.envelope import build_callback
+from ottpay.finish_time import BEIJING
 
 __all__ = [
     "BENCH_MERCHANT",
@@ -91,12 +93,18 @@ def new_sign_key() -> str:
 
 
 def make_callbacks(count: int, sign_key: str, merchant_id: str = BENCH_MERCHANT) -> list[dict[str, str]]:
-    """count distinct callback bodies, truly encrypted and signed as OTT Pay sends them."""
+    """count distinct callback bodies, truly encrypted and signed as OTT Pay sends them.
+
+    Their finish_time is now, in Beijing time as OTT Pay writes it: a live callback arrives seconds
+    after the payment. (A fixed 2020 time made the worker log a finish_time skew warning for every
+    callback, which is the rare misconfiguration case, not the load a worker normally carries.)
+    """
+    finish_time = datetime.now(BEIJING).strftime("%Y%m%d%H%M%S")
     bodies = []
     for index in range(count):
         order_id = f"BENCH-{index:08d}"
         data = {"amount": str(100 + index % 9900), "bizpay_order_id": f"AL{index:012d}", "tip": "0"}
-        data.update({"merchant_id": merchant_id, "order_id": order_id, "finish_time": "20200416050429"})
+        data.update({"merchant_id": merchant_id, "order_id": order_id, "finish_time": finish_time})
         bodies.append(build_callback(data, merchant_id, sign_key))
     return bodies
 

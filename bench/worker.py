@@ -12,11 +12,12 @@ from pathlib import Path
 
 from bench.cli import run_benchmark
 from bench.databases import ThrowawayDatabases
-from bench.drain import NOOP, REAL, Drain, measure_drain
+from bench.drain import BASELINE, NOOP, REAL, Drain, measure_drain
 from bench.redisdb import ClaimedRedisDb
 from bench.report import table
 from bench.support import (
     BENCH_MERCHANT,
+    REPO_ROOT,
     child_env,
     make_callbacks,
     new_sign_key,
@@ -25,7 +26,8 @@ from bench.support import (
 )
 from worker.settings import WorkerSettings
 
-TARGET_RATE = 1000.0
+# Issue 13: one worker drains a pre-filled queue into Postgres at 10,000 callbacks/s or more.
+TARGET_RATE = 10_000.0
 
 
 @dataclass(frozen=True)
@@ -37,6 +39,8 @@ class WorkerOptions:
     redis_db: int | None = None  # None: the first empty, unclaimed index
     log_level: str = "INFO"
     timeout_s: float = 600.0
+    # Another checkout (e.g. a worktree of main) whose worker is drained in each round too, old against new.
+    baseline_code: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -55,6 +59,11 @@ class WorkerReport:
     def ratios(self) -> list[float]:
         """Real pipeline rate over the no-op rate measured just before it, per round."""
         return [r / n for n, r in zip(self.rates(NOOP), self.rates(REAL), strict=False)]
+
+    @property
+    def baseline_ratios(self) -> list[float]:
+        """Real pipeline rate over the baseline checkout's rate of the same round (empty without --baseline-code)."""
+        return [r / b for b, r in zip(self.rates(BASELINE), self.rates(REAL), strict=False)]
 
     def targets(self) -> list[tuple[str, str, str, bool]]:
         """(what, measured, target, met) for the summary."""
@@ -94,10 +103,13 @@ def run(options: WorkerOptions, env: dict[str, str]) -> WorkerReport:
         used |= {"write_batch_max": settings.write_batch_max, "db_pool_max": settings.db_pool_max}
         report = WorkerReport(options, used)
         for round_no in range(1, options.rounds + 1):
-            for kind in (NOOP, REAL):
-                if kind == REAL:
-                    worker_env["DATABASE_URL"] = databases.clone(f"r{round_no}")
-                drain = measure_drain(kind, options.timeout_s, callbacks, redis_db, Path(tmp), worker_env)
+            for kind in _round_order(round_no, options.baseline_code is not None):
+                code_dir = options.baseline_code if kind == BASELINE and options.baseline_code else REPO_ROOT
+                if kind != NOOP:
+                    worker_env["DATABASE_URL"] = databases.clone(f"r{round_no}{kind[0]}")
+                drain = measure_drain(
+                    kind, options.timeout_s, callbacks, redis_db, Path(tmp), worker_env, code_dir=code_dir
+                )
                 report.drains.append(drain)
                 print(
                     f"  round {round_no} {kind:<16} {drain.rate:7,.0f} jobs/s "
@@ -108,25 +120,40 @@ def run(options: WorkerOptions, env: dict[str, str]) -> WorkerReport:
     return report
 
 
+def _round_order(round_no: int, with_baseline: bool) -> tuple[str, ...]:
+    """The no-op first, then the baseline and the real worker, taking turns going first (drift hits both alike)."""
+    if not with_baseline:
+        return (NOOP, REAL)
+    return (NOOP, BASELINE, REAL) if round_no % 2 else (NOOP, REAL, BASELINE)
+
+
 def summary(report: WorkerReport) -> str:
     """The per-drain table and the ratio to bare arq."""
     rows = []
     for index, d in enumerate(report.drains):
         rows.append(
             [
-                f"{index // 2 + 1}. {d.kind}",
+                f"{_round_of(report, index)}. {d.kind}",
                 f"{d.jobs:,}",
                 f"{d.wall_s:.2f}",
                 f"{d.rate:,.0f}",
                 f"{d.first_s:.2f}",
                 f"{d.steady_rate:,.0f}",
                 f"{100 * d.cpu_s / d.wall_s:.0f}",
+                f"{1e6 * d.cpu_s / d.jobs:.0f}",
                 "; ".join(d.checks) or "ok",
             ]
         )
-    header = ["run", "jobs", "wall s", "jobs/s", "1st done s", "steady/s", "cpu%", "checks"]
+    header = ["run", "jobs", "wall s", "jobs/s", "1st done s", "steady/s", "cpu%", "cpu µs each", "checks"]
     s = report.settings
     ratios = ", ".join(f"{r:.0%}" for r in report.ratios)
+    lines = []
+    if report.baseline_ratios:
+        per_round = ", ".join(f"{r:.2f}x" for r in report.baseline_ratios)
+        lines.append(
+            f"real/baseline ({report.options.baseline_code}) per round: {per_round}; "
+            f"median {statistics.median(report.baseline_ratios):.2f}x"
+        )
     return "\n".join(
         [
             f"worker drain: {report.options.callbacks:,} queued callbacks, one process, "
@@ -134,8 +161,13 @@ def summary(report: WorkerReport) -> str:
             f"db_pool_max={s['db_pool_max']}, LOG_LEVEL={report.options.log_level}",
             table(header, rows),
             f"real/no-op per round: {ratios}; median {statistics.median(report.ratios):.0%}",
+            *lines,
         ]
     )
+
+
+def _round_of(report: WorkerReport, index: int) -> int:
+    return index // (3 if report.options.baseline_code is not None else 2) + 1
 
 
 def add_arguments(parser: argparse.ArgumentParser, defaults: WorkerOptions = WorkerOptions()) -> None:
@@ -145,6 +177,14 @@ def add_arguments(parser: argparse.ArgumentParser, defaults: WorkerOptions = Wor
     )
     parser.add_argument("--worker-rounds", type=positive_int, default=defaults.rounds, help="no-op+real pairs to run")
     parser.add_argument("--timeout", type=float, default=defaults.timeout_s, help="give up a drain after this")
+    parser.add_argument(
+        "--baseline-code",
+        type=Path,
+        default=defaults.baseline_code,
+        metavar="DIR",
+        help="also drain with the worker of this checkout (e.g. `git worktree add DIR main`) in every round, "
+        "with this interpreter, and print new/old; its schema must match this checkout's migrations",
+    )
 
 
 def options_from(args: argparse.Namespace) -> WorkerOptions:
@@ -155,6 +195,7 @@ def options_from(args: argparse.Namespace) -> WorkerOptions:
         redis_db=args.redis_db,
         log_level=args.log_level,
         timeout_s=args.timeout,
+        baseline_code=args.baseline_code.resolve() if args.baseline_code is not None else None,
     )
 
 

@@ -25,26 +25,49 @@ _FINGERPRINT = re.compile(r"^[0-9a-f]{64}$")
 def unstorable_problem(value: Any) -> str | None:
     """A short description of the first thing Postgres could not store in value, or None.
 
-    Walks iteratively (a deeply nested body must not exhaust Python's recursion limit).
+    Walks iteratively (a deeply nested body must not exhaust Python's recursion limit). Runs twice
+    per callback in the worker's hot path, so a child's path (`$.data`) is only spelled out when
+    it is needed: for a problem found, or for a container whose children are walked next.
     """
-    stack: list[tuple[str, Any]] = [("$", value)]
+    if isinstance(value, dict):
+        # A callback's envelope and data are flat text: one search over all of it settles the common case.
+        try:
+            flat = "".join(value) + "".join(value.values())
+        except TypeError:
+            pass  # a key or value that is not text: walk it
+        else:
+            if not UNSTORABLE_TEXT.search(flat):
+                return None
+    # (parent's path, whether the step is a list index, the key or index, the item)
+    stack: list[tuple[str | None, bool, object, Any]] = [(None, False, "$", value)]
     while stack:
-        path, item = stack.pop()
-        if isinstance(item, float) and not math.isfinite(item):
-            return f"{path} is a non-finite number ({item!r}), which jsonb cannot hold"
+        parent, indexed, step, item = stack.pop()
         if isinstance(item, str):
-            problem = _text_problem(item)
-            if problem:
-                return f"{path} {problem}"
+            if UNSTORABLE_TEXT.search(item):
+                return f"{_path(parent, indexed, step)} {_text_problem(item)}"
+        elif isinstance(item, float):
+            if not math.isfinite(item):
+                return f"{_path(parent, indexed, step)} is a non-finite number ({item!r}), which jsonb cannot hold"
         elif isinstance(item, dict):
+            path = _path(parent, indexed, step)
             for key, child in item.items():
                 key_problem = _text_problem(key) if isinstance(key, str) else None
                 if key_problem:
                     return f"a key under {path} {key_problem}"
-                stack.append((f"{path}.{safe_text(str(key))[:40]}", child))
+                stack.append((path, False, key, child))
         elif isinstance(item, list):
-            stack.extend((f"{path}[{i}]", child) for i, child in enumerate(item))
+            path = _path(parent, indexed, step)
+            stack.extend((path, True, i, child) for i, child in enumerate(item))
     return None
+
+
+def _path(parent: str | None, indexed: bool, step: object) -> str:
+    """A child's path: `$` for the root (no parent), `parent[i]` in a list, `parent.key` in a dict."""
+    if parent is None:
+        return "$"
+    if indexed:
+        return f"{parent}[{step}]"
+    return f"{parent}.{safe_text(str(step))[:40]}"
 
 
 def _text_problem(text: str) -> str | None:
