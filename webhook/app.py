@@ -87,8 +87,7 @@ async def receive_callback(request: web.Request) -> web.Response:
         metrics.REFUSED["not_a_callback"].inc()
         return _error(400, "not_a_callback", ["the body cannot be stored as received"])
     try:
-        with metrics.ENQUEUE_SECONDS.time():
-            fresh = await request.app[BATCHER].enqueue(prepared)
+        fresh = await request.app[BATCHER].enqueue(prepared)
     except QueueUnavailable as exc:
         metrics.REFUSED["queue_unavailable"].inc()
         logger.error("callback not queued", extra={"merchant_id": envelope["merchant_id"], "error": str(exc)})

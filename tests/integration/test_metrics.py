@@ -112,8 +112,11 @@ async def test_receiver_metrics_count_queued_redelivered_refused_and_unavailable
     assert delta(before, after, "ottrecon_callbacks_refused_total", reason="not_a_callback") == 1
     assert delta(before, after, "ottrecon_callbacks_refused_total", reason="body_too_large") == 1
     assert delta(before, after, "ottrecon_callbacks_refused_total", reason="queue_unavailable") == 1
-    # Timed: the two confirmed enqueues and the failed one; the refusals never reached Redis.
+    # Timed per Redis write: the two confirmed writes and the failed one; the refusals never reached Redis.
     assert delta(before, after, "ottrecon_enqueue_seconds_count") == 3
+    # One callback in each confirmed write (sent one after the other, so none were grouped).
+    assert delta(before, after, "ottrecon_enqueue_batch_callbacks_count") == 2
+    assert delta(before, after, "ottrecon_enqueue_batch_callbacks_sum") == 2
 
 
 async def test_receiver_public_port_has_no_metrics_endpoint(redis_url: str) -> None:

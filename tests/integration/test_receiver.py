@@ -13,7 +13,7 @@ from arq import ArqRedis
 from prometheus_client import REGISTRY
 
 from ottpay.keys import parse_merchant_keys
-from ottrecon.queue import QUEUE_NAME
+from ottrecon.queue import QUEUE_NAME, QUEUED_KEY_PREFIX
 from tests.conftest import MERCHANT, OLD_KEY
 from tests.integration.support import drain, make_callback, receiver, worker_settings
 from webhook.app import create_app
@@ -100,10 +100,11 @@ async def test_concurrent_callbacks_share_redis_writes_and_jobs(
     jobs = await redis.zcard(QUEUE_NAME)
     # Callbacks that arrived while a write was in flight went out together in the next one.
     assert 1 <= jobs < 60
+    assert len(await redis.keys(QUEUED_KEY_PREFIX + "*")) == 60  # one per queued body, until processed
     await drain(worker_settings(database_url, redis_url, parse_merchant_keys(f"{MERCHANT}={OLD_KEY}")))
     assert await db.fetchval("SELECT count(*) FROM callbacks") == 60
     # Processed bodies are released, so a later redelivery would be queued (and found a duplicate).
-    assert await redis.keys("ottrecon:queued:*") == []
+    assert await redis.keys(QUEUED_KEY_PREFIX + "*") == []
 
 
 MALFORMED_REQUESTS = [
