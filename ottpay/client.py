@@ -12,7 +12,7 @@ import aiohttp
 from yarl import URL
 
 from ottpay.codes import GatewayReply, Outcome, classify_rsp_code
-from ottpay.envelope import open_envelope, seal
+from ottpay.envelope import open_with_any_key, seal
 from ottpay.errors import EnvelopeError
 
 logger = logging.getLogger("ottpay.client")
@@ -20,15 +20,26 @@ logger = logging.getLogger("ottpay.client")
 _HEADERS = {"Content-Type": "application/json", "Accept": "application/json"}
 # parse_cents accepts at most 15 digits; a larger amount could never be read back.
 _MAX_CENTS = 10**15 - 1
+# How a gateway refuses a request it cannot authenticate (the simulator does; OTT Pay documents no
+# separate code). Such a request was not acted on, so it may be sent again under another key.
+_REFUSED_CODES = frozenset({"PARAM_INVALID", "PARAM_ERROR"})
 
 
 @dataclass(frozen=True)
 class MerchantCredentials:
-    """Who the client speaks for; the sign key never appears in repr()."""
+    """Who the client speaks for; the sign keys never appear in repr().
+
+    signkeys are the merchant's accepted keys, the one OTT Pay currently holds first (during a
+    rotation the new key follows it; docs/OPERATIONS.md, decision 0029).
+    """
 
     merchant_id: str
     operator_id: str
-    signkey: str = field(repr=False)
+    signkeys: tuple[str, ...] = field(repr=False)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.signkeys, str) or not self.signkeys or not all(self.signkeys):
+            raise ValueError("signkeys must be a non-empty tuple of sign keys")
 
 
 class OttPayClient:
@@ -59,6 +70,9 @@ class OttPayClient:
             raise ValueError("timeouts must be positive")
         self._session = session
         self._credentials = credentials
+        # Index of the key the gateway is believed to hold: the first configured one until an answer
+        # shows that it switched (then every later request is signed with the one that worked).
+        self._current = 0
         self._url = url
         self._timeout = aiohttp.ClientTimeout(total=timeout_s, connect=connect_timeout_s)
 
@@ -98,8 +112,39 @@ class OttPayClient:
         return await self._call("REFUND", data, None)
 
     async def _call(self, action: str, data: dict[str, str], expected_order_id: str | None) -> GatewayReply:
+        """Send under the key the gateway is believed to hold; if the gateway refuses the request
+        unsigned (PARAM_INVALID/PARAM_ERROR, nothing done), send it again under each other accepted
+        key, so that OTT Pay switching keys mid-rotation fails nothing. Returns the first accepted
+        answer, else the answer under the current key."""
+        keys = self._credentials.signkeys
+        order = [self._current, *(i for i in range(len(keys)) if i != self._current)]
+        first: GatewayReply | None = None
+        for index in order:
+            reply = await self._call_with_key(action, data, expected_order_id, index)
+            if not _refused(reply) or len(keys) == 1:
+                if index != self._current:
+                    self._learn(index, action)
+                return reply
+            first = first or reply
+        assert first is not None
+        return first
+
+    def _learn(self, index: int, action: str) -> None:
+        # Only positions are logged: the keys themselves are secrets.
+        logger.warning(
+            "ottpay sign key switched: the gateway accepts key %d of %d for merchant %s",
+            index + 1,
+            len(self._credentials.signkeys),
+            self._credentials.merchant_id,
+            extra={"merchant_id": self._credentials.merchant_id, "key_position": index + 1, "action": action},
+        )
+        self._current = index
+
+    async def _call_with_key(
+        self, action: str, data: dict[str, str], expected_order_id: str | None, key_index: int
+    ) -> GatewayReply:
         creds = self._credentials
-        sealed, md5 = seal(data, creds.signkey)
+        sealed, md5 = seal(data, creds.signkeys[key_index])
         body = {"action": action, "version": "1.0", "merchant_id": creds.merchant_id}
         body.update(operator_id=creds.operator_id, data=sealed, md5=md5)
         started = time.monotonic()
@@ -152,7 +197,8 @@ class OttPayClient:
             if not isinstance(sealed, str) or not isinstance(md5, str):
                 return self._failed(action, started, "bad_response", sent=True)
             try:
-                data = open_envelope(sealed, md5, self._credentials.signkey, self._credentials.merchant_id)
+                # Any accepted key: an answer may be sealed under the key the gateway switched to.
+                data, _ = open_with_any_key(sealed, md5, self._keys_current_first(), self._credentials.merchant_id)
             except EnvelopeError as exc:
                 # rsp_code and rsp_msg sit outside the signed data: with data that does not
                 # verify, nothing in the body can be trusted, so none of it is passed on.
@@ -168,9 +214,18 @@ class OttPayClient:
         latency = _elapsed_ms(started)
         return GatewayReply(action, outcome, rsp_code, rsp_msg, data, latency, True, None, not_found)
 
+    def _keys_current_first(self) -> list[str]:
+        keys = self._credentials.signkeys
+        return [keys[self._current], *(key for i, key in enumerate(keys) if i != self._current)]
+
     @staticmethod
     def _failed(action: str, started: float, error: str, *, sent: bool) -> GatewayReply:
         return GatewayReply(action, Outcome.UNKNOWN, None, None, {}, _elapsed_ms(started), sent, error)
+
+
+def _refused(reply: GatewayReply) -> bool:
+    """The gateway rejected the request without signed data: perhaps it could not authenticate it."""
+    return reply.rsp_code is not None and reply.rsp_code.strip() in _REFUSED_CODES and not reply.data
 
 
 def _text(name: str, value: str) -> str:

@@ -14,7 +14,8 @@ _SIGN_KEY = re.compile(r"[0-9A-Za-z]{8,64}")
 
 @dataclass(frozen=True)
 class MerchantKeys(Mapping[str, tuple[str, ...]]):
-    """Accepted sign keys per merchant id, oldest first; several keys allow rotation.
+    """Accepted sign keys per merchant id, in the order configured: first the key OTT Pay holds, which
+    signs requests, then a key being rotated in (docs/OPERATIONS.md, decision 0029).
 
     The keys are secrets: repr() and str() show merchant ids and key counts only.
     """
@@ -42,7 +43,7 @@ class MerchantKeys(Mapping[str, tuple[str, ...]]):
 
 
 def parse_merchant_keys(text: str) -> MerchantKeys:
-    """Parse ``MID=KEY[,MID=KEY…]``; a merchant listed twice gets two accepted keys.
+    """Parse ``MID=KEY[,MID=KEY…]``; a merchant listed twice gets two accepted keys, in the order listed.
 
     Raises ValueError naming every malformed entry (never echoing a key's value).
     """
@@ -69,6 +70,11 @@ def parse_merchant_keys(text: str) -> MerchantKeys:
     if not keys:
         raise ValueError("no merchant is configured")
     return MerchantKeys({mid: tuple(ks) for mid, ks in keys.items()})
+
+
+def is_sign_key(text: str) -> bool:
+    """True for text shaped like a sign key (what OTTPAY_MERCHANTS accepts)."""
+    return bool(_SIGN_KEY.fullmatch(text))
 
 
 def parse_operator_ids(text: str) -> dict[str, str]:

@@ -12,7 +12,8 @@ from datetime import datetime
 from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING
 
-from ottrecon import logs
+from ottrecon import logs, progress
+from ottrecon.commands import closing as closing_commands
 from ottrecon.commands import finance as finance_commands
 from ottrecon.commands.check_config import PROCESSES
 from ottrecon.commands.env import UsageError, require
@@ -26,12 +27,15 @@ if TYPE_CHECKING:
 # is longer). The receiver's requests take at most its 2 s enqueue timeout; the api's up to its wait_s.
 RECEIVER_SHUTDOWN_GRACE_S = 10.0
 API_SHUTDOWN_MARGIN_S = 10.0
+# Commands whose one-line summary says what they did: their info logs would only repeat it, and cron mails every
+# line they print, so they log warnings and errors unless LOG_LEVEL asks for more (decision 0035).
+SUMMARISED = frozenset({"import-statement", "reconcile", "export", "replay-rejected", "requeue-dead"})
 
 
 def main(argv: Sequence[str] | None = None, env: Mapping[str, str] = os.environ) -> int:
     """Run one subcommand; returns the process exit code (2 for configuration errors)."""
     args = _parser().parse_args(argv)
-    level = env.get("LOG_LEVEL", "INFO")
+    level = env.get("LOG_LEVEL", "WARNING" if args.command in SUMMARISED else "INFO")
     level_problem = logs.level_problem(level)
     logs.configure("INFO" if level_problem else level)
     # check-config reports it among everything else; every other command refuses to start.
@@ -93,6 +97,7 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument("--format", choices=["csv"], default="csv")
     finance_commands.add_report_choices(export)
     finance_commands.register(command)
+    closing_commands.register(command)
     command(
         "hash-password",
         _hash_password,
@@ -220,17 +225,18 @@ def _replay(args: argparse.Namespace, env: Mapping[str, str]) -> int:
 
     settings = WorkerSettings.from_env(env)
 
-    async def run() -> None:
+    async def run(shown: progress.Progress) -> str:
         pool = await db.create_pool(settings.database_url, 2)
         try:
-            report = await replay_rejected(pool, settings.merchants)
+            report = await replay_rejected(pool, settings.merchants, progress=shown)
         finally:
             await pool.close()
-        print(
+        return (
             f"recorded {report.recorded}, already recorded {report.duplicate}, still rejected {report.still_rejected}"
         )
 
-    asyncio.run(run())
+    with progress.for_command("replay-rejected", env) as shown:
+        print(shown.finish(asyncio.run(run(shown))))
     return 0
 
 
@@ -238,8 +244,9 @@ def _requeue_dead(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     from ottrecon.callbacks.deadletter import requeue_dead
 
     (redis_url,) = require(env, "REDIS_URL")
-    moved = asyncio.run(requeue_dead(redis_url))
-    print(f"requeued {moved} dead-lettered job(s)")
+    with progress.for_command("requeue-dead", env) as shown:
+        moved = asyncio.run(requeue_dead(redis_url, progress=shown))
+        print(shown.finish(f"requeued {moved} dead-lettered job(s)"))
     return 0
 
 
@@ -249,17 +256,19 @@ def _export(args: argparse.Namespace, env: Mapping[str, str]) -> int:
 
     (database_url,) = require(env, "DATABASE_URL")
 
-    async def run() -> int:
+    async def run(shown: progress.Progress) -> int:
         if args.what in finance_commands.REPORTS:
-            return await finance_commands.export_report(database_url, args)
+            return await finance_commands.export_report(database_url, args, shown)
         pool = await db.create_pool(database_url, 1)
         try:
-            return await export_csv(pool, args.what, sys.stdout)
+            return await export_csv(pool, args.what, sys.stdout, progress=shown)
         finally:
             await pool.close()
 
-    rows = asyncio.run(run())
-    print(f"exported {rows} row(s)", file=sys.stderr)
+    # Progress and the summary on stderr only: stdout is the CSV.
+    with progress.for_command(f"export {args.what}", env, stdout_is_data=True) as shown:
+        rows = asyncio.run(run(shown))
+        print(shown.finish(f"exported {rows} row(s)"), file=sys.stderr)
     return 0
 
 
@@ -310,8 +319,8 @@ def _make_callback(args: argparse.Namespace, env: Mapping[str, str]) -> int:
         "order_id": args.order_id,
         "finish_time": now.strftime("%Y%m%d%H%M%S"),
     }
-    # The newest configured key signs, as OTT Pay would after a rotation.
-    print(json.dumps(build_callback(data, args.merchant, keys[-1])))
+    # The first configured key signs: the one OTT Pay holds (decision 0029).
+    print(json.dumps(build_callback(data, args.merchant, keys[0])))
     return 0
 
 

@@ -59,6 +59,7 @@ async def process(request: web.Request) -> web.StreamResponse:
     if sim.dice.chance(faults.error_5xx):
         return web.Response(status=503, text="simulated outage")
     body = _json_or_none(await request.read())
+    sim.state.requests += 1
     action, merchant_id, answer = _answer(sim, body)
     lost = action in MONEY_ACTIONS and sim.dice.chance(faults.timeout)
     logger.info(
@@ -84,13 +85,13 @@ def _answer(sim: Simulator, body: Any) -> tuple[str, str | None, Answer]:
     action, merchant_id = body["action"], body["merchant_id"]
     if body["version"] != "1.0":
         return action, None, Answer("PARAM_INVALID", "version must be 1.0")
-    keys = sim.settings.merchants.keys_for(merchant_id)
-    if not keys:
+    signkey = sim.keys.key_for(merchant_id)
+    if signkey is None:
         # Nobody to sign an answer for: the reply carries no data.
         return action, None, Answer("PARAM_INVALID", "unknown merchant_id")
     try:
-        # Any of the merchant's keys is accepted (rotation); answers are signed with the newest.
-        fields, _ = open_with_any_key(body["data"], body["md5"], keys, merchant_id)
+        # Only the key the gateway holds now opens a request, as at OTT Pay: a rotation switches it.
+        fields, _ = open_with_any_key(body["data"], body["md5"], (signkey,), merchant_id)
     except EnvelopeError as exc:
         return action, merchant_id, Answer("PARAM_INVALID", f"signature invalid ({exc.reason})")
     expected = sim.settings.operators.get(merchant_id)
@@ -104,7 +105,9 @@ def _answer(sim: Simulator, body: Any) -> tuple[str, str | None, Answer]:
 def _sealed(sim: Simulator, merchant_id: str | None, answer: Answer) -> dict[str, str]:
     payload = {"rsp_code": answer.rsp_code, "rsp_msg": answer.rsp_msg}
     if answer.data and merchant_id is not None:
-        payload["data"], payload["md5"] = seal(answer.data, sim.settings.merchants[merchant_id][-1])
+        signkey = sim.keys.key_for(merchant_id)
+        assert signkey is not None, "answers with data are only given to known merchants"
+        payload["data"], payload["md5"] = seal(answer.data, signkey)
     return payload
 
 

@@ -12,6 +12,7 @@ from ottpay.envelope import build_callback
 from simulator.background import Background
 from simulator.faults import Dice
 from simulator.settings import SimulatorSettings
+from simulator.signkeys import HeldKeys
 from simulator.state import CallbackStats, Order
 
 logger = logging.getLogger("simulator")
@@ -36,8 +37,9 @@ class CallbackSender:
     Faults are decided when the order is paid, in payment order, so a seed replays them exactly.
     """
 
-    def __init__(self, settings: SimulatorSettings, dice: Dice, background: Background) -> None:
+    def __init__(self, settings: SimulatorSettings, keys: HeldKeys, dice: Dice, background: Background) -> None:
         self._settings = settings
+        self._keys = keys
         self._dice = dice
         self._background = background
         self._session: aiohttp.ClientSession | None = None
@@ -70,7 +72,7 @@ class CallbackSender:
             self._background.later(held_s, lambda: self._deliver(url, body, stats), name)
 
     def body_for(self, order: Order, *, amount: int) -> dict[str, str]:
-        """The callback body for a paid order, sealed with the merchant's newest key."""
+        """The callback body for a paid order, sealed with the key the gateway holds now."""
         data = {
             "order_id": order.order_id,
             "amount": str(amount),
@@ -79,7 +81,8 @@ class CallbackSender:
             "merchant_id": order.merchant_id,
             "finish_time": order.trade_time or "",
         }
-        signkey = self._settings.merchants[order.merchant_id][-1]
+        signkey = self._keys.key_for(order.merchant_id)
+        assert signkey is not None, "orders exist only for known merchants"
         return build_callback(data, order.merchant_id, signkey)
 
     async def _deliver(self, url: str, body: dict[str, str], stats: CallbackStats) -> None:

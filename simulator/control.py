@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 
 from aiohttp import web
 
+from ottpay.keys import is_sign_key
 from simulator.core import SIM
 from simulator.gateway import NotPayable, UnknownOrder
 from simulator.state import Order
@@ -22,6 +24,7 @@ def add_control_routes(router: web.UrlDispatcher) -> None:
     router.add_get(_ORDER, get_order)
     router.add_get("/sim/stats", stats)
     router.add_get("/sim/statement.csv", statement_csv)
+    router.add_post("/sim/merchants/{merchant_id}/signkey", switch_signkey)
     router.add_post("/sim/reset", reset)
 
 
@@ -70,6 +73,27 @@ async def get_order(request: web.Request) -> web.Response:
 async def stats(request: web.Request) -> web.Response:
     """Orders by status, double-charge evidence and callback counters."""
     return web.json_response(request.app[SIM].state.stats())
+
+
+async def switch_signkey(request: web.Request) -> web.Response:
+    """The merchant enters a new sign key in OTT Pay's portal: body {"signkey": KEY}. From now on requests
+    must be signed with it and answers and new callbacks are sealed with it. 200, 404 unknown merchant,
+    400 not a sign key. The key is never echoed or logged."""
+    merchant_id = request.match_info["merchant_id"]
+    try:
+        body = json.loads(await request.read())
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        body = None
+    signkey = body.get("signkey") if isinstance(body, dict) else None
+    if not isinstance(signkey, str) or not is_sign_key(signkey):
+        return web.json_response(
+            {"error": "bad_signkey", "expected": '{"signkey": "8-64 letters or digits"}'}, status=400
+        )
+    try:
+        request.app[SIM].keys.switch(merchant_id, signkey)
+    except KeyError:
+        return web.json_response({"error": "unknown_merchant"}, status=404)
+    return web.json_response({"merchant_id": merchant_id, "status": "switched"})
 
 
 async def reset(request: web.Request) -> web.Response:

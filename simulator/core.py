@@ -11,26 +11,30 @@ from simulator.callbacks import CallbackSender
 from simulator.faults import Dice
 from simulator.gateway import Gateway
 from simulator.settings import SimulatorSettings
+from simulator.signkeys import HeldKeys
 from simulator.state import SimState
 
 
 class Simulator:
-    """Settings, memory, the seeded dice, background jobs, the callback sender and the gateway logic."""
+    """Settings, memory, held sign keys, the seeded dice, background jobs, the callback sender and the gateway."""
 
     def __init__(self, settings: SimulatorSettings) -> None:
         self.settings = settings
         self.state = SimState()
+        self.keys = HeldKeys(settings.merchants)
         self.dice = Dice(settings.seed)
         self.background = Background()
-        self.sender = CallbackSender(settings, self.dice, self.background)
+        self.sender = CallbackSender(settings, self.keys, self.dice, self.background)
         self.gateway = Gateway(settings, self.state, self.dice, self.background, self.sender)
         # Set on shutdown so that responses held back by the timeout fault end at once.
         self.stopping = asyncio.Event()
 
     async def reset(self) -> None:
-        """Cancel pending callbacks and jobs, forget every order and restart the dice from the seed."""
+        """Cancel pending callbacks and jobs, forget every order, hold the configured keys again and restart
+        the dice from the seed."""
         await self.background.cancel_all()
         self.state.clear()
+        self.keys.reset()
         self.dice.reseed()
 
 

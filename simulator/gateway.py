@@ -19,7 +19,7 @@ MONEY_ACTIONS = frozenset({"PASSIVEPAY", "ACTIVEPAY", "REFUND"})
 
 @dataclass(frozen=True)
 class Answer:
-    """A gateway answer before sealing: data (if any) is encrypted with the merchant's newest key."""
+    """A gateway answer before sealing: data (if any) is encrypted with the key the gateway holds."""
 
     rsp_code: str
     rsp_msg: str

@@ -91,6 +91,8 @@ class SimState:
         # when the client used two order ids.
         self.charges_by_auth_code: Counter[str] = Counter()
         self.callbacks = CallbackStats()
+        # /processV2 (and /process) requests answered, the simulated 503s excluded.
+        self.requests = 0
         self._sequence = 0
 
     def now_text(self) -> str:
@@ -137,6 +139,7 @@ class SimState:
         """Counts for GET /sim/stats; orders_charged_more_than_once must stay empty with a correct client."""
         by_status = Counter(order.status for order in self.orders.values())
         return {
+            "requests": self.requests,
             "orders": len(self.orders),
             "orders_by_status": dict(sorted(by_status.items())),
             "refunds": len(self.refunds),

@@ -164,6 +164,9 @@ class SummaryRow:
     mismatches: int
     amount_at_risk: int
     unpaid: int
+    entry: str = "day"  # or "adjustment" (closing the books)
+    corrects_date: date | None = None
+    reason: str | None = None
 
 
 PAID_STATUSES = ("paid", "partially_refunded", "refunded")
@@ -362,6 +365,8 @@ def _recon(
         return "matched", 0
     if order.status == "unpaid":
         return "unpaid", expected_total
+    if order.status == "review":
+        return "review", expected_total
     if order.status in ENDED_UNPAID:
         return "matched", 0
     return "pending", 0

@@ -216,6 +216,14 @@ def _log_outcomes(verdicts: list[Verdict], new: set[tuple[str, str]]) -> dict[st
         counts[outcome] += 1
         if outcome == "recorded":
             metrics.count_finish_time_skew(verdict)
+            if verdict.rsp_code_unexpected:
+                # Kept and judged by its signed data like any other copy; flagged because it is not what OTT
+                # Pay sends: someone replayed a genuine callback with another rsp_code, or the gateway changed.
+                metrics.UNEXPECTED_RSP_CODE.inc()
+                logger.warning(
+                    "callback recorded with an unexpected unsigned rsp_code; its signed data decided",
+                    extra={**ids, "order_id": verdict.order_id, "rsp_code": verdict.rsp_code},
+                )
         if each:
             logger.debug(f"callback {outcome}", extra={**ids, "order_id": verdict.order_id, "amount": verdict.amount})
     metrics.RECORDED.inc(counts["recorded"])

@@ -50,6 +50,11 @@ FINISH_TIME_SKEWED = Counter(
     "ottrecon_callbacks_finish_time_skewed_total",
     "Newly recorded callbacks whose parsed finish_time is more than an hour from their receipt.",
 )
+UNEXPECTED_RSP_CODE = Counter(
+    "ottrecon_callbacks_unexpected_rsp_code_total",
+    "Newly recorded verified callbacks whose unsigned rsp_code is not SUCCESS (an altered copy, or the gateway "
+    "changed); their signed data decided what they report.",
+)
 _submissions = Counter(
     "ottrecon_submissions_total", "Requests sent to OTT Pay by the submitter and refunder.", ["action", "outcome"]
 )

@@ -13,11 +13,18 @@ _ERROR = {
     "required": ["error", "problems"],
     "description": (
         "Every error, whatever its status, has this shape. `error` is a stable code: invalid_request (422), "
-        "unauthorized (401), not_found (404), method_not_allowed (405), idempotency_conflict and not_refundable "
-        "(409), body_too_large (413), database_unavailable (503), internal_error (500, a fault: logged). "
-        "`problems` says, in words, everything that is wrong."
+        "unauthorized (401), not_found (404), method_not_allowed (405), idempotency_conflict, auth_code_used and "
+        "not_refundable (409), body_too_large (413), database_unavailable (503), internal_error (500, a fault: "
+        "logged). `problems` says, in words, everything that is wrong."
     ),
-    "properties": {"error": {"type": "string"}, "problems": {"type": "array", "items": {"type": "string"}}},
+    "properties": {
+        "error": {"type": "string"},
+        "problems": {"type": "array", "items": {"type": "string"}},
+        "payment_id": {
+            "type": "string",
+            "description": "auth_code_used only: the payment this wallet code was already used for",
+        },
+    },
 }
 _STATUS = {
     "type": "string",
@@ -76,13 +83,22 @@ _IDEMPOTENCY_KEY = {
 _PAYMENT_ID = {"name": "payment_id", "in": "path", "required": True, "schema": {"type": "string"}}
 
 
-def _responses(ok: dict[str, Any], *, body: bool = False) -> dict[str, Any]:
+# POST /api/payments' conflicts: a wallet code is single use (decision 0027).
+_PAYMENT_CONFLICTS = (
+    "idempotency_conflict: the Idempotency-Key was used with another request; auth_code_used: this PASSIVEPAY's "
+    "wallet code (auth_code) was already used for a payment, whose id is in `payment_id` (one code pays at most "
+    "once, whatever the key: look that payment up, or scan a fresh code)"
+)
+
+
+def _responses(ok: dict[str, Any], *, body: bool = False, conflict: str | None = None) -> dict[str, Any]:
     errors = {
         "401": "missing or wrong bearer token",
         "404": "no such payment (an id that cannot be ours, e.g. holding a NUL, is simply not found)",
-        "409": "idempotency key reused with another request, or not refundable",
+        "409": conflict or "idempotency key reused with another request, or not refundable",
         "422": "invalid request: every problem named (bad JSON, NaN, deep nesting, unknown query parameters…)",
-        "503": "database unavailable: nothing stored, retry with the same key",
+        "503": "database unavailable; for a POST, `problems` says whether anything may have been stored: "
+        "retry with the same Idempotency-Key, never a new one",
     }
     if body:
         errors["413"] = "body larger than 64 KiB"
@@ -100,6 +116,21 @@ def _ok(description: str, ref: str) -> dict[str, Any]:
     return {"description": description, "content": {"application/json": {"schema": {"$ref": ref}}}}
 
 
+def _stored(ref: str) -> dict[str, Any]:
+    """202: stored and on its way, but the answer could not wait for the gateway (finding 03, decision 0028)."""
+    notice = {
+        "type": "object",
+        "required": ["notice"],
+        "properties": {"notice": {"type": "string", "description": "why it is not answered yet, and what to do"}},
+    }
+    return {
+        "description": "stored and due, but not answered by the gateway yet: no worker could be asked to send it now, "
+        "or its current state could not be read back (`notice` says which). The worker's scheduled retry sends it; "
+        "poll GET /api/payments/{payment_id}, or repeat the request with the same Idempotency-Key, never a new one",
+        "content": {"application/json": {"schema": {"allOf": [{"$ref": ref}, notice]}}},
+    }
+
+
 def openapi_spec() -> dict[str, Any]:
     """The whole description as a JSON-able dict."""
     payment_ref, refund_ref = "#/components/schemas/Payment", "#/components/schemas/Refund"
@@ -112,7 +143,10 @@ def openapi_spec() -> dict[str, Any]:
             "biz_type": {"type": "string", "enum": list(Channel)},
             "amount": _CENTS | {"minimum": 1},
             "tip": _CENTS,
-            "auth_code": {"type": "string", "description": "PASSIVEPAY only: the scanned wallet code"},
+            "auth_code": {
+                "type": "string",
+                "description": "PASSIVEPAY only: the scanned wallet code; single use (a second payment with it: 409)",
+            },
             "sale_num": {"type": "string", "description": "invoice number"},
         },
     }
@@ -139,7 +173,13 @@ def openapi_spec() -> dict[str, Any]:
                     "parameters": [_IDEMPOTENCY_KEY],
                     "requestBody": _json_body(create_payment_body),
                     "responses": _responses(
-                        {"201": _ok("created", payment_ref), "200": _ok("replayed", payment_ref)}, body=True
+                        {
+                            "201": _ok("created", payment_ref),
+                            "200": _ok("replayed", payment_ref),
+                            "202": _stored(payment_ref),
+                        },
+                        body=True,
+                        conflict=_PAYMENT_CONFLICTS,
                     ),
                 },
                 "get": {
@@ -196,7 +236,12 @@ def openapi_spec() -> dict[str, Any]:
                         {"type": "object", "required": ["amount"], "properties": {"amount": _CENTS | {"minimum": 1}}}
                     ),
                     "responses": _responses(
-                        {"201": _ok("created", refund_ref), "200": _ok("replayed", refund_ref)}, body=True
+                        {
+                            "201": _ok("created", refund_ref),
+                            "200": _ok("replayed", refund_ref),
+                            "202": _stored(refund_ref),
+                        },
+                        body=True,
                     ),
                 }
             },

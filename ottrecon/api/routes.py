@@ -14,13 +14,22 @@ from ottpay import strict_json
 from ottrecon.api.auth import CLIENT
 from ottrecon.api.qr import qr_svg
 from ottrecon.api.settings import ApiSettings
-from ottrecon.api.views import STATUSES, payment_view, refund_view
+from ottrecon.api.views import NOT_HANDED_OVER, STATE_UNREAD, STATUSES, payment_view, refund_view
 from ottrecon.db import translate_errors
 from ottrecon.errors import DatabaseUnavailable
 from ottrecon.payments import intake as service
 from ottrecon.payments import store
-from ottrecon.payments.errors import IdempotencyConflict, InvalidRequest, NotFound, NotRefundable
-from ottrecon.payments.statuses import REFUND_DONE, SETTLED
+from ottrecon.payments.errors import (
+    AuthCodeUsed,
+    IdempotencyConflict,
+    InvalidRequest,
+    MaybeStored,
+    NotFound,
+    NotRefundable,
+    NotStored,
+)
+from ottrecon.payments.statuses import REFUND_DONE, SETTLED, OrderStatus, RefundStatus
+from ottrecon.queue import PROCESS_ORDER_JOB, PROCESS_REFUND_JOB, kick
 
 logger = logging.getLogger("ottrecon.api")
 
@@ -45,18 +54,30 @@ HTTP_ERRORS = {
 
 
 async def create_payment(request: web.Request) -> web.Response:
-    """POST /api/payments: store, submit, wait a bounded time for the gateway, answer the state."""
+    """POST /api/payments: store, submit, wait a bounded time for the gateway, answer the state.
+
+    Once the order is stored every answer carries it (finding 03): 202 with a notice when no worker could be
+    asked to send it now, or when its state could not be read back; never an error saying nothing was stored.
+    """
     settings, pool = request.app[SETTINGS], request.app[POOL]
     _no_query(request)
     key = service.check_idempotency_key(request.headers.get("Idempotency-Key"))
     payment = service.PaymentRequest.parse(await _json(request), settings.merchant_ids)
-    order, created = await service.create_payment(pool, request.app[REDIS], payment, key)
+    order, created = await service.store_payment(pool, payment, key)
     logger.info(
         "payment created" if created else "payment replayed",
         extra={"merchant_id": order["merchant_id"], "order_id": order["order_id"], "client": request[CLIENT]},
     )
-    order = await service.wait_for(pool, store.ORDER_BY_ID, order["order_id"], SETTLED, settings.wait_s)
-    return web.json_response(payment_view(order, await _refunds(pool, order)), status=201 if created else 200)
+    handed_over = await kick(request.app[REDIS], PROCESS_ORDER_JOB, order["id"]) if created else True
+    try:
+        current = await service.wait_for(pool, store.ORDER_BY_ID, order["order_id"], SETTLED, settings.wait_s)
+        view = payment_view(current, await _refunds(pool, current))
+    except Exception as exc:
+        _log_unread("payment", order["order_id"], exc)
+        return _stored(payment_view(order), STATE_UNREAD, order["order_id"])
+    if not handed_over and current["status"] == OrderStatus.PENDING:
+        return _stored(view, NOT_HANDED_OVER, order["order_id"])
+    return web.json_response(view, status=201 if created else 200)
 
 
 async def get_payment(request: web.Request) -> web.Response:
@@ -101,9 +122,17 @@ async def create_refund(request: web.Request) -> web.Response:
     if problems:
         raise InvalidRequest(problems)
     payment_id = _payment_id(request)
-    refund, created = await service.create_refund(pool, request.app[REDIS], payment_id, amount, key)
-    refund = await service.wait_for(pool, store.REFUND_BY_ID, refund["id"], REFUND_DONE, settings.wait_s)
-    return web.json_response(refund_view(refund, payment_id), status=201 if created else 200)
+    refund, created = await service.store_refund(pool, payment_id, amount, key)
+    # Stored: from here on every answer carries it, as for payments.
+    handed_over = await kick(request.app[REDIS], PROCESS_REFUND_JOB, refund["id"]) if created else True
+    try:
+        current = await service.wait_for(pool, store.REFUND_BY_ID, refund["id"], REFUND_DONE, settings.wait_s)
+    except Exception as exc:
+        _log_unread("refund", refund["refund_order_id"], exc)
+        return _stored(refund_view(refund, payment_id), STATE_UNREAD, payment_id)
+    if not handed_over and current["status"] == RefundStatus.PENDING:
+        return _stored(refund_view(current, payment_id), NOT_HANDED_OVER, payment_id)
+    return web.json_response(refund_view(current, payment_id), status=201 if created else 200)
 
 
 @web.middleware
@@ -123,12 +152,17 @@ async def error_middleware(request: web.Request, handler: Any) -> web.StreamResp
         return _error(422, "invalid_request", exc.problems)
     except IdempotencyConflict as exc:
         return _error(409, "idempotency_conflict", [str(exc)])
+    except AuthCodeUsed as exc:
+        return _error(409, "auth_code_used", [str(exc)], payment_id=exc.payment_id)
     except NotFound as exc:
         return _error(404, "not_found", [str(exc)])
     except NotRefundable as exc:
         return _error(409, "not_refundable", [str(exc)])
+    except (NotStored, MaybeStored) as exc:
+        # Said as it is (finding 03): a POS told "nothing was stored" when it was retries with a new key.
+        return _error(503, "database_unavailable", [str(exc)])
     except DatabaseUnavailable:
-        return _error(503, "database_unavailable", ["nothing was stored; retry with the same Idempotency-Key"])
+        return _error(503, "database_unavailable", ["the database is unavailable; retry later"])
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
@@ -139,6 +173,19 @@ async def error_middleware(request: web.Request, handler: Any) -> web.StreamResp
         return _error(
             500, "internal_error", ["an unexpected fault (logged); a retry with the same Idempotency-Key is safe"]
         )
+
+
+def _stored(view: dict[str, Any], notice: str, payment_id: str) -> web.Response:
+    """202: stored as shown and on its way, but not answered by the gateway; `notice` says why and what to do."""
+    return web.json_response(view | {"notice": notice.format(payment_id=payment_id)}, status=202)
+
+
+def _log_unread(what: str, order_id: str, exc: Exception) -> None:
+    extra = {"stored": what, "order_id": order_id}
+    if isinstance(exc, DatabaseUnavailable):
+        logger.warning("stored; its state could not be read back", extra=extra | {"error": str(exc)})
+    else:
+        logger.exception("stored; answering with its state failed", extra=extra)
 
 
 async def _order(pool: asyncpg.Pool, payment_id: str) -> asyncpg.Record:
@@ -198,5 +245,15 @@ def _kept_headers(exc: web.HTTPException) -> dict[str, str]:
     return {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else {}
 
 
-def _error(status: int, code: str, problems: list[str], headers: dict[str, str] | None = None) -> web.Response:
-    return web.json_response({"error": code, "problems": problems}, status=status, headers=headers)
+def _error(
+    status: int,
+    code: str,
+    problems: list[str],
+    headers: dict[str, str] | None = None,
+    *,
+    payment_id: str | None = None,
+) -> web.Response:
+    body: dict[str, Any] = {"error": code, "problems": problems}
+    if payment_id is not None:
+        body["payment_id"] = payment_id
+    return web.json_response(body, status=status, headers=headers)

@@ -13,6 +13,18 @@ from ottrecon.payments.statuses import OrderStatus
 CURRENCY = "CAD"
 # Every status an order can have, in the order of sql/0002's order_status_rank.
 STATUSES = tuple(OrderStatus)
+# The notices of a 202: stored, on its way, not yet answered by the gateway. Each tells the POS not to start over
+# with a new Idempotency-Key, which could take the money twice (finding 03).
+NOT_HANDED_OVER = (
+    "stored and due, but no worker could be asked to send it now (the job queue is unavailable): the worker's "
+    "scheduled retry sends it shortly. Poll GET /api/payments/{payment_id}; to ask again use the same Idempotency-Key, "
+    "never a new one"
+)
+STATE_UNREAD = (
+    "stored as shown, but its current state could not be read back (the database became unavailable): a worker "
+    "sends it, by the scheduled retry if need be. Poll GET /api/payments/{payment_id}; to ask again use the same "
+    "Idempotency-Key, never a new one"
+)
 
 
 def payment_view(order: asyncpg.Record, refunds: Sequence[asyncpg.Record] = ()) -> dict[str, Any]:

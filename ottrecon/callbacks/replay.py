@@ -13,6 +13,7 @@ from ottrecon import db
 from ottrecon.callbacks import store
 from ottrecon.callbacks.verdicts import VerifiedCallback
 from ottrecon.callbacks.verify import judge
+from ottrecon.progress import Progress
 
 logger = logging.getLogger("ottrecon.replay")
 
@@ -27,16 +28,27 @@ class ReplayReport:
 
 
 async def replay_rejected(
-    pool: asyncpg.Pool, merchants: MerchantKeys, page_size: int = 500, *, actor: str = "cli"
+    pool: asyncpg.Pool,
+    merchants: MerchantKeys,
+    page_size: int = 500,
+    *,
+    actor: str = "cli",
+    progress: Progress | None = None,
 ) -> ReplayReport:
     """Re-verify every open rejection with the current keys; idempotent and safe to run concurrently.
 
     Each rejection is handled in its own transaction together with the callback and payment
-    it records, so an interrupted replay can simply be run again.
+    it records, so an interrupted replay can simply be run again. progress counts rejections looked at.
     """
+    progress = progress or Progress.silent()
     report = ReplayReport()
     last_id = 0
     async with db.translate_errors():
+        total = None
+        if progress.interactive:
+            async with pool.acquire() as conn:
+                total = await conn.fetchval(store.COUNT_OPEN)
+        progress.stage(unit="callbacks", total=total)
         while True:
             async with pool.acquire() as conn:
                 rows = await conn.fetch(store.NEXT_OPEN_PAGE, last_id, page_size)
@@ -45,6 +57,7 @@ async def replay_rejected(
             for row in rows:
                 last_id = row["id"]
                 outcome = await replay_one(pool, merchants, row["id"], actor=actor)
+                progress.advance()
                 if outcome is not None:
                     setattr(report, outcome, getattr(report, outcome) + 1)
 
@@ -60,7 +73,9 @@ async def replay_one(pool: asyncpg.Pool, merchants: MerchantKeys, rejected_id: i
         if isinstance(verdict, VerifiedCallback):
             new = await store.record_on(conn, [verdict], [])
             outcome = "recorded" if new else "duplicate"
-            await conn.execute(store.MARK_RESOLVED, row["id"], outcome, verdict.merchant_id, verdict.md5)
+            await conn.execute(
+                store.MARK_RESOLVED, row["id"], outcome, verdict.merchant_id, verdict.md5, row["envelope"]
+            )
             logger.info(
                 "rejected callback replayed",
                 extra={"merchant_id": verdict.merchant_id, "order_id": verdict.order_id, "resolution": outcome},

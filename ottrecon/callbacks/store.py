@@ -13,7 +13,8 @@ from ottrecon.callbacks.verdicts import RejectedCallback, VerifiedCallback
 from ottrecon.db import translate_errors
 
 # Insert new verified callbacks and, in the same statement, the payments they report.
-# Duplicates (same merchant + md5) insert nothing; a payment already at an equal or higher
+# Duplicates (the same body again) insert nothing; a copy with other unsigned fields is a row of its
+# own (decision 0026) and reports what its signed data reports; a payment already at an equal or higher
 # status is left alone, so state never moves backwards. Returns the md5s newly recorded.
 RECORD_VERIFIED = """
 WITH incoming AS (
@@ -28,7 +29,7 @@ WITH incoming AS (
     INSERT INTO callbacks (merchant_id, md5, order_id, rsp_code, envelope, data, signkey_index, received_at)
     SELECT merchant_id, md5, order_id, rsp_code, envelope, data, signkey_index, received_at
     FROM incoming ORDER BY position
-    ON CONFLICT ON CONSTRAINT callbacks_merchant_md5_key DO NOTHING
+    ON CONFLICT ON CONSTRAINT callbacks_body_key DO NOTHING
     RETURNING id, merchant_id, md5
 ), paid AS (
     INSERT INTO payments (
@@ -73,16 +74,21 @@ ON CONFLICT ON CONSTRAINT rejected_callbacks_envelope_key DO UPDATE
     SET times_received = rejected_callbacks.times_received + 1,
         last_received_at = greatest(rejected_callbacks.last_received_at, EXCLUDED.last_received_at)
 """
+# How many rejections a replay will look at (rejected_callbacks_open_idx: an index-only count).
+COUNT_OPEN = "SELECT count(*) FROM rejected_callbacks WHERE resolved_at IS NULL"
 # Open rejections after a given id, oldest first (keyset pagination: constant cost per page).
 NEXT_OPEN_PAGE = """
 SELECT id, envelope, received_at FROM rejected_callbacks
 WHERE resolved_at IS NULL AND id > $1 ORDER BY id LIMIT $2
 """
-# A rejection that now verifies: link it to the recorded callback and close it.
+# A rejection that now verifies: link it to the callback recorded from this very body, and close it.
 MARK_RESOLVED = """
 UPDATE rejected_callbacks
 SET resolved_at = now(), last_replayed_at = now(), resolution = $2,
-    callback_id = (SELECT id FROM callbacks WHERE merchant_id = $3 AND md5 = $4)
+    callback_id = (
+        SELECT id FROM callbacks
+        WHERE merchant_id = $3 AND md5 = $4 AND envelope_sha256 = encode(sha256(jsonb_send($5::jsonb)), 'hex')
+    )
 WHERE id = $1 AND resolved_at IS NULL
 """
 # A rejection that still fails: keep it open with the current reason.

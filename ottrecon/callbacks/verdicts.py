@@ -42,8 +42,12 @@ KEY_REASONS = frozenset(
 )
 
 # Statuses a callback may carry that still mean "paid" (PROTOCOL.md section 6); wallet
-# callbacks carry none at all, and an authentic SUCCESS callback without one means paid.
+# callbacks carry none at all, and an authentic callback without one means paid (OTT Pay calls
+# back only for payments that succeeded, PROTOCOL.md section 4).
 _PAID_ORDER_STATUSES = frozenset({"success", "captured"})
+# What every genuine callback's envelope says (PROTOCOL.md section 4). Not signed: anything else is a copy
+# someone altered, or gateway behaviour nobody documented; either way a person should look (decision 0026).
+GENUINE_RSP_CODE = "SUCCESS"
 # A live callback's finish_time further than this from its receipt is counted and shown in the order's
 # evidence (decision 0007): the zone was misread once, and a future surprise must show within a day.
 FINISH_TIME_SKEW_LIMIT = timedelta(hours=1)
@@ -74,9 +78,18 @@ class VerifiedCallback:
 
     @property
     def reports_payment(self) -> bool:
-        """True when this callback says the order is paid (the only thing OTT Pay calls back for)."""
+        """True when the signed data says the order is paid (the only thing OTT Pay calls back for).
+
+        The envelope's rsp_code is not signed (the md5 covers only the data's values), so it never takes
+        part: a copy with rsp_code FAIL says exactly what the genuine callback says (decision 0026).
+        """
         status = self.data.get("order_status", "").strip().lower()
-        return self.rsp_code == "SUCCESS" and (not status or status in _PAID_ORDER_STATUSES)
+        return not status or status in _PAID_ORDER_STATUSES
+
+    @property
+    def rsp_code_unexpected(self) -> bool:
+        """True when the unsigned rsp_code is not what genuine callbacks carry: worth a person's look."""
+        return self.rsp_code.strip() != GENUINE_RSP_CODE
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 
 import asyncpg
 
-from ottrecon import db
+from ottrecon import db, progress
 from ottrecon.commands.env import UsageError, require
 from ottrecon.config import EnvReader
 
@@ -47,26 +47,32 @@ def add_report_choices(export: argparse.ArgumentParser) -> None:
     export.add_argument("--merchant")
 
 
-async def export_report(database_url: str, args: argparse.Namespace) -> int:
+async def export_report(database_url: str, args: argparse.Namespace, shown: progress.Progress) -> int:
     from ottrecon.reconciliation.reports import export_report as write_report
 
     async def run(pool: asyncpg.Pool) -> int:
         return await write_report(
-            pool, args.what, sys.stdout, date_from=args.date_from, date_to=args.date_to, merchant_id=args.merchant
+            pool,
+            args.what,
+            sys.stdout,
+            date_from=args.date_from,
+            date_to=args.date_to,
+            merchant_id=args.merchant,
+            progress=shown,
         )
 
-    return await _with_pool(database_url, run)
+    return await with_pool(database_url, run)
 
 
-def _business_tz(env: Mapping[str, str]) -> str:
+def business_tz(env: Mapping[str, str]) -> str:
     return env.get("OTTRECON_BUSINESS_TZ", "").strip() or "America/Toronto"
 
 
-def _display_tz(env: Mapping[str, str]) -> str:
+def display_tz(env: Mapping[str, str]) -> str:
     return env.get("OTTRECON_DISPLAY_TZ", "").strip() or "America/Toronto"
 
 
-async def _with_pool(database_url: str, run: Callable[[asyncpg.Pool], Awaitable[T]]) -> T:
+async def with_pool(database_url: str, run: Callable[[asyncpg.Pool], Awaitable[T]]) -> T:
     pool = await db.create_pool(database_url, 2)
     try:
         return await run(pool)
@@ -78,14 +84,18 @@ def _reconcile(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     from ottrecon.reconciliation.reconcile import mark_all_dirty, reconcile_pending
 
     async def run(pool: asyncpg.Pool) -> str:
-        queued = await mark_all_dirty(pool) if args.all else 0
-        report = await reconcile_pending(pool, business_tz=_business_tz(env))
+        queued = 0
+        if args.all:
+            shown.stage("queueing every key")
+            queued = await mark_all_dirty(pool)
+        report = await reconcile_pending(pool, business_tz=business_tz(env), progress=shown)
         return (
             f"reconciled {report.keys} key(s) ({queued} queued by --all); alerts opened {report.opened}, "
             f"reopened {report.reopened}, resolved {report.resolved}"
         )
 
-    print(asyncio.run(_with_pool(require(env, "DATABASE_URL")[0], run)))
+    with progress.for_command("reconcile --all" if args.all else "reconcile", env) as shown:
+        print(shown.finish(asyncio.run(with_pool(require(env, "DATABASE_URL")[0], run))))
     return 0
 
 
@@ -103,27 +113,32 @@ def _import_statement(args: argparse.Namespace, env: Mapping[str, str]) -> int:
             else StatementLayout(amounts=args.amounts)
         )
         period = (args.date_from, args.date_to) if args.date_from else None
+        shown = progress.for_command("import-statement", env)
 
         async def run(pool: asyncpg.Pool) -> Any:
-            return await import_statement(pool, args.file, layout, business_tz=_business_tz(env), period=period)
+            return await import_statement(
+                pool, args.file, layout, business_tz=business_tz(env), period=period, progress=shown
+            )
 
-        report = asyncio.run(_with_pool(require(env, "DATABASE_URL")[0], run))
+        with shown:
+            report = asyncio.run(with_pool(require(env, "DATABASE_URL")[0], run))
     except StatementError as exc:
         print(f"ottrecon import-statement: {exc}", file=sys.stderr)
         return 2
     if report.already_imported:
-        print(f"{args.file.name} was already imported: nothing stored")
+        print(shown.finish(f"{args.file.name} was already imported: nothing stored"))
         return 0
-    print(
+    outcome = (
         f"imported {report.lines_stored} line(s) ({report.unchanged_lines} unchanged from earlier statements) "
-        f"for {', '.join(report.merchant_ids)}, {report.period_start} to {report.period_end}; "
-        "the worker reconciles them within seconds (or run `ottrecon reconcile`)"
+        f"for {', '.join(report.merchant_ids)}, {report.period_start} to {report.period_end}"
     )
-    if report.repeated_payments:
-        print(
-            f"warning: {report.repeated_payments} line(s) repeat a payment listed earlier in this file "
+    if report.repeated_payments:  # on the summary line itself: cron mail and `| tail -1` keep it
+        outcome += (
+            f"; warning: {report.repeated_payments} line(s) repeat a payment listed earlier in this file "
             "(settled twice?): see the duplicate_settlement mismatches"
         )
+    outcome += "; the worker reconciles them within seconds (or run `ottrecon reconcile`)"
+    print(shown.finish(outcome))
     return 0
 
 
@@ -141,13 +156,13 @@ def _alerts(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     async def run(pool: asyncpg.Pool) -> str:
         if args.action == "list":
             found = await alert_admin.list_alerts(pool, status=args.status, kind=args.kind)
-            return alert_admin.format_alert_table(found, _display_tz(env), currency)
+            return alert_admin.format_alert_table(found, display_tz(env), currency)
         change = alert_admin.acknowledge if args.action == "ack" else alert_admin.resolve
         alert = await change(pool, args.alert_id, actor=args.actor, note=args.note)
         return f"alert {alert.id} is now {alert.status}\n"
 
     try:
-        print(asyncio.run(_with_pool(require(env, "DATABASE_URL")[0], run)), end="")
+        print(asyncio.run(with_pool(require(env, "DATABASE_URL")[0], run)), end="")
     except alert_admin.AlertError as exc:
         print(f"ottrecon alerts {args.action}: {exc}", file=sys.stderr)
         return 1

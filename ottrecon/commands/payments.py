@@ -13,9 +13,9 @@ from arq import ArqRedis
 
 from ottpay.keys import parse_operator_ids
 from ottrecon import db
-from ottrecon.api.views import payment_view, refund_view
+from ottrecon.api.views import STATE_UNREAD, payment_view, refund_view
 from ottrecon.config import EnvReader
-from ottrecon.errors import ConfigError
+from ottrecon.errors import ConfigError, DatabaseUnavailable
 from ottrecon.payments import intake as service
 from ottrecon.payments import store
 from ottrecon.payments.errors import InvalidRequest
@@ -70,11 +70,16 @@ async def pay(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     pool, redis = await _connect(settings)
     try:
         order, _ = await service.create_payment(pool, redis, request, key)
-        order = await service.wait_for(pool, store.ORDER_BY_ID, order["order_id"], SETTLED, args.wait)
+        view = payment_view(order)
+        try:
+            view = payment_view(await service.wait_for(pool, store.ORDER_BY_ID, order["order_id"], SETTLED, args.wait))
+        except DatabaseUnavailable:
+            # Stored: say so, as the api's 202 does, rather than an error that reads like nothing happened.
+            view["notice"] = STATE_UNREAD.format(payment_id=order["order_id"])
     finally:
         await redis.aclose(close_connection_pool=True)
         await pool.close()
-    print(json.dumps(payment_view(order), indent=2))
+    print(json.dumps(view, indent=2))
     return 0
 
 
@@ -89,9 +94,15 @@ async def refund(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     pool, redis = await _connect(settings)
     try:
         row, _ = await service.create_refund(pool, redis, args.payment_id, amount, key)
-        row = await service.wait_for(pool, store.REFUND_BY_ID, row["id"], REFUND_DONE, args.wait)
+        view = refund_view(row, args.payment_id)
+        try:
+            view = refund_view(
+                await service.wait_for(pool, store.REFUND_BY_ID, row["id"], REFUND_DONE, args.wait), args.payment_id
+            )
+        except DatabaseUnavailable:
+            view["notice"] = STATE_UNREAD.format(payment_id=args.payment_id)
     finally:
         await redis.aclose(close_connection_pool=True)
         await pool.close()
-    print(json.dumps(refund_view(row, args.payment_id), indent=2))
+    print(json.dumps(view, indent=2))
     return 0

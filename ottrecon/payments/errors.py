@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ottrecon.errors import OttreconError, ProblemsError
+from ottrecon.errors import DatabaseUnavailable, OttreconError, ProblemsError
 
 
 class InvalidRequest(ProblemsError):
@@ -19,3 +19,23 @@ class NotFound(OttreconError):
 
 class NotRefundable(OttreconError):
     """The payment cannot be refunded (not paid, or the amount exceeds what is left)."""
+
+
+class AuthCodeUsed(OttreconError):
+    """This wallet code was already used for a payment; a scanned code pays once (ask for a fresh code)."""
+
+    def __init__(self, payment_id: str, status: str) -> None:
+        super().__init__(
+            f"this wallet code (auth_code) was already used for payment {payment_id} (status {status}); "
+            "a code pays at most once: look that payment up, or scan a fresh code for a new payment"
+        )
+        self.payment_id = payment_id
+
+
+class NotStored(DatabaseUnavailable):
+    """The database was unavailable and nothing was stored; retry with the same Idempotency-Key."""
+
+
+class MaybeStored(DatabaseUnavailable):
+    """The database failed while storing: it may have been stored. Retry with the same Idempotency-Key (it answers
+    what was stored, or stores it now); never with a new one, which could take the money twice."""

@@ -11,7 +11,8 @@ from ottpay.keys import MerchantKeys
 
 
 class Gateway:
-    """Hands out an OttPayClient per merchant; requests are signed with the merchant's newest key."""
+    """Hands out an OttPayClient per merchant. Requests are signed with the first configured key (the one
+    OTT Pay holds); the client falls back to the others when the gateway has switched (decision 0029)."""
 
     def __init__(
         self,
@@ -26,7 +27,7 @@ class Gateway:
         for merchant_id, operator_id in operators.items():
             keys = merchants.keys_for(merchant_id)
             if keys:
-                credentials = MerchantCredentials(merchant_id, operator_id, keys[-1])
+                credentials = MerchantCredentials(merchant_id, operator_id, keys)
                 self._clients[merchant_id] = OttPayClient(session, credentials, base_url=base_url, timeout_s=timeout_s)
 
     def client_for(self, merchant_id: str) -> OttPayClient | None:

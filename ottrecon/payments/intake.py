@@ -8,6 +8,8 @@ import json
 import re
 import secrets
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -15,9 +17,17 @@ from typing import Any
 import asyncpg
 from arq import ArqRedis
 
-from ottrecon.db import fetch_one, translate_errors
+from ottrecon.db import TRANSIENT_ERRORS, fetch_one, translate_errors
 from ottrecon.payments import store
-from ottrecon.payments.errors import IdempotencyConflict, InvalidRequest, NotFound, NotRefundable
+from ottrecon.payments.errors import (
+    AuthCodeUsed,
+    IdempotencyConflict,
+    InvalidRequest,
+    MaybeStored,
+    NotFound,
+    NotRefundable,
+    NotStored,
+)
 from ottrecon.payments.statuses import Channel, PaymentKind
 from ottrecon.queue import PROCESS_ORDER_JOB, PROCESS_REFUND_JOB, kick
 
@@ -113,45 +123,80 @@ def new_order_id(prefix: str) -> str:
 async def create_payment(
     pool: asyncpg.Pool, redis: ArqRedis, request: PaymentRequest, idempotency_key: str
 ) -> tuple[asyncpg.Record, bool]:
-    """Store the order (before anything is sent) and ask a worker to submit it.
+    """Store the order (store_payment) and ask a worker to submit it (best effort: the scheduled retry sends
+    it otherwise). Returns (order, created)."""
+    order, created = await store_payment(pool, request, idempotency_key)
+    if created:
+        await kick(redis, PROCESS_ORDER_JOB, order["id"])
+    return order, created
+
+
+async def store_payment(
+    pool: asyncpg.Pool, request: PaymentRequest, idempotency_key: str
+) -> tuple[asyncpg.Record, bool]:
+    """Store the order, due for submission now (before anything is sent): the worker's scheduled retry sends it
+    even if nobody asks a worker to.
 
     Returns (order, created). The same key with the same request returns the first order and
-    submits nothing again; with a different request it raises IdempotencyConflict.
+    submits nothing again; with a different request it raises IdempotencyConflict. A PASSIVEPAY whose
+    wallet code an order of another key already holds raises AuthCodeUsed: a code pays once. Postgres
+    failing raises NotStored or MaybeStored, which say whether the order may have been stored.
     """
     prefix = "A" if request.kind == "ACTIVEPAY" else "P"
-    async with translate_errors(), pool.acquire() as conn:
-        row = await conn.fetchrow(
-            store.INSERT_ORDER,
-            request.merchant_id,
-            new_order_id(prefix),
-            request.kind,
-            request.biz_type,
-            request.amount,
-            request.tip,
-            request.sale_num,
-            request.auth_code,
-            idempotency_key,
-            request.digest(),
-        )
+    async with _storing() as storing, pool.acquire() as conn:
+        try:
+            storing.sent = True
+            row = await conn.fetchrow(
+                store.INSERT_ORDER,
+                request.merchant_id,
+                new_order_id(prefix),
+                request.kind,
+                request.biz_type,
+                request.amount,
+                request.tip,
+                request.sale_num,
+                request.auth_code,
+                idempotency_key,
+                request.digest(),
+            )
+        except asyncpg.UniqueViolationError as exc:
+            if exc.constraint_name != store.AUTH_CODE_KEY:
+                raise
+            # Postgres raised only once the holder committed, so this statement sees it.
+            row = None
+            holder = await fetch_one(conn, store.ORDER_BY_AUTH_CODE, request.merchant_id, request.auth_code)
+            if holder["idempotency_key"] != idempotency_key:
+                raise AuthCodeUsed(holder["order_id"], holder["status"]) from None
+            # Else the same key raced itself here and lost on the code's index rather than the key's.
         if row is None:
             existing = await fetch_one(conn, store.ORDER_BY_KEY, request.merchant_id, idempotency_key)
             if existing["request_sha256"] != request.digest():
                 raise IdempotencyConflict()
             return existing, False
-    await kick(redis, PROCESS_ORDER_JOB, row["id"])
     return row, True
 
 
 async def create_refund(
     pool: asyncpg.Pool, redis: ArqRedis, order_id: str, amount: int, idempotency_key: str
 ) -> tuple[asyncpg.Record, bool]:
-    """Store a refund of a paid order under its own refund order id, then ask a worker to send it.
+    """Store a refund (store_refund) and ask a worker to send it (best effort, as create_payment)."""
+    refund, created = await store_refund(pool, order_id, amount, idempotency_key)
+    if created:
+        await kick(redis, PROCESS_REFUND_JOB, refund["id"])
+    return refund, created
+
+
+async def store_refund(
+    pool: asyncpg.Pool, order_id: str, amount: int, idempotency_key: str
+) -> tuple[asyncpg.Record, bool]:
+    """Store a refund of a paid order under its own refund order id, due now for the worker.
 
     The order row is locked while the refundable amount is checked, so concurrent refunds can
-    never exceed what was paid. Idempotent on (order, key) like create_payment.
+    never exceed what was paid. Idempotent on (order, key) like store_payment, and like it raises
+    NotStored or MaybeStored when Postgres fails.
     """
     digest = _sha256([order_id, amount])
-    async with translate_errors(), pool.acquire() as conn, conn.transaction():
+    async with _storing() as storing, pool.acquire() as conn, conn.transaction():
         order = await conn.fetchrow(store.LOCK_ORDER, order_id)
         if order is None:
             raise NotFound()
@@ -167,6 +212,7 @@ async def create_refund(
         left = paid - await conn.fetchval(store.REFUNDED_OR_PENDING, order["id"])
         if amount > left:
             raise NotRefundable(f"at most {left} cents can still be refunded")
+        storing.sent = True
         row = await fetch_one(
             conn,
             store.INSERT_REFUND,
@@ -177,7 +223,6 @@ async def create_refund(
             idempotency_key,
             digest,
         )
-    await kick(redis, PROCESS_REFUND_JOB, row["id"])
     return row, True
 
 
@@ -191,6 +236,23 @@ async def wait_for(pool: asyncpg.Pool, query: str, key: Any, done: frozenset[str
             if row["status"] in done or time.monotonic() >= deadline:
                 return row
             await asyncio.sleep(0.1)
+
+
+@dataclass
+class _Storing:
+    sent: bool = False  # the INSERT was sent: from then on a failure may follow a commit
+
+
+@asynccontextmanager
+async def _storing() -> AsyncIterator[_Storing]:
+    """Postgres failing while a payment or refund is stored becomes what the client may truthfully be told:
+    NotStored until the INSERT is sent, MaybeStored after it (the commit may have happened before the
+    connection broke). Finding 03: the api once said "nothing was stored" after storing."""
+    state = _Storing()
+    try:
+        yield state
+    except TRANSIENT_ERRORS as exc:
+        raise (MaybeStored if state.sent else NotStored)() from exc
 
 
 def _sha256(parts: list[Any]) -> str:

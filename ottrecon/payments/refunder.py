@@ -73,6 +73,7 @@ class Refunder:
         started = datetime.now(UTC)
         client = self._gateway.client_for(row["merchant_id"])
         replies: list[GatewayReply] = []
+        confirm: GatewayReply | None = None
         if client is None:
             result = RefundResult("failed", "merchant has no sign key or operator id configured", None)
         else:
@@ -83,19 +84,27 @@ class Refunder:
             self._on_reply(reply)
             result = self._judge(row, reply)
             if reply.rsp_code == "ORDER_USED" and row["sent_before"]:
-                # Our earlier send of this very refund id arrived: confirm the gateway's refunded total.
-                query = await client.status_query(row["ori_order_id"])
-                replies.append(query)
-                self._on_reply(query)
-                result = await self._confirm(row, query)
+                # Our earlier send of this very refund id arrived: confirm the gateway's refunded total (below,
+                # under the order's lock, against every refund settled so far).
+                confirm = await client.status_query(row["ori_order_id"])
+                replies.append(confirm)
+                self._on_reply(confirm)
         async with self._pool.acquire() as conn, conn.transaction():
+            # First of all: refunds of one order settle one at a time, each seeing the others' (finding 08).
+            await store.lock_order_for_refund(conn, row["order_ref"])
+            if confirm is not None:
+                result = await self._confirm(conn, row, confirm)
             for reply in replies:
                 await store.record_attempt(conn, row["order_ref"], reply, started, refund_pk)
-            await conn.execute(
-                store.UPDATE_REFUND, refund_pk, result.status, result.reason, result.next_check_in_s, result.refunded_at
+            await store.settle_refund(
+                conn,
+                refund_pk,
+                row["order_ref"],
+                result.status,
+                result.reason,
+                result.next_check_in_s,
+                result.refunded_at,
             )
-            if result.status == "succeeded":
-                await conn.execute(store.MARK_ORDER_REFUNDED, row["order_ref"])
         logger.info(
             "refund step",
             extra={
@@ -118,14 +127,14 @@ class Refunder:
         later = self._policy.backoff(row["check_attempts"] + 1, self._rng)
         return RefundResult("pending", f"unknown outcome: {reply.rsp_code or reply.error}", later)
 
-    async def _confirm(self, row: asyncpg.Record, query: GatewayReply) -> RefundResult:
+    async def _confirm(self, conn: db.Connection, row: asyncpg.Record, query: GatewayReply) -> RefundResult:
+        """Inside the settling transaction, the order locked: `already` cannot miss a refund settling meanwhile."""
         later = self._policy.backoff(row["check_attempts"] + 1, self._rng)
         try:
             refunded = parse_cents(query.data.get("refund_amount", ""))
         except ValueError:
             return RefundResult("pending", "refund id already used; gateway refund total unknown", later)
-        async with self._pool.acquire() as conn:
-            already = await conn.fetchval(store.SUCCEEDED_TOTAL, row["order_ref"])
+        already = await conn.fetchval(store.SUCCEEDED_TOTAL, row["order_ref"])
         if refunded >= already + row["amount"]:
             return RefundResult("succeeded", "confirmed by status query after ORDER_USED", None)
         return RefundResult("pending", f"refund id used but gateway refunded total is {refunded}", later)

@@ -24,6 +24,12 @@ INSERT INTO orders (
 ON CONFLICT ON CONSTRAINT orders_idempotency_key DO NOTHING
 RETURNING *
 """
+# The unique index (sql/0010) by which a merchant's wallet code makes at most one PASSIVEPAY order.
+AUTH_CODE_KEY = "orders_auth_code_key"
+# The order a wallet code was used for (the one orders_auth_code_key holds).
+ORDER_BY_AUTH_CODE = """
+SELECT * FROM orders WHERE merchant_id = $1 AND auth_code = $2 AND kind = 'PASSIVEPAY' AND NOT auth_code_repeat
+"""
 # The order an idempotency key was first used for.
 ORDER_BY_KEY = "SELECT * FROM orders WHERE merchant_id = $1 AND idempotency_key = $2"
 # One order by its public id (our OTT Pay order id).
@@ -148,7 +154,14 @@ UPDATE refunds SET status = $2, status_reason = $3,
     succeeded_at = CASE WHEN $2 = 'succeeded' THEN coalesce($5::timestamptz, now()) END
 WHERE id = $1 AND status = 'pending'
 """
-# After a refund succeeded: the order (and its payment) move to partially or fully refunded.
+# Taken first by the transaction settling a refund, so that settlements of one order's refunds run one after
+# another and each computes the status from all of them (finding 08: two settling at once each summed only its
+# own and a fully refunded order stayed partially_refunded). NO KEY UPDATE: like FOR UPDATE it waits for
+# create_refund's lock and for other settlements, but not for the KEY SHARE locks that inserting rows referring
+# to the order (attempts, refunds) take.
+LOCK_ORDER_FOR_REFUND = "SELECT id FROM orders WHERE id = $1 FOR NO KEY UPDATE"
+# After a refund succeeded: the order (and its payment) move to partially or fully refunded. The statement's
+# snapshot must include every settled refund: run it under LOCK_ORDER_FOR_REFUND (settle_refund does).
 MARK_ORDER_REFUNDED = """
 WITH total AS (
     SELECT coalesce(sum(amount), 0) AS refunded FROM refunds WHERE order_ref = $1 AND status = 'succeeded'
@@ -281,6 +294,28 @@ async def record_payment(conn: db.Connection, row: asyncpg.Record, amount: int, 
         parse_finish_time(trade_time) if trade_time else None,
         "response" if reply.action == "PASSIVEPAY" else "query",
     )
+
+
+async def lock_order_for_refund(conn: db.Connection, order_pk: int) -> None:
+    """Lock the order whose refund is settling; call it first in the transaction (before any row referring to the
+    order is written, which would hold a lock another settlement waits for)."""
+    await conn.execute(LOCK_ORDER_FOR_REFUND, order_pk)
+
+
+async def settle_refund(
+    conn: db.Connection,
+    refund_pk: int,
+    order_pk: int,
+    status: str,
+    reason: str | None,
+    next_check_in_s: float | None,
+    refunded_at: datetime | None,
+) -> None:
+    """Record a refund step and, once it succeeded, move the order and its payment to what all of the order's
+    succeeded refunds add up to. In the caller's transaction, after lock_order_for_refund; the status only rises."""
+    await conn.execute(UPDATE_REFUND, refund_pk, status, reason, next_check_in_s, refunded_at)
+    if status == "succeeded":
+        await conn.execute(MARK_ORDER_REFUNDED, order_pk)
 
 
 def unpaid_page(

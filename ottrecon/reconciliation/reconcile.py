@@ -9,6 +9,8 @@ from importlib.resources import files
 import asyncpg
 
 from ottrecon import db
+from ottrecon.progress import Progress
+from ottrecon.reconciliation.closing import CONTRIBUTIONS, hold_books_shared
 
 logger = logging.getLogger("ottrecon.reconcile")
 
@@ -17,6 +19,12 @@ _QUERIES = files("ottrecon.reconciliation") / "queries"
 RECONCILE_LEDGER = (_QUERIES / "reconcile_ledger.sql").read_text(encoding="utf-8")
 BOOK_REFUNDS = (_QUERIES / "book_refunds.sql").read_text(encoding="utf-8")
 SYNC_ALERTS = (_QUERIES / "sync_alerts.sql").read_text(encoding="utf-8")
+# The contributions of the batch's keys, in the one formula closing.py books closes with.
+BOOK_ADJUSTMENTS = (
+    (_QUERIES / "book_adjustments.sql")
+    .read_text(encoding="utf-8")
+    .replace("{contributions}", CONTRIBUTIONS.format(where="(l.merchant_id, l.order_id) IN (SELECT * FROM keys)"))
+)
 # Take the oldest changes (rows of the change log, decision 0012) and every other visible change of the same
 # keys, so that a key changed by several statements is recomputed once. Only committed rows are visible and
 # SKIP LOCKED leaves rows another reconciler holds: each change is consumed exactly once, and a change
@@ -54,6 +62,8 @@ UNION SELECT merchant_id, order_id FROM callbacks
 UNION SELECT merchant_id, order_id FROM statement_lines
 UNION SELECT merchant_id, order_id FROM ledger
 """
+# Keys waiting for the reconciler: the total a progress display counts down (a scan of the change log, once).
+PENDING_KEYS = "SELECT count(*) FROM (SELECT DISTINCT merchant_id, order_id FROM recon_dirty) keys"
 # 2,000 keys keep one batch's transaction to well under a second while amortising the joins.
 BATCH = 2000
 
@@ -69,17 +79,30 @@ class ReconcileReport:
 
 
 async def reconcile_pending(
-    pool: asyncpg.Pool, *, business_tz: str, batch: int = BATCH, max_batches: int | None = None
+    pool: asyncpg.Pool,
+    *,
+    business_tz: str,
+    batch: int = BATCH,
+    max_batches: int | None = None,
+    progress: Progress | None = None,
 ) -> ReconcileReport:
     """Reconcile changed keys batch by batch until none are left (or max_batches ran).
 
-    Each batch is one transaction: claim changes, lock their keys, recompute the keys' ledger rows and
-    refund bookings, sync their alerts. Idempotent; safe to run on every worker at once. report.keys
-    counts distinct keys per batch (a key changed three times since the last run counts once).
+    Each batch is one transaction: claim changes, lock their keys (and the books, shared), recompute the
+    keys' ledger rows and refund bookings, book adjustments of closed dates they changed, sync their alerts.
+    Idempotent; safe to run on every worker at once. report.keys counts distinct keys per batch (a key
+    changed three times since the last run counts once). progress counts keys; an interactive one first
+    counts the keys waiting (changes arriving meanwhile may take it past 100%).
     """
+    progress = progress or Progress.silent()
     report = ReconcileReport()
     done = 0
     async with db.translate_errors():
+        total = None
+        if progress.interactive:
+            async with pool.acquire() as conn:
+                total = await conn.fetchval(PENDING_KEYS)
+        progress.stage(unit="keys", total=total)
         while max_batches is None or done < max_batches:
             async with pool.acquire() as conn, conn.transaction():
                 claimed = await conn.fetch(CLAIM_CHANGES, batch)
@@ -89,12 +112,17 @@ async def reconcile_pending(
                 merchants = [merchant_id for merchant_id, _ in keys]
                 orders = [order_id for _, order_id in keys]
                 await conn.execute(LOCK_KEYS, merchants, orders, KEY_LOCK_SPACE)
+                # Shared, after the key locks (a close takes only this one, so no cycle): no close commits
+                # between this batch's recompute and its adjustments (decision 0031).
+                await hold_books_shared(conn)
                 # Each statement below reads a fresh snapshot, taken after the locks: it sees every change
                 # committed before this batch's claim, and every other reconciler's work on these keys.
                 await conn.execute(RECONCILE_LEDGER, merchants, orders, business_tz)
                 await conn.execute(BOOK_REFUNDS, merchants, orders, business_tz)
+                await conn.execute(BOOK_ADJUSTMENTS, merchants, orders)
                 counts = await db.fetch_one(conn, SYNC_ALERTS, merchants, orders)
             report.keys += len(keys)
+            progress.advance(len(keys))
             report.opened += counts["opened"]
             report.reopened += counts["reopened"]
             report.resolved += counts["resolved"]

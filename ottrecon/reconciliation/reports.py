@@ -1,21 +1,24 @@
 """Streamed CSV reports: the reconciled ledger (every row, a daily summary, mismatches), payments, rejected callbacks.
 
 Amounts are integer cents, as everywhere in ottrecon (never floats); finance tools divide by 100.
-Every report streams through a server-side cursor inside a read-only transaction, so memory stays
-constant whatever the number of rows.
+Every report streams inside a read-only transaction, so memory stays constant whatever the number of
+rows: through a server-side cursor, or for the ledger (millions of rows) through COPY, its cells rendered
+by Postgres exactly as the cursor path renders them (EXPORT_LEDGER_CSV).
 """
 
 from __future__ import annotations
 
 import csv
+import io
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
-from typing import Any, TextIO
+from typing import Any, Literal, TextIO
 
 import asyncpg
 
 from ottrecon import db
+from ottrecon.progress import Progress
 
 # The ledger report's columns (the CSV header); the ledger and mismatches queries select these in order.
 LEDGER_COLUMNS = (
@@ -58,6 +61,8 @@ STATEMENT_MISMATCH = (
     "l.statement_status IN ('not_in_statement', 'not_in_ledger', 'amount_differs', 'duplicate_settlement', "
     "'refund_differs')"
 )
+# Spreadsheets run cells starting with these as formulas; text from callbacks is untrusted.
+_FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
 # Filters: $1 first and $2 last business date (inclusive), $3 merchant. Open ends are sent as date.min /
 # date.max (asyncpg: -infinity / infinity), not NULL, so even a generic plan keeps an index range on the
 # date: ledger_date_idx, or the console's ledger_keyset_idx / ledger_merchant_keyset_idx (sql/0005).
@@ -68,6 +73,68 @@ NEEDS_A_PERSON = f"(l.recon_status NOT IN ('matched', 'pending') OR {STATEMENT_M
 
 # Every ledger row in the filter, in key order (that of ledger_keyset_idx, which can stream it unsorted).
 EXPORT_LEDGER = f"""{LEDGER_SELECT}
+FROM ledger l WHERE {_FILTER}
+ORDER BY l.business_date, l.merchant_id, l.order_id
+"""
+
+
+def _sql_text_cell(expr: str) -> str:
+    """SQL rendering a text as csv_cell does: NULL and '' as nothing, a formula-looking text prefixed with a quote."""
+    # ascii(): the code of the first character (0 for ''), so no substring is built per cell.
+    codes = ", ".join(str(ord(prefix)) for prefix in _FORMULA_PREFIXES)
+    return f"CASE WHEN ascii({expr}) IN ({codes}) THEN chr(39) || {expr} ELSE nullif({expr}, '') END"
+
+
+def _sql_time_cell(expr: str) -> str:
+    """SQL rendering a timestamptz as csv_cell does (isoformat() of the UTC datetime asyncpg returns):
+    2024-05-01T12:00:00+00:00, with .ffffff only when it has microseconds; asyncpg reads ±infinity as the
+    naive datetime.max / datetime.min."""
+    # '.000000' can only be the fraction (nothing else in the format has a dot): dropped as isoformat() does.
+    # to_char() is NULL for ±infinity, and only then is the CASE evaluated.
+    finite = f"""replace(to_char({expr} AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US'), '.000000', '') || '+00:00'"""
+    infinite = (
+        f"CASE {expr} WHEN 'infinity' THEN '9999-12-31T23:59:59.999999' WHEN '-infinity' THEN '0001-01-01T00:00:00' END"
+    )
+    return f"coalesce({finite}, {infinite})"
+
+
+def _sql_date_cell(expr: str) -> str:
+    """SQL rendering a date as csv_cell does (str() of the date asyncpg returns; ±infinity as date.max / date.min)."""
+    infinite = f"CASE {expr} WHEN 'infinity' THEN '9999-12-31' WHEN '-infinity' THEN '0001-01-01' END"
+    return f"coalesce(to_char({expr}, 'YYYY-MM-DD'), {infinite})"
+
+
+# The ledger columns holding text (the rest are integers, the date, the times and the two id lists).
+_LEDGER_TEXT_COLUMNS = (
+    "merchant_id",
+    "order_id",
+    "kind",
+    "channel",
+    "order_status",
+    "paid_source",
+    "recon_status",
+    "statement_status",
+)
+
+
+def _ledger_cell(column: str) -> str:
+    if column in ("created_at", "paid_at"):
+        return _sql_time_cell(f"l.{column}")
+    if column in ("channel_payment_ids", "statement_import_ids"):
+        return _sql_text_cell(f"array_to_string(l.{column}, ';')")
+    if column in _LEDGER_TEXT_COLUMNS:
+        return _sql_text_cell(f"l.{column}")
+    if column == "business_date":
+        return _sql_date_cell(f"l.{column}")
+    return f"l.{column}"  # the integers: Postgres's text output is Python's str()
+
+
+# The ledger report rendered by Postgres for COPY … TO STDOUT (FORMAT csv): cell for cell what write_csv writes
+# for EXPORT_LEDGER, so `export ledger` skips decoding a million rows in Python. An empty text is sent as NULL
+# (COPY would quote it as "", csv.writer writes nothing).
+# tests/integration/test_ledger_export_bytes.py holds the two paths to identical bytes on every tricky value.
+EXPORT_LEDGER_CSV = f"""
+SELECT {", ".join(_ledger_cell(column) for column in LEDGER_COLUMNS)}
 FROM ledger l WHERE {_FILTER}
 ORDER BY l.business_date, l.merchant_id, l.order_id
 """
@@ -85,22 +152,33 @@ SUMMARY_COLUMNS = (
     "mismatches",
     "amount_at_risk",
     "unpaid",
+    "entry",
+    "corrects_date",
+    "reason",
 )
+# Active closes cover (date, merchant) pairs; a close with no merchant covers every merchant.
+CLOSED = """EXISTS (SELECT 1 FROM book_closes c WHERE c.reopened_at IS NULL AND c.business_date = l.business_date
+                     AND (c.merchant_id IS NULL OR c.merchant_id = l.merchant_id))"""
+# Book entries in the filter, by the date they are booked on.
+_ENTRY_FILTER = "l.folded_by IS NULL AND l.booked_on BETWEEN $1 AND $2 AND ($3::text IS NULL OR l.merchant_id = $3)"
 # One row per (business date, merchant, channel) that has a ledger row or a refund booked (docs/RECONCILIATION.md,
-# "Daily summary"; the policy: decision 0022). payments/gross/tips: rows with a received amount (orders paid and
-# orphan payments) dated that day; refunds: refunds that happened that day, whatever the payment's date, so a
-# refund never rewrites a closed day; fees: the statement's fees of those payments (a fee on a line we never
+# "Daily summary"; the policy: decision 0022), entry 'day'. payments/gross/tips: rows with a received amount (orders
+# paid and orphan payments) dated that day; refunds: refunds that happened that day, whatever the payment's date, so
+# a refund never rewrites a closed day; fees: the statement's fees of those payments (a fee on a line we never
 # received is part of that line's not_in_ledger finding, not of our fees). net = gross + tips - refunds - fees.
 # mismatches: rows needing a person; amount_at_risk: both at-risk columns summed; unpaid: recon_status unpaid.
+# A closed date (decision 0031) shows instead the figures its close booked, frozen, and every date shows the
+# adjustments booked on it, one row per (merchant, channel, corrected date, reason), entry 'adjustment'.
 DAILY_SUMMARY = f"""
 SELECT business_date, merchant_id, channel, payments, gross, tips, refunds, fees,
-       gross + tips - refunds - fees AS net, mismatches, amount_at_risk, unpaid
+       gross + tips - refunds - fees AS net, mismatches, amount_at_risk, unpaid, entry, corrects_date, reason
 FROM (
     SELECT business_date, merchant_id, channel,
            coalesce(sum(payments), 0)::int8 AS payments, coalesce(sum(gross), 0)::int8 AS gross,
            coalesce(sum(tips), 0)::int8 AS tips, coalesce(sum(refunds), 0)::int8 AS refunds,
            coalesce(sum(fees), 0)::int8 AS fees, coalesce(sum(mismatches), 0)::int8 AS mismatches,
-           coalesce(sum(amount_at_risk), 0)::int8 AS amount_at_risk, coalesce(sum(unpaid), 0)::int8 AS unpaid
+           coalesce(sum(amount_at_risk), 0)::int8 AS amount_at_risk, coalesce(sum(unpaid), 0)::int8 AS unpaid,
+           'day' AS entry, NULL::date AS corrects_date, NULL::text AS reason
     FROM (
         SELECT l.business_date, l.merchant_id, l.channel,
                count(*) FILTER (WHERE l.received_amount IS NOT NULL) AS payments,
@@ -111,17 +189,28 @@ FROM (
                count(*) FILTER (WHERE {NEEDS_A_PERSON}) AS mismatches,
                sum(l.amount_at_risk + l.statement_amount_at_risk) AS amount_at_risk,
                count(*) FILTER (WHERE l.recon_status = 'unpaid') AS unpaid
-        FROM ledger l WHERE {_FILTER}
+        FROM ledger l WHERE {_FILTER} AND NOT {CLOSED}
         GROUP BY l.business_date, l.merchant_id, l.channel
         UNION ALL
         SELECT l.business_date, l.merchant_id, l.channel, 0, 0, 0, sum(l.amount), 0, 0, 0, 0
-        FROM ledger_refunds l WHERE {_FILTER}
+        FROM ledger_refunds l WHERE {_FILTER} AND NOT {CLOSED}
         GROUP BY l.business_date, l.merchant_id, l.channel
     ) parts
     GROUP BY business_date, merchant_id, channel
+    UNION ALL
+    SELECT l.booked_on, l.merchant_id, l.channel, sum(l.payments)::int8, sum(l.gross)::int8, sum(l.tips)::int8,
+           sum(l.refunds)::int8, sum(l.fees)::int8, sum(l.mismatches)::int8, sum(l.amount_at_risk)::int8,
+           sum(l.unpaid)::int8,
+           -- A close's entries are the date's own row, as it was shown when it was closed.
+           CASE l.kind WHEN 'close' THEN 'day' ELSE 'adjustment' END,
+           CASE l.kind WHEN 'close' THEN NULL ELSE l.corrects_date END, l.reason
+    FROM book_entries l WHERE {_ENTRY_FILTER}
+    GROUP BY l.booked_on, l.merchant_id, l.channel, l.kind, l.corrects_date, l.reason
 ) daily
 """
-EXPORT_SUMMARY = f"""{DAILY_SUMMARY}ORDER BY business_date, merchant_id, channel NULLS LAST
+# Per date, merchant and channel: the day's row, then its adjustments (entry 'day' sorts after 'adjustment').
+EXPORT_SUMMARY = f"""{DAILY_SUMMARY}
+ORDER BY business_date, merchant_id, channel NULLS LAST, entry DESC, corrects_date, reason
 """
 
 MISMATCH_COLUMNS = (*LEDGER_COLUMNS, "alert_status")
@@ -283,6 +372,10 @@ def ledger_key(row: dict[str, Any]) -> tuple[date, str, str]:
     return row["business_date"], row["merchant_id"], row["order_id"]
 
 
+# Reports whose cells Postgres renders itself (COPY … CSV): the ledger, the one that reaches millions of rows.
+RENDERED_BY_POSTGRES = {"ledger": EXPORT_LEDGER_CSV}
+
+
 async def export_report(
     pool: asyncpg.Pool,
     what: str,
@@ -292,17 +385,62 @@ async def export_report(
     date_to: date | None = None,
     merchant_id: str | None = None,
     fetch_size: int = 5000,
+    progress: Progress | None = None,
 ) -> int:
     """Write a header and every row of the named report (ledger, summary, mismatches) to out.
 
     Filters: business dates date_from..date_to inclusive (open-ended when None), one merchant.
     Returns the number of rows written (the header not counted). Read-only, so safe to run at
-    any time; rows stream through a server-side cursor, fetch_size at a time. Raises KeyError for
+    any time; rows stream through COPY (the ledger) or a server-side cursor, fetch_size at a time. Raises KeyError for
     an unknown report, DatabaseUnavailable when Postgres cannot be reached.
     """
     query, columns = REPORTS[what]
     args = (date_from or date.min, date_to or date.max, merchant_id)
-    return await write_csv(pool, out, columns, query, args, fetch_size)
+    if what in RENDERED_BY_POSTGRES:
+        return await copy_csv(pool, out, columns, RENDERED_BY_POSTGRES[what], args, progress)
+    return await write_csv(pool, out, columns, query, args, fetch_size, progress)
+
+
+async def copy_csv(
+    pool: asyncpg.Pool,
+    out: TextIO,
+    columns: Sequence[str],
+    query: str,
+    args: Sequence[Any],
+    progress: Progress | None = None,
+) -> int:
+    """write_csv's output for a query whose cells are already rendered as csv_cell would (EXPORT_LEDGER_CSV),
+    streamed by COPY … TO STDOUT (FORMAT csv): no row is decoded in Python. Read-only; constant memory (asyncpg
+    hands over what arrived, and waits for each write); returns the rows written. progress counts rows as
+    write_csv's does (an interactive one counts them first, in the same snapshot)."""
+    progress = progress or Progress.silent()
+    csv.writer(out, lineterminator="\n").writerow(columns)
+
+    async def write(chunk: bytes) -> None:
+        # asyncpg passes whole CopyData messages, and COPY sends one row per message: a chunk is whole rows.
+        text = bytes(chunk).decode("utf-8")
+        # COPY quotes a cell holding a carriage return; csv.writer with "\n" line ends does not. Such a text
+        # (from a callback or a statement file) is rare: only then are the chunk's rows parsed and re-written.
+        out.write(_rewritten(text) if "\r" in text else text)
+        # For the display only (a cell holding a line break counts twice); the count returned is COPY's own.
+        progress.advance(text.count("\n"))
+
+    isolation: Literal["repeatable_read"] | None = "repeatable_read" if progress.interactive else None
+    async with db.translate_errors(), pool.acquire() as conn, conn.transaction(isolation=isolation, readonly=True):
+        total = None
+        if progress.interactive:
+            progress.stage("counting rows")
+            total = await conn.fetchval(f"SELECT count(*) FROM ({query}) counted", *args)
+        progress.stage(unit="rows", total=total)
+        status = await conn.copy_from_query(query, *args, output=write, format="csv")
+    return int(status.rsplit(" ", 1)[-1])
+
+
+def _rewritten(text: str) -> str:
+    """CSV rows as COPY wrote them, re-written by csv.writer (the cells parse back to the same texts)."""
+    buffer = io.StringIO()
+    csv.writer(buffer, lineterminator="\n").writerows(csv.reader(io.StringIO(text, newline="")))
+    return buffer.getvalue()
 
 
 # Column lists are the CSV headers; the queries select exactly these, in this order.
@@ -347,31 +485,48 @@ EXPORTS: dict[str, tuple[str, Sequence[str]]] = {
     "payments": (EXPORT_PAYMENTS, PAYMENT_COLUMNS),
     "rejected": (EXPORT_REJECTED, REJECTED_COLUMNS),
 }
-# Spreadsheets run cells starting with these as formulas; text from callbacks is untrusted.
-_FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
 
 
-async def export_csv(pool: asyncpg.Pool, what: str, out: TextIO, fetch_size: int = 2000) -> int:
+async def export_csv(
+    pool: asyncpg.Pool, what: str, out: TextIO, fetch_size: int = 2000, progress: Progress | None = None
+) -> int:
     """Write a header and every row of the named export to out; return the number of rows.
 
     Rows are read through a server-side cursor, so memory does not grow with the table.
     """
     query, columns = EXPORTS[what]
-    return await write_csv(pool, out, columns, query, (), fetch_size)
+    return await write_csv(pool, out, columns, query, (), fetch_size, progress)
 
 
 async def write_csv(
-    pool: asyncpg.Pool, out: TextIO, columns: Sequence[str], query: str, args: Sequence[Any], fetch_size: int
+    pool: asyncpg.Pool,
+    out: TextIO,
+    columns: Sequence[str],
+    query: str,
+    args: Sequence[Any],
+    fetch_size: int,
+    progress: Progress | None = None,
 ) -> int:
     """The one cursor-to-CSV loop of every export (CLI and console): a header, then each row's cells (csv_cell),
-    "\n" line ends. Read-only, through a server-side cursor (constant memory); returns the rows written."""
+    "\n" line ends. Read-only, through a server-side cursor (constant memory); returns the rows written.
+
+    With an interactive progress, the rows are counted first, in the same repeatable-read snapshot, so the
+    total shown is exactly what is written (a second pass over the rows, without the CSV work: cheap)."""
+    progress = progress or Progress.silent()
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(columns)
     count = 0
-    async with db.translate_errors(), pool.acquire() as conn, conn.transaction(readonly=True):
+    isolation: Literal["repeatable_read"] | None = "repeatable_read" if progress.interactive else None
+    async with db.translate_errors(), pool.acquire() as conn, conn.transaction(isolation=isolation, readonly=True):
+        total = None
+        if progress.interactive:
+            progress.stage("counting rows")
+            total = await conn.fetchval(f"SELECT count(*) FROM ({query}) counted", *args)
+        progress.stage(unit="rows", total=total)
         async for record in conn.cursor(query, *args, prefetch=fetch_size):
             writer.writerow([csv_cell(value) for value in record.values()])
             count += 1
+            progress.advance()
     return count
 
 

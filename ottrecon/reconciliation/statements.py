@@ -13,6 +13,7 @@ from zoneinfo import ZoneInfo
 import asyncpg
 
 from ottrecon.db import translate_errors
+from ottrecon.progress import Progress
 from ottrecon.reconciliation.layouts import (
     ImportReport,
     StatementError,
@@ -64,19 +65,28 @@ async def import_statement(
     *,
     business_tz: str = "America/Toronto",
     period: tuple[date, date] | None = None,
+    progress: Progress | None = None,
 ) -> ImportReport:
     """Validate the whole file, then store every line in one transaction; idempotent per file.
 
     period defaults to the lines' first..last business date; lines without a time get the period's
     start. Raises StatementError (nothing stored) for a bad file or arguments, DatabaseUnavailable
-    when Postgres is away (safe to retry). Reads the file twice; memory is bounded by CHUNK_LINES.
+    when Postgres is away (safe to retry). Reads the file twice; memory is bounded by CHUNK_LINES. progress:
+    the first pass in bytes of the file, the second in lines stored.
     """
+    progress = progress or Progress.silent()
     tz = _zone(business_tz)
     if period and period[0] > period[1]:
         raise StatementError([f"period start {period[0]} is after its end {period[1]}"], "invalid period:")
     # Pass 1 validates everything before the database is touched, keeping only counts and bounds.
     read, merchants, first, last, digest = 0, set[str](), date.max, date.min, hashlib.sha256()
-    for line in parse_statement(_utf8_lines(path, digest.update), layout, business_tz=tz, period=period):
+    progress.stage(f"checking {path.name}", unit="bytes", total=_size(path))
+
+    def checked(raw: bytes) -> None:
+        digest.update(raw)
+        progress.advance(len(raw))
+
+    for line in parse_statement(_utf8_lines(path, checked), layout, business_tz=tz, period=period):
         read, day = read + 1, line.business_date
         merchants.add(line.merchant_id)
         first, last = (min(first, day), max(last, day)) if day else (first, last)
@@ -90,13 +100,16 @@ async def import_statement(
         if (import_id := await conn.fetchval(INSERT_IMPORT, *args)) is None:
             return report
         unchanged, chunk = 0, list[StatementLine]()
+        progress.stage(f"storing {path.name}", unit="lines", total=read)
         for line in parse_statement(_utf8_lines(path, again.update), layout, business_tz=tz, period=period):
             chunk.append(line)
             if len(chunk) == CHUNK_LINES:
                 unchanged += await conn.fetchval(INSERT_LINES, import_id, *_columns(chunk, start))
+                progress.advance(len(chunk))
                 chunk = []
         if chunk:
             unchanged += await conn.fetchval(INSERT_LINES, import_id, *_columns(chunk, start))
+            progress.advance(len(chunk))
         if again.digest() != digest.digest():  # raising here rolls the whole import back
             raise StatementError(["the file changed while it was being imported"], "statement rejected:")
         repeated = await conn.fetchval(REPEATED_PAYMENTS, import_id)
@@ -115,6 +128,11 @@ def _utf8_lines(path: Path, hash_update: Callable[[bytes], object]) -> Iterator[
             yield decoder.decode(raw)
         if tail := decoder.decode(b"", final=True):
             yield tail
+
+
+def _size(path: Path) -> int | None:
+    """The file's size, the first pass's total; None for a pipe or a device (their size says nothing)."""
+    return path.stat().st_size or None
 
 
 def _columns(chunk: list[StatementLine], default_day: date) -> list[list[Any]]:

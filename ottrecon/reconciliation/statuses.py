@@ -20,6 +20,7 @@ class ReconStatus(StrEnum):
     DUPLICATE_PAYMENT = "duplicate_payment"
     PAID_AFTER_FLAGGED = "paid_after_flagged"
     MISSING_CALLBACK = "missing_callback"
+    REVIEW = "review"  # the order is in review: what the gateway said about it needs a person
     NOT_IN_LEDGER = "not_in_ledger"
 
 
@@ -59,6 +60,7 @@ class AlertKind(StrEnum):
     DUPLICATE_PAYMENT = "duplicate_payment"
     PAID_AFTER_FLAGGED = "paid_after_flagged"
     MISSING_CALLBACK = "missing_callback"
+    REVIEW = "review"
     NOT_IN_LEDGER = "not_in_ledger"
     NOT_IN_STATEMENT = "not_in_statement"
     STATEMENT_AMOUNT_DIFFERS = "statement_amount_differs"

@@ -49,6 +49,7 @@ class Stack:
     receiver: TestClient[Any, Any]
     worker: Worker
     settings: WorkerSettings
+    worker_task: asyncio.Task[None]
 
     async def pay(self, idempotency_key: str, **body: Any) -> tuple[int, dict[str, Any]]:
         payload = {"merchant_id": MERCHANT, "biz_type": "ALIPAY", "amount": 1000} | body
@@ -74,6 +75,14 @@ class Stack:
                 return payment
             assert asyncio.get_running_loop().time() < deadline, f"still {payment['status']}: {payment}"
             await asyncio.sleep(0.1)
+
+    async def restart_worker(self, merchants: MerchantKeys) -> None:
+        """Stop the worker and start a new one with another OTTPAY_MERCHANTS, as a deploy would."""
+        await stop_worker(self.worker, self.worker_task)
+        self.settings = dataclasses.replace(self.settings, merchants=merchants)
+        self.worker = create_worker(dataclasses.replace(self.settings, poll_delay_s=0.01), handle_signals=False)
+        self.worker_task = asyncio.create_task(self.worker.main())
+        await wait_until_started(self.worker, self.worker_task)
 
     async def sim_stats(self) -> dict[str, Any]:
         result: dict[str, Any] = await (await self.sim.get("/sim/stats")).json()
@@ -101,12 +110,21 @@ async def running_stack(
     policy: Policy = FAST_POLICY,
     api_wait_s: float = 3.0,
     gateway_timeout_s: float = 1.0,
+    sim: TestClient[Any, Any] | None = None,
+    merchants: MerchantKeys | None = None,
 ) -> AsyncIterator[Stack]:
-    """Start everything on loopback; the worker runs until the block ends."""
-    merchants = parse_merchant_keys(f"{MERCHANT}={OLD_KEY},{MERCHANT}={NEW_KEY}")
-    sim_app = create_sim(sim_settings(merchants, faults=faults or Faults(), autopay=autopay))
+    """Start everything on loopback; the worker runs until the block ends. A simulator the caller started
+    (`running_simulator`) outlives the block, so that two stacks one after the other share the gateway.
+
+    merchants is the worker's OTTPAY_MERCHANTS (default: both keys, mid-rotation); the simulated
+    gateway holds the first key of each merchant.
+    """
+    merchants = merchants or parse_merchant_keys(f"{MERCHANT}={OLD_KEY},{MERCHANT}={NEW_KEY}")
     async with contextlib.AsyncExitStack() as stack:
-        sim = await stack.enter_async_context(TestClient(TestServer(sim_app)))
+        if sim is None:
+            sim_app = create_sim(sim_settings(merchants, faults=faults or Faults(), autopay=autopay))
+            started: TestClient[Any, Any] = await stack.enter_async_context(TestClient(TestServer(sim_app)))
+            sim = started
         receiver = await stack.enter_async_context(
             TestClient(TestServer(create_receiver(WebhookSettings(redis_url=redis_url))))
         )
@@ -135,10 +153,19 @@ async def running_stack(
         worker = create_worker(dataclasses.replace(settings, poll_delay_s=0.01), handle_signals=False)
         task = asyncio.create_task(worker.main())
         await wait_until_started(worker, task)
+        running = Stack(api=api, sim=sim, receiver=receiver, worker=worker, settings=settings, worker_task=task)
         try:
-            yield Stack(api=api, sim=sim, receiver=receiver, worker=worker, settings=settings)
+            yield running
         finally:
-            await stop_worker(worker, task)
+            await stop_worker(running.worker, running.worker_task)
+
+
+@contextlib.asynccontextmanager
+async def running_simulator() -> AsyncIterator[TestClient[Any, Any]]:
+    """The simulator alone, as running_stack starts it, for a test that runs several stacks against it."""
+    merchants = parse_merchant_keys(f"{MERCHANT}={OLD_KEY},{MERCHANT}={NEW_KEY}")
+    async with TestClient(TestServer(create_sim(sim_settings(merchants)))) as sim:
+        yield sim
 
 
 async def wait_until_started(worker: Worker, task: asyncio.Task[None], timeout_s: float = 15) -> None:

@@ -100,14 +100,15 @@ async def test_export_rejected_and_replay_rejected_from_the_command_line(
     assert await db.fetchval("SELECT amount FROM payments WHERE merchant_id = 'NB00000001'") == 100
 
 
-async def test_make_callback_prints_a_callback_that_verifies_with_the_newest_key() -> None:
+async def test_make_callback_prints_a_callback_that_verifies_with_the_current_key() -> None:
     env = {"OTTPAY_MERCHANTS": f"{MERCHANT}={OLD_KEY},{MERCHANT}={NEW_KEY}"}
     code, out, err = await run_cli(
         "make-callback", "--merchant", MERCHANT, "--order-id", "CURL1", "--amount", "250", env=env
     )
     assert code == 0, err
     body = json.loads(out)
-    data = open_envelope(body["data"], body["md5"], NEW_KEY, body["merchant_id"])
+    # The first listed key is the one OTT Pay holds, so it seals the sample (decision 0029).
+    data = open_envelope(body["data"], body["md5"], OLD_KEY, body["merchant_id"])
     assert (data["order_id"], data["amount"], data["merchant_id"]) == ("CURL1", "250", MERCHANT)
     assert OLD_KEY not in out and NEW_KEY not in out
     # Its finish_time reads as now the way OTT Pay's does (zone-less: Beijing time, PROTOCOL.md section 4),

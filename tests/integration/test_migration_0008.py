@@ -96,7 +96,7 @@ async def test_0008_recomputes_stored_times_dates_refunds_and_queues_every_key(d
 
         applied = await migrate(database_before_0008)
 
-        assert [m.version for m in applied] == [8]
+        assert [m.version for m in applied][:1] == [8]  # and whatever later migrations exist
         times = {row[0]: row[1] for row in await conn.fetch("SELECT order_id, finish_time FROM payments")}
         assert times == {
             "CB1": datetime(2024, 5, 2, 2, 0, tzinfo=UTC),  # 10:00 Beijing

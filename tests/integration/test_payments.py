@@ -199,3 +199,20 @@ async def _wait_for_alert(db: asyncpg.Connection, order_id: str, kind: str) -> N
     while not await db.fetchval("SELECT count(*) FROM alerts WHERE order_id = $1 AND kind = $2", order_id, kind):
         assert asyncio.get_running_loop().time() < deadline, f"no {kind} alert for {order_id}"
         await asyncio.sleep(0.1)
+
+
+async def test_order_needing_review_raises_a_review_alert(
+    database_url: str, redis_url: str, db: asyncpg.Connection
+) -> None:
+    async with running_stack(database_url, redis_url) as stack:
+        _, payment = await stack.pay("k-review-1", kind="ACTIVEPAY", amount=1300, tip=20)
+        assert payment["status"] == "awaiting_payment"
+        # The gateway forgets an order it had accepted: its status now needs a person (decision 0010).
+        assert (await stack.sim.post("/sim/reset")).status == 200
+        review = await stack.wait_status(payment["id"], {"review"})
+        await _wait_for_alert(db, payment["id"], "review")
+
+    assert review["status_reason"] == "gateway has no record of an accepted order"
+    alert = await db.fetchrow("SELECT amount_at_risk, status FROM alerts WHERE kind = 'review'")
+    assert alert is not None and (alert["amount_at_risk"], alert["status"]) == (1320, "open")
+    assert await db.fetchval("SELECT recon_status FROM ledger WHERE order_id = $1", payment["id"]) == "review"

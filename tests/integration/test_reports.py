@@ -245,17 +245,17 @@ async def test_summary_report_adds_up_in_integer_cents(pool: asyncpg.Pool, recon
     assert tuple(rows[0]) == SUMMARY_COLUMNS
     # payments, gross, tips, refunds, fees, net (= gross + tips - refunds - fees), mismatches, at risk, unpaid
     assert [tuple(row.values()) for row in rows] == [
-        ("2024-05-01", MERCHANT, "ALIPAY", "2", "2500", "150", "0", "53", "2597", "0", "0", "0"),
-        ("2024-05-01", MERCHANT, "UNIONPAY", "1", "500", "0", "0", "0", "500", "1", "500", "0"),
-        ("2024-05-01", MERCHANT, "WECHATPAY", "1", "1990", "0", "0", "40", "1950", "1", "10", "0"),
-        ("2024-05-02", OTHER_MERCHANT, "ALIPAY", "1", "450", "0", "0", "0", "450", "1", "450", "0"),
-        ("2024-05-02", MERCHANT, "ALIPAY", "0", "0", "0", "0", "0", "0", "1", "700", "1"),
+        ("2024-05-01", MERCHANT, "ALIPAY", "2", "2500", "150", "0", "53", "2597", "0", "0", "0", "day", "", ""),
+        ("2024-05-01", MERCHANT, "UNIONPAY", "1", "500", "0", "0", "0", "500", "1", "500", "0", "day", "", ""),
+        ("2024-05-01", MERCHANT, "WECHATPAY", "1", "1990", "0", "0", "40", "1950", "1", "10", "0", "day", "", ""),
+        ("2024-05-02", OTHER_MERCHANT, "ALIPAY", "1", "450", "0", "0", "0", "450", "1", "450", "0", "day", "", ""),
+        ("2024-05-02", MERCHANT, "ALIPAY", "0", "0", "0", "0", "0", "0", "1", "700", "1", "day", "", ""),
         # P1's refund is booked on May 2, when it happened: May 1's summary stays as it was closed.
-        ("2024-05-02", MERCHANT, "UNIONPAY", "0", "0", "0", "200", "0", "-200", "0", "0", "0"),
+        ("2024-05-02", MERCHANT, "UNIONPAY", "0", "0", "0", "200", "0", "-200", "0", "0", "0", "day", "", ""),
         # Only on the statement: we received nothing, so its fee is not ours (it is in the 300 at risk).
-        ("2024-05-02", MERCHANT, "WECHATPAY", "0", "0", "0", "0", "0", "0", "1", "300", "0"),
-        ("2024-05-03", OTHER_MERCHANT, "ALIPAY", "1", "800", "0", "0", "0", "800", "0", "0", "0"),
-        ("2024-05-03", MERCHANT, "ALIPAY", "0", "0", "0", "0", "0", "0", "0", "0", "0"),
+        ("2024-05-02", MERCHANT, "WECHATPAY", "0", "0", "0", "0", "0", "0", "1", "300", "0", "day", "", ""),
+        ("2024-05-03", OTHER_MERCHANT, "ALIPAY", "1", "800", "0", "0", "0", "800", "0", "0", "0", "day", "", ""),
+        ("2024-05-03", MERCHANT, "ALIPAY", "0", "0", "0", "0", "0", "0", "0", "0", "0", "day", "", ""),
     ]
     assert qc_may_2 == rows[4:7]
 

@@ -59,7 +59,7 @@ class RunningSim:
 
     def client(self, signkey: str = KEY, *, timeout_s: float = 2.0, operator_id: str = OPERATOR) -> OttPayClient:
         """The project's client pointed at this simulator."""
-        credentials = MerchantCredentials(merchant_id=MERCHANT, operator_id=operator_id, signkey=signkey)
+        credentials = MerchantCredentials(merchant_id=MERCHANT, operator_id=operator_id, signkeys=(signkey,))
         return OttPayClient(self.session, credentials, base_url=self.url(), timeout_s=timeout_s)
 
     async def get(self, path: str) -> tuple[int, Any]:

@@ -42,10 +42,34 @@ async def test_process_old_path_answers_like_process_v2() -> None:
         assert (status, body["rsp_code"]) == (200, "SUCCESS")
 
 
-async def test_process_answers_are_signed_with_newest_key() -> None:
+async def test_process_holds_the_first_key_until_the_merchant_switches_it() -> None:
     async with running_sim(OTTPAY_MERCHANTS=f"{MERCHANT}={KEY},{MERCHANT}={NEW_KEY}") as sim:
+        # Like OTT Pay, the gateway holds one key per merchant: the first listed one.
+        assert await _rsp(sim, envelope(PAY_DATA | {"order_id": "NK0"}, signkey=NEW_KEY)) == (
+            "PARAM_INVALID",
+            "signature invalid (decryption_failed)",
+            False,
+        )
         _, body = await sim.post("/processV2", envelope(PAY_DATA | {"order_id": "NK1"}, signkey=KEY))
-        assert open_envelope(body["data"], body["md5"], NEW_KEY, MERCHANT)["order_id"] == "NK1"
+        assert open_envelope(body["data"], body["md5"], KEY, MERCHANT)["order_id"] == "NK1"
+
+        status, switched = await sim.post(f"/sim/merchants/{MERCHANT}/signkey", {"signkey": NEW_KEY})
+        assert (status, switched) == (200, {"merchant_id": MERCHANT, "status": "switched"})
+        assert (await _rsp(sim, envelope(PAY_DATA | {"order_id": "NK2"}, signkey=KEY)))[0] == "PARAM_INVALID"
+        _, body = await sim.post("/processV2", envelope(PAY_DATA | {"order_id": "NK3"}, signkey=NEW_KEY))
+        assert open_envelope(body["data"], body["md5"], NEW_KEY, MERCHANT)["order_id"] == "NK3"
+
+        # A reset forgets the switch with everything else.
+        assert (await sim.post("/sim/reset"))[0] == 200
+        assert (await _rsp(sim, envelope(PAY_DATA | {"order_id": "NK4"}, signkey=KEY)))[0] == "SUCCESS"
+
+
+async def test_switching_a_key_refuses_unknown_merchants_and_non_keys() -> None:
+    async with running_sim() as sim:
+        assert (await sim.post("/sim/merchants/NB00000001/signkey", {"signkey": NEW_KEY}))[0] == 404
+        for body in ({"signkey": "short"}, {"signkey": 1234567890}, {}, ["x"], None):
+            assert (await sim.post(f"/sim/merchants/{MERCHANT}/signkey", body))[0] == 400
+        assert (await _rsp(sim, envelope(PAY_DATA | {"order_id": "SW1"}, signkey=KEY)))[0] == "SUCCESS"
 
 
 async def _rsp(sim: RunningSim, body: Any) -> tuple[str, str, bool]:

@@ -3,74 +3,20 @@
 -- Rules: docs/RECONCILIATION.md (tests/reconciliation_model.py states the same rules in plain Python and
 -- the model-based tests compare the two cent for cent). Amounts match exactly to the cent; the first
 -- matching rule of each status table wins. A key left with no evidence at all loses its ledger row.
-WITH keys AS (
+WITH keys AS MATERIALIZED (
     SELECT DISTINCT merchant_id, order_id FROM unnest($1::text[], $2::text[]) AS k(merchant_id, order_id)
-), o AS (
-    SELECT o.* FROM orders o JOIN keys USING (merchant_id, order_id)
-), p AS (
-    SELECT p.* FROM payments p JOIN keys USING (merchant_id, order_id)
-), cb AS (
-    -- Only authentic callbacks reach this table; their amounts were checked to be integer cents.
-    SELECT c.merchant_id, c.order_id, count(*) AS n,
-           min((c.data->>'amount')::bigint) AS min_amount, max((c.data->>'amount')::bigint) AS max_amount,
-           min(coalesce(nullif(trim(c.data->>'tip'), ''), '0')::bigint) AS min_tip,
-           max(coalesce(nullif(trim(c.data->>'tip'), ''), '0')::bigint) AS max_tip,
-           array_agg(DISTINCT c.data->>'bizpay_order_id') FILTER (WHERE coalesce(c.data->>'bizpay_order_id', '') <> '')
-               AS channel_ids,
-           min(c.received_at) AS first_received_at
-    FROM callbacks c JOIN keys USING (merchant_id, order_id)
-    WHERE c.rsp_code = 'SUCCESS'
-    GROUP BY c.merchant_id, c.order_id
-), q AS (
-    -- Channel ids the gateway named in successful answers (PASSIVEPAY responses, status queries).
-    SELECT o.merchant_id, o.order_id,
-           array_agg(DISTINCT a.data->>'bizpay_order_id') FILTER (WHERE coalesce(a.data->>'bizpay_order_id', '') <> '')
-               AS channel_ids
-    FROM submission_attempts a JOIN o ON o.id = a.order_ref
-    WHERE a.outcome = 'success' AND a.refund_ref IS NULL AND a.data IS NOT NULL
-    GROUP BY o.merchant_id, o.order_id
-), rf AS (
-    SELECT o.merchant_id, o.order_id, sum(r.amount) AS refunded
-    FROM refunds r JOIN o ON o.id = r.order_ref
-    WHERE r.status = 'succeeded'
-    GROUP BY o.merchant_id, o.order_id
-), lines AS (
-    -- The current statement lines: a line is superseded when an import that outranks its own (later
-    -- period end; same end: imported later) covers its merchant and business date, or lists the same
-    -- gateway payment (merchant, order, channel id). nth > 1: the same payment again in current lines.
-    SELECT s.*, i.period_end,
-           row_number() OVER (PARTITION BY s.merchant_id, s.order_id, coalesce(s.bizpay_order_id, '')
-                              ORDER BY s.import_id, s.line_no) AS nth
-    FROM statement_lines s JOIN keys USING (merchant_id, order_id)
-    JOIN statement_imports i ON i.id = s.import_id
-    WHERE NOT EXISTS (
-        SELECT 1 FROM statement_imports j
-        WHERE (j.period_end > i.period_end OR (j.period_end = i.period_end AND j.id > i.id))
-          AND s.merchant_id = ANY (j.merchant_ids)
-          AND (s.business_date BETWEEN j.period_start AND j.period_end
-               OR EXISTS (
-                   SELECT 1 FROM statement_lines t
-                   WHERE t.merchant_id = s.merchant_id AND t.order_id = s.order_id AND t.import_id = j.id
-                     AND coalesce(t.bizpay_order_id, '') = coalesce(s.bizpay_order_id, '')))
-    )
-), st AS (
-    SELECT merchant_id, order_id, sum(amount) AS amount, sum(tip) AS tip, sum(fee) AS fee, sum(refund) AS refund,
-           array_agg(DISTINCT bizpay_order_id) FILTER (WHERE coalesce(bizpay_order_id, '') <> '') AS channel_ids,
-           array_agg(DISTINCT import_id ORDER BY import_id) AS import_ids, array_agg(id ORDER BY id) AS line_ids,
-           min(business_date) AS business_date, max(period_end) AS period_end,
-           count(*) FILTER (WHERE nth > 1) AS extra_lines,
-           coalesce(sum(amount + tip) FILTER (WHERE nth > 1), 0) AS extra_amount
-    FROM lines
-    GROUP BY merchant_id, order_id
 ), facts AS (
+    -- Driven by the keys: every source is reached through its (merchant, order) or order-id index, one key
+    -- at a time (LATERAL), so a batch costs the same per key whatever the tables' size and the batch's
+    -- (a join of whole CTEs was planned as a scan of every key once per key: quadratic in the batch).
     SELECT k.merchant_id, k.order_id, o.kind, o.biz_type, o.status AS order_status,
            o.amount AS expected_amount, o.tip AS expected_tip, o.unpaid_flagged_at,
            coalesce(p.amount, o.paid_amount) AS received_amount,
            coalesce(p.tip, CASE WHEN o.paid_amount IS NOT NULL THEN o.tip END) AS received_tip,
            coalesce(p.id IS NOT NULL OR o.status IN ('paid', 'partially_refunded', 'refunded'), false) AS paid,
-           (o.id IS NOT NULL OR p.id IS NOT NULL OR cb.n IS NOT NULL OR st.amount IS NOT NULL) AS has_evidence,
+           (o.id IS NOT NULL OR p.id IS NOT NULL OR cb.n > 0 OR st.amount IS NOT NULL) AS has_evidence,
            coalesce(o.paid_source, p.source) AS paid_source,
-           coalesce(cb.n, 0) AS callback_count, cb.min_amount, cb.max_amount, cb.min_tip, cb.max_tip,
+           cb.n AS callback_count, cb.min_amount, cb.max_amount, cb.min_tip, cb.max_tip,
            ARRAY(
                SELECT DISTINCT x FROM unnest(
                    coalesce(cb.channel_ids, '{}') || coalesce(q.channel_ids, '{}') || coalesce(st.channel_ids, '{}')
@@ -79,7 +25,7 @@ WITH keys AS (
            ) AS channel_ids,
            coalesce(rf.refunded, 0) AS refunded,
            -- Refunds booked on or before the statement's period end: what its refund column can know of.
-           coalesce(rt.refunded, 0) AS refunded_by_statement,
+           coalesce(rf.refunded_by_statement, 0) AS refunded_by_statement,
            st.amount AS st_amount, st.tip AS st_tip, st.refund AS st_refund, coalesce(st.fee, 0) AS fee,
            coalesce(st.import_ids, '{}') AS st_import_ids, coalesce(st.line_ids, '{}') AS st_line_ids,
            coalesce(st.extra_lines, 0) AS st_extra_lines,
@@ -91,16 +37,63 @@ WITH keys AS (
                st.business_date
            ) AS business_date
     FROM keys k
-    LEFT JOIN o USING (merchant_id, order_id)
-    LEFT JOIN p USING (merchant_id, order_id)
-    LEFT JOIN cb USING (merchant_id, order_id)
-    LEFT JOIN q USING (merchant_id, order_id)
-    LEFT JOIN rf USING (merchant_id, order_id)
-    LEFT JOIN st USING (merchant_id, order_id)
+    LEFT JOIN orders o ON o.merchant_id = k.merchant_id AND o.order_id = k.order_id
+    LEFT JOIN payments p ON p.merchant_id = k.merchant_id AND p.order_id = k.order_id
+    CROSS JOIN LATERAL (
+        -- Only authentic callbacks reach this table; their amounts were checked to be integer cents.
+        SELECT count(*) AS n,
+               min((c.data->>'amount')::bigint) AS min_amount, max((c.data->>'amount')::bigint) AS max_amount,
+               min(coalesce(nullif(trim(c.data->>'tip'), ''), '0')::bigint) AS min_tip,
+               max(coalesce(nullif(trim(c.data->>'tip'), ''), '0')::bigint) AS max_tip,
+               array_agg(DISTINCT c.data->>'bizpay_order_id') FILTER (WHERE coalesce(c.data->>'bizpay_order_id', '') <> '')
+                   AS channel_ids,
+               min(c.received_at) AS first_received_at
+        FROM callbacks c
+        WHERE c.merchant_id = k.merchant_id AND c.order_id = k.order_id AND c.rsp_code = 'SUCCESS'
+    ) cb
     LEFT JOIN LATERAL (
-        SELECT sum(r.amount) AS refunded FROM refunds r
-        WHERE r.order_ref = o.id AND r.status = 'succeeded' AND (r.succeeded_at AT TIME ZONE $3)::date <= st.period_end
-    ) rt ON true
+        -- Channel ids the gateway named in successful answers (PASSIVEPAY responses, status queries).
+        SELECT array_agg(DISTINCT a.data->>'bizpay_order_id') FILTER (WHERE coalesce(a.data->>'bizpay_order_id', '') <> '')
+                   AS channel_ids
+        FROM submission_attempts a
+        WHERE a.order_ref = o.id AND a.outcome = 'success' AND a.refund_ref IS NULL AND a.data IS NOT NULL
+    ) q ON true
+    LEFT JOIN LATERAL (
+        -- The current statement lines: a line is superseded when an import that outranks its own (later
+        -- period end; same end: imported later) covers its merchant and business date, or lists the same
+        -- gateway payment (merchant, order, channel id). nth > 1: the same payment again in current lines.
+        SELECT sum(amount) AS amount, sum(tip) AS tip, sum(fee) AS fee, sum(refund) AS refund,
+               array_agg(DISTINCT bizpay_order_id) FILTER (WHERE coalesce(bizpay_order_id, '') <> '') AS channel_ids,
+               array_agg(DISTINCT import_id ORDER BY import_id) AS import_ids, array_agg(id ORDER BY id) AS line_ids,
+               min(business_date) AS business_date, max(period_end) AS period_end,
+               count(*) FILTER (WHERE nth > 1) AS extra_lines,
+               coalesce(sum(amount + tip) FILTER (WHERE nth > 1), 0) AS extra_amount
+        FROM (
+            SELECT s.*, i.period_end,
+                   row_number() OVER (PARTITION BY coalesce(s.bizpay_order_id, '') ORDER BY s.import_id, s.line_no)
+                       AS nth
+            FROM statement_lines s
+            JOIN statement_imports i ON i.id = s.import_id
+            WHERE s.merchant_id = k.merchant_id AND s.order_id = k.order_id
+              AND NOT EXISTS (
+                SELECT 1 FROM statement_imports j
+                WHERE (j.period_end > i.period_end OR (j.period_end = i.period_end AND j.id > i.id))
+                  AND s.merchant_id = ANY (j.merchant_ids)
+                  AND (s.business_date BETWEEN j.period_start AND j.period_end
+                       OR EXISTS (
+                           SELECT 1 FROM statement_lines t
+                           WHERE t.merchant_id = s.merchant_id AND t.order_id = s.order_id AND t.import_id = j.id
+                             AND coalesce(t.bizpay_order_id, '') = coalesce(s.bizpay_order_id, '')))
+              )
+        ) lines
+        HAVING count(*) > 0
+    ) st ON true
+    LEFT JOIN LATERAL (
+        SELECT sum(r.amount) AS refunded,
+               sum(r.amount) FILTER (WHERE (r.succeeded_at AT TIME ZONE $3)::date <= st.period_end) AS refunded_by_statement
+        FROM refunds r
+        WHERE r.order_ref = o.id AND r.status = 'succeeded'
+    ) rf ON true
 ), judged AS (
     SELECT f.*,
         CASE
@@ -117,6 +110,8 @@ WITH keys AS (
             WHEN f.paid AND f.kind = 'ACTIVEPAY' AND f.callback_count = 0 THEN 'missing_callback'
             WHEN f.paid THEN 'matched'
             WHEN f.order_status = 'unpaid' THEN 'unpaid'
+            -- The gateway said something we do not understand, or forgot an order it had accepted.
+            WHEN f.order_status = 'review' THEN 'review'
             -- Ended unpaid at the gateway: nothing was expected and nothing arrived.
             WHEN f.order_status IN ('declined', 'failed', 'closed', 'expired') THEN 'matched'
             ELSE 'pending'
@@ -161,6 +156,7 @@ SELECT merchant_id, order_id, kind,
            WHEN 'duplicate_payment' THEN (cardinality(channel_ids) - 1) * (expected_amount + expected_tip)
            WHEN 'paid_after_flagged' THEN coalesce(received_amount, 0) + coalesce(received_tip, 0)
            WHEN 'unpaid' THEN expected_amount + expected_tip
+           WHEN 'review' THEN expected_amount + expected_tip
            WHEN 'not_in_ledger' THEN coalesce(st_amount, 0) + coalesce(st_tip, 0)
            ELSE 0
        END,
