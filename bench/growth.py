@@ -102,7 +102,7 @@ INSERT INTO callbacks (merchant_id, md5, order_id, rsp_code, envelope, data, sig
 SELECT m, d, o, 'SUCCESS', jsonb_build_object('merchant_id', m, 'md5', d, 'data', repeat(d, 7)),
        jsonb_build_object('order_id', o, 'amount', '100'), 0, now()
 FROM unnest($1::text[], $2::text[], $3::text[]) AS t(m, d, o)
-ON CONFLICT ON CONSTRAINT callbacks_merchant_md5_key DO NOTHING
+ON CONFLICT ON CONSTRAINT callbacks_body_key DO NOTHING
 """
 # A reconcile tick's ledger write: half the keys new, half existing ones updated.
 UPSERT_LEDGER = """
