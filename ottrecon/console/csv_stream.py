@@ -18,7 +18,7 @@ from aiohttp import web
 
 from ottrecon.console.offload import OFFLOAD_SLOTS, run_with_private_pool
 from ottrecon.console.web import STREAMING
-from ottrecon.reconciliation.reports import LEDGER_EXPORT_COLUMNS, write_csv
+from ottrecon.reconciliation.reports import LEDGER_COLUMNS, write_csv
 
 logger = logging.getLogger("ottrecon.console")
 
@@ -47,8 +47,8 @@ class _Pipe:
     def send_buffered(self) -> None:
         if self._parts:
             data, self._parts, self._size = "".join(self._parts).encode("utf-8"), [], 0
-            # In CHUNK_CHARS slices: the queue bounds items, so one large write (COPY hands over whatever
-            # arrived) must not slip past the backpressure as a single item.
+            # At most CHUNK_CHARS bytes a queue item, however much one write brought (COPY hands over what
+            # arrived, often far more): MAX_PENDING_CHUNKS then bounds the memory a stalled download holds.
             for start in range(0, len(data), CHUNK_CHARS):
                 self.send(data[start : start + CHUNK_CHARS])
 
@@ -127,4 +127,4 @@ async def _drain(queue: asyncio.Queue[bytes | None], producer: asyncio.Future[in
 
 async def write_rows(pool: asyncpg.Pool, out: TextIO, query: str, args: list[Any], fetch_size: int = 5000) -> int:
     """A query of our own over the ledger report's columns, written exactly as `ottrecon export ledger` writes."""
-    return await write_csv(pool, out, LEDGER_EXPORT_COLUMNS, query, args, fetch_size)
+    return await write_csv(pool, out, LEDGER_COLUMNS, query, args, fetch_size)
