@@ -51,17 +51,30 @@ class ThrowawayDatabases:
         """The admin URL pointing at another database."""
         return with_database(self._admin_url, database)
 
-    def clone(self, suffix: str) -> str:
-        """A new database copied from the template; returns its URL."""
+    def clone(self, suffix: str, source: str | None = None) -> str:
+        """A new database copied from the template, or from source (the URL of one made here, nobody
+        connected to it); returns its URL."""
         name = f"{PREFIX}{self._tag}_{suffix}"
         self._remember(name)
-        asyncio.run(self._create(name, self._template))
+        asyncio.run(self._create(name, self._template if source is None else self._name_of(source)))
         return self.url(name)
 
     def drop_clone(self, suffix: str) -> None:
         """Drop a clone made by clone(suffix) now, not at exit (a big one should not wait for the next)."""
         name = f"{PREFIX}{self._tag}_{suffix}"
         asyncio.run(self._drop([name]))
+
+    def drop(self, url: str) -> None:
+        """Drop a database made here before the end (a large clone no longer needed frees its disk)."""
+        name = self._name_of(url)
+        asyncio.run(self._drop([name]))
+        self._created.remove(name)
+
+    def _name_of(self, url: str) -> str:
+        name = url.rsplit("/", 1)[-1]
+        if name not in self._created:
+            raise ValueError(f"not a database of this benchmark: {name}")
+        return name
 
     def _remember(self, name: str) -> None:
         # Remembered before CREATE, so an interrupt between the two still drops it (IF EXISTS).

@@ -1,20 +1,26 @@
 """Reconciliation and report export at scale: generate N orders of evidence, reconcile, export, check linearity.
 
-`python -m bench.reconcile [--sizes 100000,300000,1000000]`. Each size runs in its own throwaway
-database (migrated by the real runner, dropped at the end even on failure or Ctrl-C).
+`python -m bench.reconcile [--sizes 100000,1000000] [--no-baseline]`. Each size's evidence is generated once
+in a throwaway database (migrated by the real runner, dropped at the end even on failure or Ctrl-C); the
+current reconciler and, as the baseline in the same run, the one before issue 13 (its ledger statement kept in
+bench/baseline/) each drain a clone of it. The ledger export runs both ways too: COPY (current) and the
+cursor with csv.writer (before). Targets (issue 13): 1M changed orders reconciled in < 60 s, seconds per
+100k flat from the smallest size to the largest, ledger export of 1M rows < 10 s in flat memory.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
+from datetime import date
 from pathlib import Path
 from typing import TextIO
 
@@ -22,6 +28,7 @@ import asyncpg
 
 from bench.databases import ThrowawayDatabases
 from bench.recon_generate import GENERATE
+from bench.report import Target, targets_table
 from bench.support import (
     REPO_ROOT,
     BenchError,
@@ -33,14 +40,24 @@ from bench.support import (
     stop_on_sigterm,
     table,
 )
+from ottrecon.reconciliation import reconcile
 from ottrecon.reconciliation.reconcile import reconcile_pending
-from ottrecon.reconciliation.reports import export_report
+from ottrecon.reconciliation.reports import EXPORT_LEDGER, LEDGER_COLUMNS, export_report, write_csv
 from worker.recon_jobs import MAX_BATCHES_PER_TICK
 
 BUSINESS_TZ = "America/Toronto"
-DEFAULT_SIZES = (100_000, 300_000, 1_000_000)
-# The exports measured, each in its own child process writing to /dev/null.
+DEFAULT_SIZES = (100_000, 1_000_000)
+# The exports measured, each in its own child process writing to /dev/null; "ledger-cursor" is the ledger
+# as it was exported before issue 13 (write_csv: a server-side cursor, each row rendered by csv.writer).
 EXPORTS = ("ledger", "summary", "mismatches")
+LEDGER_BEFORE = "ledger-cursor"
+# The ledger statement before issue 13, the baseline's (the claim, locks, refunds and alerts are today's).
+BASELINE_LEDGER_SQL = (Path(__file__).parent / "baseline" / "reconcile_ledger_before_13.sql").read_text("utf-8")
+# Issue 13's targets, for 1M orders; a smaller largest size is held to its share (N / 1M of the seconds).
+TARGET_RECONCILE_S_PER_M = 60.0
+TARGET_EXPORT_S_PER_M = 10.0
+TARGET_GROWTH = 1.10  # seconds per 100k at the largest size / at the smallest: flat, within noise
+TARGET_RSS_GROWTH_MB = 5.0
 
 # Standing in for autovacuum when the server has it off (as the shared development server does): without
 # it recon_dirty keeps every deleted key and the planner never learns that ledger and alerts grew.
@@ -72,6 +89,7 @@ class SizeResult:
     maintenance_s: float = 0.0  # VACUUM/ANALYZE between ticks, excluded from reconcile_s
     ledger_rows: int = 0
     exports: dict[str, Export] = field(default_factory=dict)
+    baseline: SizeResult | None = None  # the same evidence drained by the reconciler before issue 13
 
     @property
     def generate_total_s(self) -> float:
@@ -79,25 +97,49 @@ class SizeResult:
         return sum(self.generate_s.values())
 
 
-def run(sizes: Sequence[int], admin_url: str, maintenance: str) -> tuple[list[SizeResult], dict[str, str]]:
-    """Measure every size in its own database; all of them are dropped on the way out, whatever happens."""
+def run(
+    sizes: Sequence[int], admin_url: str, maintenance: str, baseline: bool = True
+) -> tuple[list[SizeResult], dict[str, str]]:
+    """Measure every size in its own databases; all of them are dropped on the way out, whatever happens."""
     results = []
     with ThrowawayDatabases(admin_url) as databases:
         settings = asyncio.run(_server_settings(databases.template_url))
         maintain = maintenance == "always" or (maintenance == "auto" and settings["autovacuum"] == "off")
-        baseline = _export_in_child(databases.template_url, "ledger", merchant_id="NOBODY")
-        results.append(SizeResult(0, exports={"baseline": baseline}))
+        nothing = _export_in_child(databases.template_url, "ledger", merchant_id="NOBODY")
+        results.append(SizeResult(0, exports={"baseline": nothing}))
         for size in sizes:
-            url = databases.clone(f"n{size}")
+            generated = databases.clone(f"n{size}")
             result = SizeResult(size)
-            asyncio.run(_generate(url, size, result, maintain))
-            _progress(f"N={size:,}: generated in {result.generate_total_s:.1f} s; reconciling")
+            asyncio.run(_generate(generated, size, result, maintain))
+            _progress(f"N={size:,}: generated in {result.generate_total_s:.1f} s")
+            if baseline:
+                # The baseline first, then ours, each on its own copy of the same evidence.
+                result.baseline = SizeResult(size)
+                url = databases.clone(f"n{size}_before", source=generated)
+                with _ledger_statement(BASELINE_LEDGER_SQL):
+                    asyncio.run(_reconcile(url, result.baseline, maintain))
+                _progress(f"N={size:,}, before: {result.baseline.keys:,} keys in {result.baseline.reconcile_s:.1f} s")
+                databases.drop(url)
+            url = databases.clone(f"n{size}_now", source=generated)
             asyncio.run(_reconcile(url, result, maintain))
             _progress(f"N={size:,}: {result.keys:,} keys in {result.reconcile_s:.1f} s; exporting")
-            for what in EXPORTS:
+            databases.drop(generated)
+            for what in (*EXPORTS, LEDGER_BEFORE) if baseline else EXPORTS:
                 result.exports[what] = _export_in_child(url, what)
+            databases.drop(url)
             results.append(result)
     return results, settings
+
+
+@contextlib.contextmanager
+def _ledger_statement(sql: str) -> Iterator[None]:
+    """Run the reconciler with another ledger statement (the baseline's), everything else unchanged."""
+    current = reconcile.RECONCILE_LEDGER
+    reconcile.RECONCILE_LEDGER = sql
+    try:
+        yield
+    finally:
+        reconcile.RECONCILE_LEDGER = current
 
 
 async def _server_settings(url: str) -> dict[str, str]:
@@ -184,6 +226,9 @@ def child_export(what: str, merchant_id: str | None) -> int:
 
     async def export(out: TextIO) -> int:
         async with asyncpg.create_pool(os.environ["DATABASE_URL"], min_size=1, max_size=1) as pool:
+            if what == LEDGER_BEFORE:
+                args = (date.min, date.max, merchant_id)
+                return await write_csv(pool, out, LEDGER_COLUMNS, EXPORT_LEDGER, args, 5000)
             return await export_report(pool, what, out, merchant_id=merchant_id)
 
     started = time.perf_counter()
@@ -198,24 +243,32 @@ def _progress(message: str) -> None:
 
 
 def summary(results: Sequence[SizeResult], settings: dict[str, str], maintained: bool) -> str:
-    """The measurement table, the per-100k growth table and the conditions."""
-    baseline = results[0].exports["baseline"]
+    """The measurement table, the baseline beside it, the per-100k growth table and the conditions."""
+    nothing = results[0].exports["baseline"]
     measured = [r for r in results if r.orders]
     rows = []
     for r in measured:
-        ticks = r.tick_rates
-        rows.append(
-            [
-                f"{r.orders:,}",
-                f"{r.keys:,}",
-                f"{r.generate_total_s:.1f}",
-                f"{r.reconcile_s:.1f}",
-                f"{r.keys / r.reconcile_s:,.0f}",
-                f"{ticks[0]:,.0f} / {ticks[-1]:,.0f}",
-                *(f"{r.exports[w].export_s:.1f} ({r.exports[w].peak_rss_mb:.0f} MB)" for w in EXPORTS),
-            ]
-        )
-    header = ["orders", "keys", "generate s", "reconcile s", "keys/s", "1st/last tick keys/s"]
+        for label, run in (("now", r), ("before", r.baseline)):
+            if run is None:
+                continue
+            ticks = run.tick_rates
+            exports = [f"{r.exports[w].export_s:.1f} ({r.exports[w].peak_rss_mb:.0f} MB)" for w in EXPORTS]
+            if label == "before":
+                before = r.exports.get(LEDGER_BEFORE)
+                exports = [f"{before.export_s:.1f} ({before.peak_rss_mb:.0f} MB)" if before else "-", "", ""]
+            rows.append(
+                [
+                    f"{r.orders:,}",
+                    label,
+                    f"{run.keys:,}",
+                    f"{r.generate_total_s:.1f}" if label == "now" else "",
+                    f"{run.reconcile_s:.1f}",
+                    f"{run.keys / run.reconcile_s:,.0f}",
+                    f"{ticks[0]:,.0f} / {ticks[-1]:,.0f}",
+                    *exports,
+                ]
+            )
+    header = ["orders", "code", "keys", "generate s", "reconcile s", "keys/s", "1st/last tick keys/s"]
     header += [f"{w} s (peak RSS)" for w in EXPORTS]
     lines = [table(header, rows)]
     first, last = measured[0], measured[-1]
@@ -223,7 +276,12 @@ def summary(results: Sequence[SizeResult], settings: dict[str, str], maintained:
         growth = []
         steps = [("generate", first.generate_total_s, last.generate_total_s)]
         steps.append(("reconcile", first.reconcile_s, last.reconcile_s))
+        if first.baseline and last.baseline:
+            steps.append(("reconcile, before", first.baseline.reconcile_s, last.baseline.reconcile_s))
         steps += [(f"export {w}", first.exports[w].export_s, last.exports[w].export_s) for w in EXPORTS]
+        if LEDGER_BEFORE in first.exports and LEDGER_BEFORE in last.exports:
+            at = first.exports[LEDGER_BEFORE].export_s, last.exports[LEDGER_BEFORE].export_s
+            steps.append(("export ledger, before", *at))
         for label, at_first, at_last in steps:
             small, large = 1e5 * at_first / first.orders, 1e5 * at_last / last.orders
             growth.append([label, f"{small:.2f}", f"{large:.2f}", f"x{large / small:.2f}"])
@@ -234,7 +292,7 @@ def summary(results: Sequence[SizeResult], settings: dict[str, str], maintained:
         ]
     lines += [
         "",
-        f"export peak RSS of a child exporting nothing (interpreter + asyncpg): {baseline.peak_rss_mb:.0f} MB",
+        f"export peak RSS of a child exporting nothing (interpreter + asyncpg): {nothing.peak_rss_mb:.0f} MB",
         "server: " + ", ".join(f"{k}={v}" for k, v in settings.items()),
     ]
     if maintained:
@@ -244,6 +302,56 @@ def summary(results: Sequence[SizeResult], settings: dict[str, str], maintained:
             f"in its place ({spent}), not counted in reconcile s"
         )
     return "\n".join(lines)
+
+
+def targets(results: Sequence[SizeResult]) -> list[Target]:
+    """Issue 13's targets on the largest size (scaled to it when it is not 1M), growth from the smallest."""
+    measured = [r for r in results if r.orders]
+    first, last = measured[0], measured[-1]
+    share = last.orders / 1_000_000
+    rows: list[Target] = []
+    seconds, goal = last.reconcile_s, TARGET_RECONCILE_S_PER_M * share
+    old = last.baseline
+    before = f" (before: {old.reconcile_s:.1f} s, x{old.reconcile_s / seconds:.2f})" if old else ""
+    rows.append(
+        (
+            f"reconcile {last.orders:,} changed orders",
+            f"{seconds:.1f} s{before}",
+            f"< {goal:.1f} s",
+            seconds < goal,
+        )
+    )
+    ledger = last.exports["ledger"]
+    cursor = last.exports.get(LEDGER_BEFORE)
+    goal = TARGET_EXPORT_S_PER_M * share
+    rows.append(
+        (
+            f"export ledger, {last.orders:,} orders",
+            f"{ledger.export_s:.1f} s" + (f" (before: {cursor.export_s:.1f} s)" if cursor else ""),
+            f"< {goal:.1f} s",
+            ledger.export_s < goal,
+        )
+    )
+    if len(measured) > 1:
+        growth = (last.reconcile_s / last.orders) / (first.reconcile_s / first.orders)
+        rows.append(
+            (
+                f"reconcile s per 100k, {first.orders:,} -> {last.orders:,}",
+                f"x{growth:.2f}",
+                f"<= x{TARGET_GROWTH:.2f}",
+                growth <= TARGET_GROWTH,
+            )
+        )
+        small, large = first.exports["ledger"].peak_rss_mb, last.exports["ledger"].peak_rss_mb
+        rows.append(
+            (
+                f"export ledger peak RSS, {first.orders:,} / {last.orders:,}",
+                f"{small:.0f} / {large:.0f} MB",
+                f"+ <= {TARGET_RSS_GROWTH_MB:.0f} MB",
+                large - small <= TARGET_RSS_GROWTH_MB,
+            )
+        )
+    return rows
 
 
 def parse_sizes(text: str) -> list[int]:
@@ -267,8 +375,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         default="auto",
         help="VACUUM/ANALYZE between reconcile ticks: auto = only when the server's autovacuum is off",
     )
+    parser.add_argument(
+        "--no-baseline",
+        dest="baseline",
+        action="store_false",
+        help="skip the code before issue 13 (its reconciler and its cursor ledger export)",
+    )
     parser.add_argument("--json", type=Path, help="also write the results as JSON to this file")
-    parser.add_argument("--child-export", choices=EXPORTS, help=argparse.SUPPRESS)
+    parser.add_argument("--child-export", choices=(*EXPORTS, LEDGER_BEFORE), help=argparse.SUPPRESS)
     parser.add_argument("--merchant", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child_export:
@@ -278,7 +392,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         admin_url = server_url("DATABASE_URL", env)
         print(facts_text(machine_facts(None, admin_url)) + "\n", flush=True)
-        results, settings = run(args.sizes, admin_url, args.maintenance)
+        results, settings = run(args.sizes, admin_url, args.maintenance, args.baseline)
     except BenchError as exc:
         print(f"bench.reconcile: {exc}", file=sys.stderr)
         return 1
@@ -286,7 +400,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("bench.reconcile: interrupted; every database it created was dropped", file=sys.stderr)
         return 130
     maintained = args.maintenance == "always" or (args.maintenance == "auto" and settings["autovacuum"] == "off")
-    print(summary(results, settings, maintained))
+    print(summary(results, settings, maintained) + "\n")
+    print(targets_table(targets(results)))
     if args.json is not None:
         dump_json(args.json, {"settings": settings, "results": [asdict(r) for r in results]})
     return 0

@@ -1,4 +1,4 @@
-"""`make bench`: the receiver and the worker benchmarks in one run, then a compact summary table."""
+"""`make bench`: the receiver, worker, scale-out and reconciliation benchmarks in one run, then one summary table."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ import sys
 from collections.abc import Sequence
 from dataclasses import asdict
 
-from bench import receiver, worker
+from bench import receiver, scaleout, worker
+from bench import reconcile as reconciliation
 from bench.children import stop_on_sigterm
 from bench.drain import NOOP, REAL
 from bench.errors import BenchError
@@ -18,8 +19,12 @@ from bench.report import dump_json, met, table
 from bench.support import add_common_arguments, server_url
 
 
-def summary_rows(rec: receiver.ReceiverReport | None, wrk: worker.WorkerReport | None) -> list[list[str]]:
-    """One row per target, plus the worker's share of bare arq for context."""
+def summary_rows(
+    rec: receiver.ReceiverReport | None,
+    wrk: worker.WorkerReport | None,
+    scale: scaleout.ScaleOutReport | None = None,
+) -> list[list[str]]:
+    """One row per target, plus the worker's share of bare arq and the scale-out rates for context."""
     rows: list[list[str]] = []
     if rec is not None:
         bare = statistics.median(m.wrk.rps for m in rec.of("bare"))
@@ -60,21 +65,40 @@ def summary_rows(rec: receiver.ReceiverReport | None, wrk: worker.WorkerReport |
                 "-",
             ]
         )
+    if scale is not None:
+        rows.append(
+            [
+                "scale-out 2 receivers + 2 workers: accepted, recorded end to end",
+                f"{scale.accepted_per_s:,.0f}/s, {scale.end_to_end_per_s:,.0f}/s",
+                "-",
+                "-",
+            ]
+        )
+        rows += [[what, measured, target, met(ok)] for what, measured, target, ok in scale.targets()]
     return rows
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run both benchmarks (or --only one); exit 1 when one could not run."""
     parser = argparse.ArgumentParser(prog="python -m bench.run_all", description=__doc__)
-    parser.add_argument("--only", choices=["receiver", "worker"], help="run just one of the two")
+    parser.add_argument("--only", choices=["receiver", "worker", "scaleout", "reconcile"], help="run just one of them")
+    parser.add_argument(
+        "--recon-sizes",
+        type=reconciliation.parse_sizes,
+        default=list(reconciliation.DEFAULT_SIZES),
+        help="orders per reconciliation run (default 100000,1000000)",
+    )
     receiver.add_arguments(parser)
     worker.add_arguments(parser)
+    scaleout.add_arguments(parser)
     add_common_arguments(parser)
     args = parser.parse_args(argv)
     stop_on_sigterm()
     env = dict(os.environ)
     rec: receiver.ReceiverReport | None = None
     wrk: worker.WorkerReport | None = None
+    recon: list[reconciliation.SizeResult] | None = None
+    scale: scaleout.ScaleOutReport | None = None
     try:
         facts = machine_facts(server_url("REDIS_URL", env), server_url("DATABASE_URL", env))
         print(facts_text(facts) + "\n", flush=True)
@@ -86,15 +110,33 @@ def main(argv: Sequence[str] | None = None) -> int:
             print("worker benchmark…", file=sys.stderr, flush=True)
             wrk = worker.run(worker.options_from(args), env)
             print(worker.summary(wrk) + "\n", flush=True)
+        if args.only in (None, "scaleout"):
+            print("scale-out benchmark…", file=sys.stderr, flush=True)
+            scale = scaleout.run(scaleout.options_from(args), env)
+            print(scaleout.summary(scale) + "\n", flush=True)
+        if args.only in (None, "reconcile"):
+            print("reconciliation benchmark…", file=sys.stderr, flush=True)
+            recon, settings = reconciliation.run(args.recon_sizes, server_url("DATABASE_URL", env), "auto")
+            maintained = settings["autovacuum"] == "off"
+            print(reconciliation.summary(recon, settings, maintained) + "\n", flush=True)
     except BenchError as exc:
         print(f"bench: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("bench: interrupted; processes stopped, Redis db flushed, database dropped", file=sys.stderr)
         return 130
-    print(table(["summary", "measured", "target", "met"], summary_rows(rec, wrk)))
+    rows = summary_rows(rec, wrk, scale)
+    if recon is not None:
+        rows += [[what, measured, goal, met(ok)] for what, measured, goal, ok in reconciliation.targets(recon)]
+    print(table(["summary", "measured", "target", "met"], rows))
     if args.json is not None:
-        dump_json(args.json, {"machine": dict(facts), "receiver": rec and asdict(rec), "worker": wrk and asdict(wrk)})
+        results = {
+            "receiver": rec and asdict(rec),
+            "worker": wrk and asdict(wrk),
+            "scaleout": scale and asdict(scale),
+            "reconcile": None if recon is None else [asdict(r) for r in recon],
+        }
+        dump_json(args.json, {"machine": dict(facts)} | results)
     return 0
 
 

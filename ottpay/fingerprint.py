@@ -6,6 +6,21 @@ import hashlib
 import json
 from collections.abc import Mapping
 
+# Built once: json.dumps with these options would build an encoder per call (the receiver
+# fingerprints every callback it takes).
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def canonical_json(envelope: Mapping[str, object]) -> str:
+    """The envelope's canonical JSON text: sorted keys, compact, non-ASCII kept as is (not \\u escapes)."""
+    return _CANONICAL.encode(envelope)
+
+
+def canonical_fingerprint(canonical: bytes) -> str:
+    """SHA-256 (hex) of canonical_json's text encoded as UTF-8: envelope_fingerprint for a caller
+    that keeps the canonical bytes for something else too."""
+    return hashlib.sha256(canonical).hexdigest()
+
 
 def envelope_fingerprint(envelope: Mapping[str, object]) -> str:
     """SHA-256 (hex) of the envelope's canonical JSON: sorted keys, compact, UTF-8.
@@ -14,5 +29,4 @@ def envelope_fingerprint(envelope: Mapping[str, object]) -> str:
     forged copy that reuses a genuine md5 can never be mistaken for the genuine one
     (the receiver's queue de-duplication and the rejected-callback table rely on this).
     """
-    canonical = json.dumps(envelope, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+    return canonical_fingerprint(canonical_json(envelope).encode("utf-8"))

@@ -18,6 +18,10 @@ from typing import Any
 MAX_DEPTH = 32
 # What Postgres text and jsonb cannot hold: NUL, and UTF-16 surrogates without their pair.
 UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+# In JSON text: an unstorable character as such, or a \u escape that may decode to one (\u0000 or
+# any surrogate \uD800-\uDFFF, a valid pair included). Other escapes (\u003d: senders escape '=')
+# cannot, so they keep a body on loads' fast path.
+_MAY_HOLD_UNSTORABLE = re.compile(r"[\x00\ud800-\udfff]|\\u(?:0000|[dD][89a-fA-F])")
 
 
 class NotStrictJson(ValueError):
@@ -34,7 +38,7 @@ def loads(raw: bytes | str, *, max_depth: int = MAX_DEPTH) -> Any:
     except UnicodeDecodeError:
         raise NotStrictJson("body is not valid UTF-8") from None
     try:
-        value = json.loads(text, parse_constant=_refuse_constant, parse_float=_finite_float)
+        value = _DECODER.decode(text)
     except NotStrictJson:
         raise
     except RecursionError:
@@ -42,17 +46,22 @@ def loads(raw: bytes | str, *, max_depth: int = MAX_DEPTH) -> Any:
     except ValueError:
         # JSONDecodeError, and ints beyond Python's digit limit; the message would echo input.
         raise NotStrictJson("body is not valid JSON") from None
-    problem = storage_problem(value, max_depth)
+    # A parsed string can only hold a NUL or a lone surrogate if the text held one (a str caller's
+    # text may; UTF-8 decoding never yields a surrogate, and JSON refuses a raw NUL in a string) or
+    # spelled one as a \u escape. Without either, the walk skips the strings (a callback has ~6).
+    strings = _MAY_HOLD_UNSTORABLE.search(text) is not None
+    problem = storage_problem(value, max_depth, check_strings=strings)
     if problem:
         raise NotStrictJson(problem)
     return value
 
 
-def storage_problem(value: Any, max_depth: int = MAX_DEPTH) -> str | None:
+def storage_problem(value: Any, max_depth: int = MAX_DEPTH, *, check_strings: bool = True) -> str | None:
     """What keeps an already parsed value from being stored as received, or None.
 
     Walks iteratively (a hostile value cannot exhaust the stack): depth, NUL characters and
-    lone surrogates in keys and strings, non-finite floats.
+    lone surrogates in keys and strings (unless check_strings is False: the caller knows there
+    are none), non-finite floats.
     """
     stack: list[tuple[Any, int]] = [(value, 1)]
     while stack:
@@ -62,13 +71,13 @@ def storage_problem(value: Any, max_depth: int = MAX_DEPTH) -> str | None:
                 return f"JSON is nested more than {max_depth} levels deep"
             if isinstance(item, dict):
                 for key, child in item.items():
-                    if isinstance(key, str) and UNSTORABLE.search(key):
+                    if check_strings and isinstance(key, str) and UNSTORABLE.search(key):
                         return "a field name holds a NUL character or a lone surrogate escape"
                     stack.append((child, depth + 1))
             else:
                 stack.extend((child, depth + 1) for child in item)
         elif isinstance(item, str):
-            if UNSTORABLE.search(item):
+            if check_strings and UNSTORABLE.search(item):
                 return "a string holds a NUL character or a lone surrogate escape"
         elif isinstance(item, float) and not math.isfinite(item):
             return "numbers must be finite (no NaN, Infinity or overflowing exponents)"
@@ -84,3 +93,7 @@ def _finite_float(text: str) -> float:
     if not math.isfinite(number):
         raise NotStrictJson("numbers must be finite (no overflowing exponents like 1e999)")
     return number
+
+
+# Built once: json.loads with hooks would build a decoder per call (the receiver parses every body).
+_DECODER = json.JSONDecoder(parse_constant=_refuse_constant, parse_float=_finite_float)

@@ -5,19 +5,21 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
 import os
 import sys
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ottrecon import logs, progress
 from ottrecon.commands import closing as closing_commands
+from ottrecon.commands import failures
 from ottrecon.commands import finance as finance_commands
 from ottrecon.commands.check_config import PROCESSES
 from ottrecon.commands.env import UsageError, require
-from ottrecon.errors import ConfigError, OttreconError
 from ottrecon.payments.statuses import Channel, PaymentKind
 
 if TYPE_CHECKING:
@@ -33,7 +35,8 @@ SUMMARISED = frozenset({"import-statement", "reconcile", "export", "replay-rejec
 
 
 def main(argv: Sequence[str] | None = None, env: Mapping[str, str] = os.environ) -> int:
-    """Run one subcommand; returns the process exit code (2 for configuration errors)."""
+    """Run one subcommand; returns the process exit code (commands/failures.py: 1 failed, 2 usage or
+    configuration, 70 a bug)."""
     args = _parser().parse_args(argv)
     level = env.get("LOG_LEVEL", "WARNING" if args.command in SUMMARISED else "INFO")
     level_problem = logs.level_problem(level)
@@ -44,12 +47,11 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] = os.environ)
         return 2
     try:
         result: int = args.run(args, env)
-    except ConfigError as exc:  # UsageError included
-        print(f"ottrecon {args.command}: {exc}", file=sys.stderr)
-        return 2
-    except OttreconError as exc:
-        print(f"ottrecon {args.command}: {exc}", file=sys.stderr)
-        return 1
+    except Exception as exc:  # the operator gets one line and a documented exit code, never a traceback
+        code, line = failures.describe(exc)
+        logging.getLogger("ottrecon.cli").debug("%s failed", args.command, exc_info=exc)
+        print(f"ottrecon {args.command}: {line}", file=sys.stderr)
+        return code
     return result
 
 
@@ -92,9 +94,12 @@ def _parser() -> argparse.ArgumentParser:
     refund.add_argument("--wait", type=float, default=10.0)
     command("replay-rejected", _replay, "re-verify rejected callbacks with the current keys")
     command("requeue-dead", _requeue_dead, "put dead-lettered callbacks back on the queue (needs REDIS_URL)")
-    export = command("export", _export, "write payments, rejected callbacks or a ledger report as CSV to stdout")
+    export = command("export", _export, "write payments, rejected callbacks or a ledger report as CSV")
     export.add_argument("what", choices=["payments", "rejected", *finance_commands.REPORTS])
     export.add_argument("--format", choices=["csv"], default="csv")
+    export.add_argument(
+        "-o", "--output", type=Path, help="write to this file, which appears only once complete (default: stdout)"
+    )
     finance_commands.add_report_choices(export)
     finance_commands.register(command)
     closing_commands.register(command)
@@ -252,23 +257,31 @@ def _requeue_dead(args: argparse.Namespace, env: Mapping[str, str]) -> int:
 
 def _export(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     from ottrecon import db
-    from ottrecon.reconciliation.reports import export_csv
+    from ottrecon.commands.output import csv_target
+    from ottrecon.reconciliation.reports import export_csv, export_report
 
     (database_url,) = require(env, "DATABASE_URL")
+    if args.what in finance_commands.REPORTS:
+        finance_commands.report_dates(args)
 
     async def run(shown: progress.Progress) -> int:
-        if args.what in finance_commands.REPORTS:
-            return await finance_commands.export_report(database_url, args, shown)
-        pool = await db.create_pool(database_url, 1)
+        # Connected before a byte is written: an unreachable database leaves no header that passes for an export.
+        async with db.translate_errors():
+            pool = await db.create_pool(database_url, 1, min_size=1)
         try:
-            return await export_csv(pool, args.what, sys.stdout, progress=shown)
+            with csv_target(args.output) as out:
+                if args.what in finance_commands.REPORTS:
+                    dates = {"date_from": args.date_from, "date_to": args.date_to}
+                    return await export_report(pool, args.what, out, **dates, merchant_id=args.merchant, progress=shown)
+                return await export_csv(pool, args.what, out, progress=shown)
         finally:
             await pool.close()
 
-    # Progress and the summary on stderr only: stdout is the CSV.
-    with progress.for_command(f"export {args.what}", env, stdout_is_data=True) as shown:
+    # Progress and the summary on stderr only: stdout may be the CSV.
+    with progress.for_command(f"export {args.what}", env, stdout_is_data=args.output is None) as shown:
         rows = asyncio.run(run(shown))
-        print(shown.finish(f"exported {rows} row(s)"), file=sys.stderr)
+        written = f"exported {rows} row(s)" + (f" to {args.output}" if args.output else "")
+        print(shown.finish(written), file=sys.stderr)
     return 0
 
 

@@ -11,6 +11,25 @@ from collections.abc import Mapping
 
 from ottrecon.money import DEFAULT_CURRENCY
 
+# The schemes each server URL may use (asyncpg's, redis-py's), and how a problem names them. Anything else
+# would only fail later, deep in a driver, with a traceback.
+URL_SCHEMES: dict[str, tuple[tuple[str, ...], str]] = {
+    "DATABASE_URL": (("postgresql", "postgres"), "a postgresql://"),
+    "REDIS_URL": (("redis", "rediss", "unix"), "a redis://, rediss:// or unix://"),
+}
+
+
+def url_problem(name: str, value: str) -> str | None:
+    """Why a server URL variable is unusable, or None. Never quotes the value: it may hold a password."""
+    if name not in URL_SCHEMES or not value:
+        return None
+    schemes, described = URL_SCHEMES[name]
+    scheme, separator, _rest = value.partition("://")
+    if separator and scheme.lower() in schemes:
+        return None
+    return f"{name} must be {described} URL"
+
+
 # ASCII digits only: str.isdigit also takes '²' and '٣', which int() then refuses with a bare ValueError.
 _PORT = re.compile(r"[0-9]{1,5}")
 _CURRENCY = re.compile(r"[A-Z]{3}")
@@ -28,10 +47,12 @@ class EnvReader:
         return self._env.get(name, "").strip() or default
 
     def required(self, name: str) -> str:
-        """The trimmed value; a problem when it is unset or blank."""
+        """The trimmed value; a problem when it is unset or blank, or a server URL with a wrong scheme."""
         value = self._env.get(name, "").strip()
         if not value:
             self.problems.append(f"{name} is not set")
+        elif problem := url_problem(name, value):
+            self.problems.append(problem)
         return value
 
     def port(self, name: str, default: int, *, allow_zero: bool = False) -> int:

@@ -75,7 +75,8 @@ async def migrate(dsn: str, sql_dir: Traversable | None = None) -> list[Migratio
     that database belongs to newer code.
     """
     migrations = discover(sql_dir)
-    conn = await asyncpg.connect(dsn)
+    async with db.translate_errors():
+        conn = await asyncpg.connect(dsn)
     try:
         await conn.execute("SELECT pg_advisory_lock($1)", MIGRATION_LOCK_ID)
         try:

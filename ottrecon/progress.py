@@ -7,6 +7,7 @@ calls stage() and advance(). Without a terminal nothing is drawn, so cron mail h
 from __future__ import annotations
 
 import io
+import logging
 import math
 import os
 import sys
@@ -159,13 +160,24 @@ class Progress:
             self._drawn = False
 
     def __enter__(self) -> Progress:
+        """While entered, a log record (a warning, say) erases the progress line first and so gets a line of its
+        own; the next redraw starts below it."""
+        if self._interactive:
+            for handler in logging.getLogger().handlers:
+                handler.addFilter(self._clear_for_log)
         return self
 
     def __exit__(
         self, kind: type[BaseException] | None, error: BaseException | None, traceback: TracebackType | None
     ) -> None:
+        for handler in logging.getLogger().handlers:
+            handler.removeFilter(self._clear_for_log)
         # A command failing half-way prints its error on a clean line, not after the progress text.
         self.clear()
+
+    def _clear_for_log(self, record: logging.LogRecord) -> bool:
+        self.clear()
+        return True  # a filter that keeps every record: it only makes room for it
 
     def _draw(self, now: float) -> None:
         self._samples.append((now, self._done))

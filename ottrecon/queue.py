@@ -13,10 +13,15 @@ from arq import ArqRedis
 from redis.asyncio import ConnectionPool
 from redis.exceptions import RedisError
 
-QUEUE_NAME = "ottrecon:jobs"
+# Every key the receiver's enqueue script touches carries this Redis Cluster hash tag, so all of
+# them hash to one slot and the script runs unchanged on a cluster (docs/decisions/0036-*).
+HASH_TAG = "{ottrecon}"
+QUEUE_NAME = HASH_TAG + ":jobs"
+# The queue's name before the hash tag; a worker adopts whatever an older process still queues there.
+LEGACY_QUEUE_NAME = "ottrecon:jobs"
 INGEST_JOB = "ingest_callbacks"
 # Set by the receiver per queued body (webhook/queue.py); released by the worker once it is processed.
-QUEUED_KEY_PREFIX = "ottrecon:queued:"
+QUEUED_KEY_PREFIX = HASH_TAG + ":queued:"
 # Enqueued by the api process right after it stores an order or a refund.
 PROCESS_ORDER_JOB = "process_order"
 PROCESS_REFUND_JOB = "process_refund"
@@ -26,6 +31,18 @@ REPLAY_REJECTED_JOB = "replay_rejected_callback"
 DEAD_LETTER_KEY = "ottrecon:jobs:dead"
 # How long the api and the CLI wait for Redis when they kick a job (best effort: the work is due in Postgres anyway).
 KICK_TIMEOUT_S = 2.0
+
+
+# Moves up to ARGV[1] jobs, scores (due times) kept, from the legacy queue (KEYS[1]) to the queue
+# (KEYS[2]); a job already in the queue keeps its own score. Returns how many it moved.
+_ADOPT_SCRIPT = """
+local jobs = redis.call('ZRANGE', KEYS[1], 0, tonumber(ARGV[1]) - 1, 'WITHSCORES')
+for i = 1, #jobs, 2 do
+    redis.call('ZADD', KEYS[2], 'NX', jobs[i + 1], jobs[i])
+    redis.call('ZREM', KEYS[1], jobs[i])
+end
+return #jobs / 2
+"""
 
 
 def serialize(obj: Any) -> bytes:
@@ -42,6 +59,20 @@ def connect(redis_url: str, timeout_s: float) -> ArqRedis:
     """A Redis client that connects lazily, so a process starts (not ready) while Redis is down."""
     pool = ConnectionPool.from_url(redis_url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s)
     return ArqRedis(pool, job_serializer=serialize, job_deserializer=deserialize)
+
+
+async def adopt_legacy_jobs(redis: ArqRedis, batch: int = 1000) -> int:
+    """Move jobs queued under LEGACY_QUEUE_NAME by a process of an older version into QUEUE_NAME.
+
+    Idempotent, safe to run from several workers at once. A job keeps its id, payload and due
+    time (arq finds the payload by id, whatever queue listed it). Only a single-node Redis can
+    hold a legacy queue (the old receiver's script could not run on a cluster), so the
+    two-key script only runs when one exists. Returns how many jobs moved; raises RedisError.
+    """
+    moved = 0
+    while await redis.exists(LEGACY_QUEUE_NAME):
+        moved += int(await redis.eval(_ADOPT_SCRIPT, 2, LEGACY_QUEUE_NAME, QUEUE_NAME, str(batch)))  # type: ignore[misc]
+    return moved
 
 
 async def kick(redis: ArqRedis, job: str, pk: int) -> bool:

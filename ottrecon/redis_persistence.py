@@ -90,7 +90,7 @@ class Persistence:
         return _LOSS_WINDOW[self.mode]
 
     def report(self) -> dict[str, Any]:
-        """For /readyz and check-config: the raw settings and what they mean."""
+        """For check-config and the log: the raw settings and what they mean."""
         return {
             **asdict(self),
             "mode": self.mode,
@@ -133,7 +133,7 @@ class PersistenceWatch:
         self.latest: Persistence | None = None
         self._warned_at = 0.0
         self._stop = asyncio.Event()
-        # /readyz may check while the periodic check runs: one at a time, so a change is logged once.
+        # A check may be asked for while the periodic one runs: one at a time, so a change is logged once.
         self._checking = asyncio.Lock()
 
     async def run(self) -> None:

@@ -117,6 +117,17 @@ async def take_screenshots(base_url: str, password: str, seeded: Seeded) -> None
         await page.goto("/console/rejected")
         await page.wait_for_selector("[data-test=rejected-row]")
         await shoot(page, "rejected")
+        # Close the first day as finance would (its mismatches are disputed, so with a reason), then its report.
+        await page.goto("/console/closes")
+        await page.fill("#close-date", str(seeded.first_day))
+        await page.fill("#close-note", "reviewed with the store managers")
+        await page.fill("#close-force", "two disputes open with OTT Pay")
+        await page.click("[data-test=close-button]")
+        await page.wait_for_selector("[data-test=close-row]")
+        await shoot(page, "closes")
+        await page.goto(f"/console/close-report?{period}")
+        await page.wait_for_selector("[data-test=report-page]")
+        await shoot(page, "close-report")
 
         await browser.close()
 

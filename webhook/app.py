@@ -48,7 +48,7 @@ async def _redis_client(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     app[REDIS] = connect(settings.redis_url, settings.enqueue_timeout_s)
     app[BATCHER] = EnqueueBatcher(app[REDIS], settings.enqueue_timeout_s)
-    # How much a Redis restart could lose: read at start and periodically, in /readyz and the metrics.
+    # How much a Redis restart could lose: read at start and periodically, for the metrics and the log.
     app[PERSISTENCE] = PersistenceWatch(app[REDIS], settings.persistence_check_every_s, process="web")
     watcher = asyncio.create_task(app[PERSISTENCE].run())
     yield
@@ -87,8 +87,7 @@ async def receive_callback(request: web.Request) -> web.Response:
         metrics.REFUSED["not_a_callback"].inc()
         return _error(400, "not_a_callback", ["the body cannot be stored as received"])
     try:
-        with metrics.ENQUEUE_SECONDS.time():
-            fresh = await request.app[BATCHER].enqueue(prepared)
+        fresh = await request.app[BATCHER].enqueue(prepared)
     except QueueUnavailable as exc:
         metrics.REFUSED["queue_unavailable"].inc()
         logger.error("callback not queued", extra={"merchant_id": envelope["merchant_id"], "error": str(exc)})
@@ -109,27 +108,18 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
-    """Ready when Redis answers a PING, i.e. callbacks can be queued; says how durable Redis is either way.
+    """Ready (200) when Redis answers a PING, i.e. callbacks can be queued; 503 otherwise. Nothing else.
 
-    A volatile Redis still takes callbacks (200, with a warning): refusing them would lose more.
+    This port is public: how Redis persists data, and why it is away, are for the metrics port
+    (ottrecon_redis_durable, ottrecon_redis_persistence), the log and `ottrecon check-config`. A volatile
+    Redis still takes callbacks (200): refusing them would lose more.
     """
-    watch = request.app[PERSISTENCE]
-    persistence = watch.latest.report() if watch.latest is not None else None
     try:
         await request.app[REDIS].ping()
     except (RedisError, OSError, TimeoutError) as exc:
-        down = {"status": "unavailable", "redis": exc.__class__.__name__, "redis_persistence": persistence}
-        return web.json_response(down, status=503)
-    if persistence is None:
-        # Not read yet (Redis was away at start): read it now rather than report nothing.
-        latest = await watch.check_once()
-        persistence = latest.report() if latest is not None else None
-    body: dict[str, Any] = {"status": "ok", "redis_persistence": persistence}
-    if persistence is None or persistence["mode"] == "unknown":
-        body["warnings"] = ["could not read how Redis persists data: acknowledged callbacks may be lost on a restart"]
-    elif persistence["volatile"]:
-        body["warnings"] = ["redis is volatile: acknowledged callbacks can be lost on a Redis restart"]
-    return web.json_response(body)
+        logger.debug("not ready: redis does not answer", extra={"error": exc.__class__.__name__})
+        return web.json_response({"status": "unavailable"}, status=503)
+    return web.json_response({"status": "ok"})
 
 
 def _error(status: int, code: str, problems: list[str]) -> web.Response:

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import deque
 
 from arq import ArqRedis
 
+from webhook import metrics
 from webhook.errors import QueueUnavailable
 from webhook.queue import PreparedCallback, enqueue_callbacks
 
@@ -43,6 +45,9 @@ class EnqueueBatcher:
     async def _flush(self) -> None:
         while self._waiting:
             batch = [self._waiting.popleft() for _ in range(min(self._max_batch, len(self._waiting)))]
+            # Timed per write, not per callback: one observation per round trip keeps the hot path
+            # free of per-request histogram work, and a write is what Redis's latency applies to.
+            started = time.perf_counter()
             try:
                 async with asyncio.timeout(self._timeout_s):
                     fresh = await enqueue_callbacks(self._redis, [callback for callback, _ in batch])
@@ -59,7 +64,10 @@ class EnqueueBatcher:
                 for _, done in batch:
                     if not done.done():
                         done.set_exception(failure)
+                metrics.ENQUEUE_SECONDS.observe(time.perf_counter() - started)
             else:
+                metrics.ENQUEUE_SECONDS.observe(time.perf_counter() - started)
+                metrics.ENQUEUE_BATCH.observe(len(batch))
                 for (_, done), flag in zip(batch, fresh, strict=True):
                     if not done.done():
                         done.set_result(flag)

@@ -16,11 +16,19 @@ _refused = Counter("ottrecon_callbacks_refused_total", "Callback requests answer
 MALFORMED = Counter(
     "ottrecon_malformed_requests_total", "HTTP requests refused with 400 before any handler ran.", ["reason"]
 )
-# A Redis enqueue takes about a millisecond; the buckets run up to the 2 s enqueue timeout and past it.
+# One Redis write carries every callback that arrived while the previous write was in flight
+# (webhook/batcher.py); both histograms are observed once per write, never per request.
+# A write takes about a millisecond; the buckets run up to the 2 s enqueue timeout and past it.
 ENQUEUE_SECONDS = Histogram(
     "ottrecon_enqueue_seconds",
-    "Time Redis took to confirm (or fail) one callback enqueue.",
+    "Time one Redis write of queued callbacks took to confirm (or fail).",
     buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+)
+# Confirmed writes only; the batch limit is 200 (EnqueueBatcher.max_batch).
+ENQUEUE_BATCH = Histogram(
+    "ottrecon_enqueue_batch_callbacks",
+    "Callbacks carried by one confirmed Redis write.",
+    buckets=(1, 2, 5, 10, 20, 50, 100, 200),
 )
 
 # Bound up front: every series is exported from 0 (so rate() sees the first event) and the hot

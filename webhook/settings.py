@@ -25,7 +25,7 @@ class WebhookSettings:
     max_body_bytes: int = 64 * 1024
     # Redis must confirm within this time or the sender gets a 503 and retries.
     enqueue_timeout_s: float = 2.0
-    # How often Redis's persistence settings are read again (shown in /readyz, warned about if volatile).
+    # How often Redis's persistence settings are read again (for the metrics; warned about if volatile).
     persistence_check_every_s: float = 60.0
 
     @classmethod

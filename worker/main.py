@@ -29,6 +29,7 @@ from ottrecon.queue import (
 from ottrecon.redis_persistence import PersistenceWatch, stop_watch
 from worker.context import PaymentState, ReconState, WorkerState, arq_job
 from worker.jobs import ARQ_TRIES_SLACK, ingest_callbacks
+from worker.legacy_queue import adopt_legacy_queue, adopt_now
 from worker.metrics import REFRESH_EVERY_S, count_submission, refresh_metrics, timed
 from worker.payment_jobs import (
     process_order,
@@ -94,6 +95,8 @@ def create_worker(settings: WorkerSettings, *, burst: bool = False, handle_signa
             display_tz=settings.display_tz,
             currency=settings.currency,
         )
+        # Before the first poll: jobs an older receiver queued under the queue's old name (decision 0036).
+        await adopt_now(ctx["redis"])
         watch = PersistenceWatch(ctx["redis"], settings.persistence_check_every_s, process="worker")
         ctx["persistence"] = (watch, asyncio.create_task(watch.run()))
         logger.info("worker started", extra={"merchants": len(settings.merchants), "max_tries": settings.max_tries})
@@ -118,6 +121,8 @@ def create_worker(settings: WorkerSettings, *, burst: bool = False, handle_signa
         cron(arq_job(timed(deliver_alerts)), second=every, run_at_startup=True, timeout=120),
         cron(arq_job(timed(report_merchants)), second={0, 30}, run_at_startup=True, timeout=30),
         cron(arq_job(timed(purge_rejected_callbacks)), second={15}, run_at_startup=True, timeout=120),
+        # Stragglers of an older version still running during an upgrade (decision 0036).
+        cron(arq_job(timed(adopt_legacy_queue)), second={45}, timeout=60),
     ]
     if settings.metrics_port:
         # Gauges are only worth their queries when something can scrape them.

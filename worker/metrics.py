@@ -73,6 +73,9 @@ QUEUE_DEPTH = Gauge("ottrecon_queue_depth", "Jobs in the arq queue, due or defer
 DEAD_LETTERS = Gauge("ottrecon_dead_letters", "Entries in the dead-letter list awaiting `ottrecon requeue-dead`.")
 OPEN_MISMATCHES = Gauge("ottrecon_open_mismatches", "Alerts not resolved, by kind.", ["kind"])
 UNPAID_ORDERS = Gauge("ottrecon_unpaid_orders", "Orders flagged unpaid past their deadline.")
+GIVEN_UP_ORDERS = Gauge(
+    "ottrecon_orders_given_up", "Orders no longer followed without a final answer (unpaid or review), not paid since."
+)
 AMOUNT_AT_RISK = Gauge("ottrecon_amount_at_risk_cents", "Cents at stake in alerts not resolved.")
 ALERTS_UNDELIVERED = Gauge("ottrecon_alerts_undelivered", "Alerts not yet delivered to the alert endpoint.")
 
@@ -159,4 +162,5 @@ async def refresh_ledger_gauges(pool: asyncpg.Pool) -> None:
         OPEN_MISMATCHES.labels(kind=kind).set(open_by_kind.get(kind, 0))
     AMOUNT_AT_RISK.set(sum(int(row["at_risk"]) for row in by_kind))
     UNPAID_ORDERS.set(backlogs["unpaid"])
+    GIVEN_UP_ORDERS.set(backlogs["given_up"])
     ALERTS_UNDELIVERED.set(backlogs["undelivered"])

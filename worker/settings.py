@@ -103,6 +103,9 @@ class WorkerSettings:
             sweep_after_s=reader.number("OTTRECON_SWEEP_AFTER_SECONDS", default.sweep_after_s, minimum=0),
             unpaid_deadline_s=reader.number("OTTRECON_UNPAID_DEADLINE_SECONDS", default.unpaid_deadline_s, minimum=0),
             sweep_max_age_s=reader.number("OTTRECON_SWEEP_MAX_AGE_SECONDS", default.sweep_max_age_s, minimum=0),
+            passivepay_give_up_s=reader.number(
+                "OTTRECON_PASSIVEPAY_GIVE_UP_SECONDS", default.passivepay_give_up_s, minimum=1
+            ),
         )
         business_tz = env.get("OTTRECON_BUSINESS_TZ", "").strip() or cls.business_tz
         display_tz = env.get("OTTRECON_DISPLAY_TZ", "").strip() or cls.display_tz

@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from ottpay.keys import parse_operator_ids
-from ottrecon.config import EnvReader
+from ottrecon.config import EnvReader, url_problem
 from ottrecon.console.errors import ConsoleConfigError
 from ottrecon.console.settings import ConsoleSettings
 from ottrecon.errors import ConfigError
@@ -41,6 +41,7 @@ class ApiSettings:
         problems: list[str] = []
         required = {name: env.get(name, "").strip() for name in ("DATABASE_URL", "REDIS_URL", "OTTRECON_API_TOKENS")}
         problems += [f"{name} is not set" for name, value in required.items() if not value]
+        problems += [problem for name, value in required.items() if (problem := url_problem(name, value))]
         digests: dict[str, bytes] = {}
         try:
             digests = parse_tokens(required["OTTRECON_API_TOKENS"]) if required["OTTRECON_API_TOKENS"] else {}

@@ -13,6 +13,8 @@ from redis.exceptions import RedisError
 
 from ottrecon import logs
 from ottrecon.api.settings import ApiSettings
+from ottrecon.commands.env import require
+from ottrecon.config import url_problem
 from ottrecon.errors import ConfigError, MigrationError
 from ottrecon.migrations import check_schema
 from ottrecon.redis_persistence import probe
@@ -76,16 +78,20 @@ def check_variables(env: Mapping[str, str], processes: Sequence[str], report: Re
     level_problem = logs.level_problem(recorder.get("LOG_LEVEL", "INFO"))
     if level_problem:
         report.config_problems.append(level_problem)
+    settings: dict[str, object] = {}
     for process in PROCESSES:
         try:
             if process == "migrate":
-                if not recorder.get("DATABASE_URL", "").strip():
-                    raise ConfigError("invalid configuration: DATABASE_URL is not set")
+                require(recorder, "DATABASE_URL")
             else:
-                _PROCESS_SETTINGS[process](recorder)
+                settings[process] = _PROCESS_SETTINGS[process](recorder)
         except ConfigError as exc:
             if process in processes:
                 report.config_problems.append(f"{process}: {str(exc).removeprefix('invalid configuration: ')}")
+    worker = settings.get("worker")
+    if "worker" in processes and isinstance(worker, WorkerSettings):
+        report.config_problems += [f"worker: {problem}" for problem in payment_problems(worker)]
+    report.warnings += port_clashes({p: s for p, s in settings.items() if p in processes})
     # Every process is read (above) even when only some are checked, so that a variable meant for
     # another process on the same host is not taken for a typo.
     unread = sorted(
@@ -96,14 +102,62 @@ def check_variables(env: Mapping[str, str], processes: Sequence[str], report: Re
     report.warnings += [f"{name} is set but no ottrecon process reads it (a misspelt name?)" for name in unread]
 
 
+def payment_problems(worker: WorkerSettings) -> list[str]:
+    """What the worker's own start accepts but makes payments fail one by one later (ottrecon/payments/submitter.py):
+    a merchant with an operator id but no sign key (its requests cannot be signed), and no callback URL while
+    payments are enabled (ACTIVEPAY requires call_back_url)."""
+    problems = [
+        f"OTTPAY_OPERATORS gives {merchant_id} an operator id but OTTPAY_MERCHANTS has no sign key for it: "
+        "its payments would all fail"
+        for merchant_id in sorted(worker.operators)
+        if not worker.merchants.keys_for(merchant_id)
+    ]
+    if worker.operators and not worker.callback_url:
+        problems.append(
+            "OTTRECON_CALLBACK_URL is not set while OTTPAY_OPERATORS enables payments: every ACTIVEPAY would fail "
+            "(it is the receiver's public URL, sent to OTT Pay as call_back_url)"
+        )
+    return problems
+
+
+def port_clashes(settings: Mapping[str, object]) -> list[str]:
+    """Ports two of the checked processes would both listen on (a clash when they share a host)."""
+    ports: dict[int, list[str]] = {}
+    for name, value in _listening_ports(settings):
+        if value:
+            ports.setdefault(value, []).append(name)
+    return [
+        f"{' and '.join(names)} are {'both' if len(names) == 2 else 'all'} {port}: "
+        "processes sharing a host cannot all listen on it"
+        for port, names in sorted(ports.items())
+        if len(names) > 1
+    ]
+
+
+def _listening_ports(settings: Mapping[str, object]) -> Iterator[tuple[str, int]]:
+    web, worker, api = settings.get("web"), settings.get("worker"), settings.get("api")
+    if isinstance(web, WebhookSettings):
+        yield "PORT", web.port
+        yield "WEB_METRICS_PORT", web.metrics_port
+    if isinstance(worker, WorkerSettings):
+        yield "WORKER_METRICS_PORT", worker.metrics_port
+    if isinstance(api, ApiSettings):
+        yield "API_PORT", api.port
+
+
 async def check_services(env: Mapping[str, str], processes: Sequence[str], report: Report) -> None:
     """Reach Postgres (and check its schema where a process needs it) and Redis, each within a time limit."""
     checks: list[Awaitable[str | None]] = []
+    # A URL with the wrong scheme is already a configuration problem: trying it would only add noise.
     database_url = env.get("DATABASE_URL", "").strip()
+    if url_problem("DATABASE_URL", database_url):
+        database_url = ""
     if database_url and {"migrate", "worker", "api"} & set(processes):
         checks.append(_postgres_problem(database_url, needs_schema=bool(_NEEDS_SCHEMA & set(processes))))
         report.reached.append(f"PostgreSQL at {_where(database_url)}")
     redis_url = env.get("REDIS_URL", "").strip()
+    if url_problem("REDIS_URL", redis_url):
+        redis_url = ""
     if redis_url and {"web", "worker", "api"} & set(processes):
         checks.append(_redis_problem(redis_url, report))
         report.reached.append(f"Redis at {_where(redis_url)}")

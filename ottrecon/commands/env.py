@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from ottrecon.config import url_problem
 from ottrecon.errors import ConfigError
 
 
@@ -12,8 +13,10 @@ class UsageError(ConfigError):
 
 
 def require(env: Mapping[str, str], *names: str) -> list[str]:
-    """The values of the named variables, or one UsageError naming every one that is missing."""
-    missing = [name for name in names if not env.get(name, "").strip()]
-    if missing:
-        raise UsageError("invalid configuration: " + "; ".join(f"{name} is not set" for name in missing))
+    """The values of the named variables, or one UsageError naming every one that is missing (or, for a server
+    URL, has the wrong scheme)."""
+    problems = [f"{name} is not set" for name in names if not env.get(name, "").strip()]
+    problems += [p for name in names if (p := url_problem(name, env.get(name, "").strip()))]
+    if problems:
+        raise UsageError("invalid configuration: " + "; ".join(problems))
     return [env[name].strip() for name in names]

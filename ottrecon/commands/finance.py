@@ -7,7 +7,7 @@ import asyncio
 import getpass
 import sys
 from collections.abc import Awaitable, Callable, Mapping
-from datetime import date
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -18,7 +18,7 @@ from ottrecon.commands.env import UsageError, require
 from ottrecon.config import EnvReader
 
 T = TypeVar("T")
-REPORTS = ("ledger", "summary", "mismatches")
+REPORTS = ("ledger", "summary", "mismatches", "adjustments", "close-report")
 
 
 def register(command: Callable[[str, Any, str], argparse.ArgumentParser]) -> None:
@@ -29,8 +29,8 @@ def register(command: Callable[[str, Any, str], argparse.ArgumentParser]) -> Non
     statement.add_argument("file", type=Path)
     statement.add_argument("--columns", help="field=Header mapping, e.g. 'order_id=Order No,amount=Amount'")
     statement.add_argument("--amounts", choices=["cents", "decimal"], default="cents")
-    statement.add_argument("--from", dest="date_from", type=date.fromisoformat, help="period start, YYYY-MM-DD")
-    statement.add_argument("--to", dest="date_to", type=date.fromisoformat, help="period end, YYYY-MM-DD")
+    statement.add_argument("--from", dest="date_from", type=iso_date, help="period start, YYYY-MM-DD")
+    statement.add_argument("--to", dest="date_to", type=iso_date, help="period end, YYYY-MM-DD")
     alerts = command("alerts", _alerts, "list, acknowledge or resolve alerts")
     alerts.add_argument("action", choices=["list", "ack", "resolve"])
     alerts.add_argument("alert_id", nargs="?", type=int)
@@ -40,28 +40,44 @@ def register(command: Callable[[str, Any, str], argparse.ArgumentParser]) -> Non
     alerts.add_argument("--kind")
 
 
+def iso_date(text: str) -> date:
+    """An argparse type: a calendar date written YYYY-MM-DD (argparse turns the error into a usage line, exit 2)."""
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a date as YYYY-MM-DD: {text!r}") from None
+
+
 def add_report_choices(export: argparse.ArgumentParser) -> None:
-    """`ottrecon export ledger|summary|mismatches` filters (the ledger reports)."""
-    export.add_argument("--from", dest="date_from", type=date.fromisoformat, help="business date, YYYY-MM-DD")
-    export.add_argument("--to", dest="date_to", type=date.fromisoformat, help="business date, YYYY-MM-DD")
+    """`ottrecon export ledger|summary|mismatches|adjustments|close-report` filters (the ledger reports)."""
+    export.add_argument("--from", dest="date_from", type=iso_date, help="business date, YYYY-MM-DD")
+    export.add_argument("--to", dest="date_to", type=iso_date, help="business date, YYYY-MM-DD")
     export.add_argument("--merchant")
+    export.add_argument(
+        "--month", type=_month, help="close-report: the business dates of a month, YYYY-MM (instead of --from/--to)"
+    )
 
 
-async def export_report(database_url: str, args: argparse.Namespace, shown: progress.Progress) -> int:
-    from ottrecon.reconciliation.reports import export_report as write_report
+def _month(text: str) -> tuple[date, date]:
+    """An argparse type: YYYY-MM as its first and last day (argparse turns the error into a usage line, exit 2)."""
+    try:
+        first = date.fromisoformat(f"{text}-01")
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a month as YYYY-MM: {text!r}") from None
+    following = date(first.year + first.month // 12, first.month % 12 + 1, 1)
+    return first, following - timedelta(days=1)
 
-    async def run(pool: asyncpg.Pool) -> int:
-        return await write_report(
-            pool,
-            args.what,
-            sys.stdout,
-            date_from=args.date_from,
-            date_to=args.date_to,
-            merchant_id=args.merchant,
-            progress=shown,
-        )
 
-    return await with_pool(database_url, run)
+def report_dates(args: argparse.Namespace) -> None:
+    """Settle --month against --from/--to in args (a usage error if both), and the close report's one-date default."""
+    if args.month is not None:
+        if args.date_from or args.date_to:
+            raise UsageError("give --month or --from/--to, not both")
+        args.date_from, args.date_to = args.month
+    if args.what == "close-report":
+        if args.date_from is None:
+            raise UsageError("the close report is of a date or a month: --from DATE [--to DATE] or --month YYYY-MM")
+        args.date_to = args.date_to or args.date_from
 
 
 def business_tz(env: Mapping[str, str]) -> str:
@@ -106,6 +122,8 @@ def _import_statement(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     if (args.date_from is None) != (args.date_to is None):
         print("ottrecon import-statement: give both --from and --to, or neither", file=sys.stderr)
         return 2
+    if not args.file.is_file():
+        raise UsageError(f"{args.file}: no such file")
     try:
         layout = (
             StatementLayout.from_spec(args.columns, args.amounts)

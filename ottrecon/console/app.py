@@ -10,7 +10,7 @@ from aiohttp import web
 from ottrecon.console.auth import auth_middleware
 from ottrecon.console.error_pages import add_security_headers, error_pages
 from ottrecon.console.offload import OFFLOAD_SLOTS, OffloadSlots
-from ottrecon.console.pages import alerts, evidence, ledger, login, overview, rejected, statements, unpaid
+from ottrecon.console.pages import alerts, closing, evidence, ledger, login, overview, rejected, statements, unpaid
 from ottrecon.console.render import ENV, create_environment
 from ottrecon.console.settings import ConsoleSettings
 from ottrecon.console.throttle import LoginThrottle
@@ -52,5 +52,9 @@ def create_console_app(settings: ConsoleSettings, database_url: str) -> web.Appl
     routes.add_get("/statements", statements.show)
     routes.add_post("/statements", statements.upload)
     routes.add_get("/statements/{import_id}", statements.detail)
+    routes.add_get("/closes", closing.show)
+    routes.add_post("/closes", closing.close)
+    routes.add_post("/closes/reopen", closing.reopen)
+    routes.add_get("/close-report", closing.report)
     routes.add_static("/static/", STATIC, append_version=False)
     return app

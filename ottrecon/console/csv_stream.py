@@ -46,8 +46,11 @@ class _Pipe:
 
     def send_buffered(self) -> None:
         if self._parts:
-            chunk, self._parts, self._size = "".join(self._parts).encode("utf-8"), [], 0
-            self.send(chunk)
+            data, self._parts, self._size = "".join(self._parts).encode("utf-8"), [], 0
+            # At most CHUNK_CHARS bytes a queue item, however much one write brought (COPY hands over what
+            # arrived, often far more): MAX_PENDING_CHUNKS then bounds the memory a stalled download holds.
+            for start in range(0, len(data), CHUNK_CHARS):
+                self.send(data[start : start + CHUNK_CHARS])
 
     def send(self, item: bytes | None) -> None:
         future = asyncio.run_coroutine_threadsafe(self._queue.put(item), self._loop)

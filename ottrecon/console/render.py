@@ -25,6 +25,9 @@ NOTICES = {
     "signed_out": "You are signed out.",
     "already_imported": "This exact file was imported before; nothing new was stored. Its differences are below.",
     "imported": "Statement imported and reconciled. The differences it produced are below.",
+    "closed": "Closed. Those dates are frozen; later changes are booked as adjustments on the first open date.",
+    "already_closed": "Those dates were already closed; nothing changed.",
+    "reopened": "Reopened. The date shows its live figures again; its adjustments are folded back.",
 }
 
 

@@ -109,6 +109,7 @@ UPDATE orders SET
     next_check_at = CASE WHEN $7::float8 IS NULL THEN NULL ELSE now() + make_interval(secs => $7) END,
     check_attempts = check_attempts + $9,
     unpaid_flagged_at = CASE WHEN $8 THEN coalesce(unpaid_flagged_at, now()) ELSE unpaid_flagged_at END,
+    given_up_at = CASE WHEN $10 THEN coalesce(given_up_at, now()) ELSE given_up_at END,
     lease_until = NULL,
     updated_at = now()
 WHERE id = $1
@@ -195,16 +196,17 @@ UNPAID_BUCKETS = (
     ("gt24h", "> 24 h", "o.created_at <= now() - interval '24 hours'"),
 )
 _UNPAID_BUCKET = " ".join(f"WHEN {clause} THEN '{key}'" for key, _, clause in UNPAID_BUCKETS)
-# Count and money expected per bucket (orders_status_idx: status, created_at).
+# Count, money expected and orders given up per bucket (orders_status_idx: status, created_at).
 UNPAID_SUMMARY = f"""
-SELECT CASE {_UNPAID_BUCKET} END AS bucket, count(*) AS n, coalesce(sum(o.amount + o.tip), 0)::int8 AS expected
+SELECT CASE {_UNPAID_BUCKET} END AS bucket, count(*) AS n, coalesce(sum(o.amount + o.tip), 0)::int8 AS expected,
+       count(*) FILTER (WHERE o.given_up_at IS NOT NULL) AS given_up
 FROM orders o WHERE o.status = ANY ($1::text[])
 GROUP BY 1
 """
 # Oldest first by keyset on (created_at, id); the bucket and merchant clauses are fixed text.
 UNPAID_LIST = """
 SELECT o.id, o.merchant_id, o.order_id, o.kind, o.biz_type, o.amount, o.tip, o.status, o.status_reason,
-       o.created_at, o.unpaid_flagged_at, o.check_attempts, now() - o.created_at AS age
+       o.created_at, o.unpaid_flagged_at, o.given_up_at, o.check_attempts, now() - o.created_at AS age
 FROM orders o
 WHERE o.status = ANY ($1::text[]) {filters}
 ORDER BY o.created_at, o.id
@@ -263,7 +265,8 @@ async def apply(
 ) -> asyncpg.Record:
     """Apply a transition to the order in row inside the caller's transaction.
 
-    An unpaid flag only marks the order; the reconciler turns it into an alert.
+    An unpaid flag only marks the order; the reconciler turns it into an alert. A give-up stamps
+    given_up_at once (the transition carries no next check, so nothing claims the order again).
     """
     result = await db.fetch_one(
         conn,
@@ -277,6 +280,7 @@ async def apply(
         transition.next_check_in_s,
         transition.flag_unpaid,
         1 if counted else 0,
+        transition.given_up,
     )
     return result
 

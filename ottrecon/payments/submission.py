@@ -37,6 +37,14 @@ class Policy:
     # … flagged unpaid after unpaid_deadline_s, and no longer followed after sweep_max_age_s.
     unpaid_deadline_s: float = 1800.0
     sweep_max_age_s: float = 86400.0
+    # A PASSIVEPAY the gateway still reports pending (notpay: a PIN never entered) is given up this long
+    # after it was created: flagged unpaid and no longer queried. The same 15 minutes as the callbacks'
+    # retry window (decision 0005); a wallet settles or closes a scanned payment within minutes.
+    passivepay_give_up_s: float = 900.0
+
+    def follow_limit_s(self, kind: str) -> float:
+        """How long after creation an order of this kind is followed without a final answer (decision 0030)."""
+        return self.passivepay_give_up_s if kind == "PASSIVEPAY" else self.sweep_max_age_s
 
     def backoff(self, attempts: int, rng: random.Random) -> float:
         """Exponential delay with jitter (half to full), so workers and orders do not move in step."""
@@ -76,6 +84,8 @@ class Transition:
     paid_amount: int | None = None  # set when this answer proves the order paid
     next_check_in_s: float | None = None  # None: nothing more to do
     flag_unpaid: bool = False
+    # The worker stops following an order that has no final answer (stamps orders.given_up_at).
+    given_up: bool = False
 
 
 def code_expired(order: OrderFacts, now: datetime, policy: Policy) -> bool:
@@ -124,10 +134,8 @@ def after_reply(
     if attempts >= policy.max_attempts:
         if not reply.sent:
             return Transition("failed", f"gateway unreachable after {attempts} attempts ({reply.error})")
-        return Transition(
-            "review",
-            f"unresolved after {attempts} attempts: {_reason(reply)}",
-            next_check_in_s=_unless_old(order, now, policy, later),
+        return _follow_or_give_up(
+            order, now, policy, "review", f"unresolved after {attempts} attempts: {_reason(reply)}", later
         )
     processing = reply.rsp_code == "PROCESSING"
     return Transition(order.status, _reason(reply), next_check_in_s=policy.base_delay_s if processing else later)
@@ -139,17 +147,16 @@ def _after_query(
     if reply.not_found:
         if order.gateway_has_it:
             # It confirmed the order before: a human must look; keep asking while it is young.
-            return Transition(
-                "review",
-                "gateway has no record of an accepted order",
-                next_check_in_s=_unless_old(order, now, policy, later),
-            )
+            return _follow_or_give_up(order, now, policy, "review", "gateway has no record of an accepted order", later)
         if code_expired(order, now, policy):
             return Transition("expired", "the gateway never received it and the payment code has expired")
         if attempts >= policy.max_attempts:
             return Transition("failed", f"not accepted by the gateway after {attempts} attempts")
         return Transition(order.status, "gateway has no record: re-sending", next_check_in_s=0)
     if reply.outcome != Outcome.SUCCESS:
+        if _past_follow_limit(order, now, policy):
+            # No answer for the whole window: whether money moved is unknown, so a person looks.
+            return Transition("review", f"given up unresolved: {_reason(reply)}", given_up=True)
         return Transition(order.status, _reason(reply), next_check_in_s=later)
     return _from_gateway_state(order, reply, now, policy, later)
 
@@ -165,23 +172,34 @@ def _from_gateway_state(
         final = "declined" if order.kind == "PASSIVEPAY" else "closed"
         return Transition(final, f"gateway order_status {raw_status}")
     if state == OrderState.REVIEW:
-        return Transition("review", f"unknown gateway order_status {raw_status!r}", next_check_in_s=later)
+        return _follow_or_give_up(order, now, policy, "review", f"unknown gateway order_status {raw_status!r}", later)
     # Still pending at the gateway.
     age = (now - order.created_at).total_seconds()
+    if _past_follow_limit(order, now, policy):
+        # Flagged, so a payment that still arrives reconciles as paid_after_flagged (an alert).
+        limit = int(policy.follow_limit_s(order.kind))
+        reason = f"given up: the gateway still reports {raw_status} after {limit} s"
+        return Transition("unpaid", reason, flag_unpaid=True, given_up=True)
     if order.kind == "PASSIVEPAY":
         # The customer may be entering a PIN: look again soon, the cashier is waiting.
         return Transition(order.status, f"gateway order_status {raw_status}", next_check_in_s=min(later, 5.0))
     status = "awaiting_payment" if order.status == "pending" else order.status
-    if age >= policy.sweep_max_age_s:
-        return Transition("unpaid", "no longer followed: past the sweep's maximum age", flag_unpaid=True)
     if age >= policy.unpaid_deadline_s:
         return Transition("unpaid", "still unpaid past the deadline", next_check_in_s=later, flag_unpaid=True)
     return Transition(status, next_check_in_s=max(later, policy.sweep_after_s / 4))
 
 
-def _unless_old(order: OrderFacts, now: datetime, policy: Policy, later: float) -> float | None:
-    """The next check, or None once the order is past the sweep's maximum age (left to humans)."""
-    return None if (now - order.created_at).total_seconds() >= policy.sweep_max_age_s else later
+def _past_follow_limit(order: OrderFacts, now: datetime, policy: Policy) -> bool:
+    return (now - order.created_at).total_seconds() >= policy.follow_limit_s(order.kind)
+
+
+def _follow_or_give_up(
+    order: OrderFacts, now: datetime, policy: Policy, status: str, reason: str, later: float
+) -> Transition:
+    """status with a next check, or, past the order's follow-up limit, with none (given up: left to humans)."""
+    if _past_follow_limit(order, now, policy):
+        return Transition(status, f"given up: {reason}", given_up=True)
+    return Transition(status, reason, next_check_in_s=later)
 
 
 def _paid_amount(order: OrderFacts, reply: GatewayReply) -> int:

@@ -46,11 +46,20 @@ ORDER BY CASE status WHEN 'open' THEN 0 WHEN 'acknowledged' THEN 1 ELSE 2 END, i
 EVENTS = "SELECT * FROM alert_events WHERE alert_id = ANY ($1::int8[]) ORDER BY id"
 
 
+# Where the order is booked in closed books (decision 0031): its close entries and adjustments, folded ones too.
+BOOKS = """
+SELECT kind, reason, corrects_date, booked_on, channel, payments, gross, tips, refunds, fees,
+       gross + tips - refunds - fees AS net, mismatches, amount_at_risk, booked_at, folded_by IS NOT NULL AS folded
+FROM book_entries WHERE merchant_id = $1 AND order_id = $2
+ORDER BY entry_no
+"""
+
+
 async def order_evidence(
     conn: db.Connection, merchant_id: str, order_id: str
 ) -> tuple[dict[str, Any], list[asyncpg.Record]]:
-    """The order's ledger row, order, payment, callbacks, gateway attempts, refunds, statement lines and alerts
-    (by name), and the alerts' events; every read goes through an index on (merchant, order)."""
+    """The order's ledger row, order, payment, callbacks, gateway attempts, refunds, statement lines, alerts and
+    book entries (by name), and the alerts' events; every read goes through an index on (merchant, order)."""
     key = (merchant_id, order_id)
     found: dict[str, Any] = {
         "ledger": await conn.fetchrow(LEDGER, *key),
@@ -61,6 +70,7 @@ async def order_evidence(
         "refunds": await conn.fetch(REFUNDS, *key),
         "lines": await conn.fetch(STATEMENT_LINES, *key),
         "alerts": await conn.fetch(ALERTS, *key),
+        "books": await conn.fetch(BOOKS, *key),
     }
     events = await conn.fetch(EVENTS, [a["id"] for a in found["alerts"]])
     return found, list(events)

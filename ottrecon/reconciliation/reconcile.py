@@ -53,7 +53,8 @@ SELECT count(pg_advisory_xact_lock($3, h)) FROM (
 """
 # The advisory lock space of reconciler key locks (two-int form: apart from the migration lock's bigint).
 KEY_LOCK_SPACE = 7413
-# Everything known from any source, to rebuild the whole ledger (after a rules change, say).
+# Everything known from any source, to rebuild the whole ledger (after a rules change, say). In key order, as
+# the triggers queue (sql/0009): a batch is then a run of neighbouring keys (decision 0041).
 MARK_ALL_DIRTY = """
 INSERT INTO recon_dirty (merchant_id, order_id)
 SELECT merchant_id, order_id FROM orders
@@ -61,6 +62,7 @@ UNION SELECT merchant_id, order_id FROM payments
 UNION SELECT merchant_id, order_id FROM callbacks
 UNION SELECT merchant_id, order_id FROM statement_lines
 UNION SELECT merchant_id, order_id FROM ledger
+ORDER BY 1, 2
 """
 # Keys waiting for the reconciler: the total a progress display counts down (a scan of the change log, once).
 PENDING_KEYS = "SELECT count(*) FROM (SELECT DISTINCT merchant_id, order_id FROM recon_dirty) keys"

@@ -72,7 +72,24 @@ _FILTER = "l.business_date BETWEEN $1 AND $2 AND ($3::text IS NULL OR l.merchant
 NEEDS_A_PERSON = f"(l.recon_status NOT IN ('matched', 'pending') OR {STATEMENT_MISMATCH})"
 
 # Every ledger row in the filter, in key order (that of ledger_keyset_idx, which can stream it unsorted).
-EXPORT_LEDGER = f"""{LEDGER_SELECT}
+# `export ledger` adds where each order is booked (decision 0031): closed_in, the closed dates its figures are
+# frozen in; adjustments, each adjustment booked for it since ("corrects DATE on DATE REASON net CENTS").
+LEDGER_EXPORT_COLUMNS = (*LEDGER_COLUMNS, "closed_in", "adjustments")
+# Dates through to_char, so the text does not depend on the session's DateStyle; NULL when there is nothing.
+# Each cell starts with a digit or "corrects" and is never '': as csv_cell would write it, on either path.
+BOOKED_CELLS = (
+    """(SELECT string_agg(DISTINCT to_char(e.corrects_date, 'YYYY-MM-DD'), ';') FROM book_entries e
+        WHERE e.merchant_id = l.merchant_id AND e.order_id = l.order_id AND e.kind = 'close'
+          AND e.folded_by IS NULL)""",
+    """(SELECT string_agg(format('corrects %s on %s %s net %s', to_char(e.corrects_date, 'YYYY-MM-DD'),
+                                 to_char(e.booked_on, 'YYYY-MM-DD'), e.reason, e.gross + e.tips - e.refunds - e.fees),
+                          ';' ORDER BY e.entry_no)
+        FROM book_entries e
+        WHERE e.merchant_id = l.merchant_id AND e.order_id = l.order_id AND e.kind = 'adjustment'
+          AND e.folded_by IS NULL)""",
+)
+BOOKED_SELECT = "".join(f",\n       {cell}" for cell in BOOKED_CELLS)
+EXPORT_LEDGER = f"""{LEDGER_SELECT}{BOOKED_SELECT}
 FROM ledger l WHERE {_FILTER}
 ORDER BY l.business_date, l.merchant_id, l.order_id
 """
@@ -133,8 +150,10 @@ def _ledger_cell(column: str) -> str:
 # for EXPORT_LEDGER, so `export ledger` skips decoding a million rows in Python. An empty text is sent as NULL
 # (COPY would quote it as "", csv.writer writes nothing).
 # tests/integration/test_ledger_export_bytes.py holds the two paths to identical bytes on every tricky value.
+# closed_in and adjustments need no rendering: NULL without entries (never ''), and they start with a digit or
+# "corrects", never with a formula prefix.
 EXPORT_LEDGER_CSV = f"""
-SELECT {", ".join(_ledger_cell(column) for column in LEDGER_COLUMNS)}
+SELECT {", ".join(_ledger_cell(column) for column in LEDGER_COLUMNS)}{BOOKED_SELECT}
 FROM ledger l WHERE {_FILTER}
 ORDER BY l.business_date, l.merchant_id, l.order_id
 """
@@ -237,10 +256,114 @@ WHERE {_FILTER}
 ORDER BY l.amount_at_risk + l.statement_amount_at_risk DESC, l.business_date, l.merchant_id, l.order_id
 """
 
+ADJUSTMENT_COLUMNS = (
+    "booked_on",
+    "merchant_id",
+    "order_id",
+    "channel",
+    "corrects_date",
+    "reason",
+    "payments",
+    "gross",
+    "tips",
+    "refunds",
+    "fees",
+    "net",
+    "mismatches",
+    "amount_at_risk",
+    "unpaid",
+    "booked_at",
+)
+# Every adjustment in force booked on a date in the filter, one row per order, channel and corrected date.
+EXPORT_ADJUSTMENTS = f"""
+SELECT l.booked_on, l.merchant_id, l.order_id, l.channel, l.corrects_date, l.reason, l.payments, l.gross, l.tips,
+       l.refunds, l.fees, l.gross + l.tips - l.refunds - l.fees, l.mismatches, l.amount_at_risk, l.unpaid, l.booked_at
+FROM book_entries l WHERE l.kind = 'adjustment' AND {_ENTRY_FILTER}
+ORDER BY l.booked_on, l.merchant_id, l.order_id, l.entry_no
+"""
+CLOSE_REPORT_COLUMNS = (
+    "merchant_id",
+    "section",
+    "business_date",
+    "channel",
+    "order_id",
+    "payments",
+    "gross",
+    "tips",
+    "refunds",
+    "fees",
+    "net",
+    "amount_at_risk",
+    "corrects_date",
+    "booked_on",
+    "detail",
+    "status",
+    "note",
+    "who",
+    "at",
+)
+# The close report of business dates $1..$2 (a day or a month), one merchant ($3) or all, per merchant:
+#   closed      each close of a date in the period (for every merchant: merchant_id empty): who, when, why;
+#   totals      per channel, the summary's rows of the period added up, its adjustments included;
+#   mismatch    ledger rows of the period needing a person, with their alert (open: carried open;
+#               acknowledged, resolved) and the latest note on it;
+#   adjustment_in   adjustments booked on the period's dates (correcting earlier closed dates);
+#   adjustment_out  adjustments of the period's dates booked later (after they were closed).
+CLOSE_REPORT = f"""
+SELECT merchant_id, section, business_date, channel, order_id, payments, gross, tips, refunds, fees, net,
+       amount_at_risk, corrects_date, booked_on, detail, status, note, who, at
+FROM (
+    SELECT c.merchant_id, 'closed' AS section, 1 AS rank, c.business_date, NULL::text AS channel,
+           NULL::text AS order_id, NULL::int8 AS payments, NULL::int8 AS gross, NULL::int8 AS tips,
+           NULL::int8 AS refunds, NULL::int8 AS fees, NULL::int8 AS net, NULL::int8 AS amount_at_risk,
+           NULL::date AS corrects_date, NULL::date AS booked_on,
+           CASE WHEN c.forced THEN format('forced over %s open mismatch(es): %s', c.open_mismatches, c.force_reason)
+                WHEN c.reopened_at IS NOT NULL THEN 'reopened' ELSE '' END AS detail,
+           CASE WHEN c.reopened_at IS NULL THEN 'closed' ELSE 'reopened' END AS status,
+           concat_ws(' / reopened: ', c.note, c.reopen_reason) AS note,
+           concat_ws(' / reopened by ', c.closed_by, c.reopened_by) AS who, c.closed_at AS at
+    FROM book_closes c
+    WHERE c.business_date BETWEEN $1 AND $2 AND ($3::text IS NULL OR c.merchant_id IS NULL OR c.merchant_id = $3)
+    UNION ALL
+    SELECT merchant_id, 'totals', 2, NULL, channel, NULL, sum(payments)::int8, sum(gross)::int8, sum(tips)::int8,
+           sum(refunds)::int8, sum(fees)::int8, sum(net)::int8, sum(amount_at_risk)::int8, NULL, NULL,
+           to_char($1::date, 'YYYY-MM-DD') || ' to ' || to_char($2::date, 'YYYY-MM-DD'), NULL, NULL, NULL, NULL
+    FROM ({DAILY_SUMMARY}) days
+    GROUP BY merchant_id, channel
+    UNION ALL
+    SELECT l.merchant_id, 'mismatch', 3, l.business_date, l.channel, l.order_id, NULL, l.received_amount,
+           l.received_tip, NULL, l.fee, NULL, l.amount_at_risk + l.statement_amount_at_risk, NULL, NULL,
+           concat_ws(' / ', CASE WHEN l.recon_status NOT IN ('matched', 'pending') THEN l.recon_status END,
+                     CASE WHEN {STATEMENT_MISMATCH} THEN 'statement ' || l.statement_status END),
+           coalesce(a.status, 'no alert'), a.note, a.actor, a.at
+    FROM ledger l
+    LEFT JOIN LATERAL (
+        SELECT a.status, e.note, e.actor, e.at FROM alerts a
+        LEFT JOIN LATERAL (SELECT note, actor, at FROM alert_events WHERE alert_id = a.id AND actor <> 'reconciler'
+                           ORDER BY id DESC LIMIT 1) e ON true
+        WHERE a.merchant_id = l.merchant_id AND a.order_id = l.order_id
+        ORDER BY CASE a.status WHEN 'open' THEN 0 WHEN 'acknowledged' THEN 1 ELSE 2 END, a.id
+        LIMIT 1
+    ) a ON true
+    WHERE {_FILTER} AND {NEEDS_A_PERSON}
+    UNION ALL
+    SELECT l.merchant_id, CASE WHEN l.booked_on BETWEEN $1 AND $2 THEN 'adjustment_in' ELSE 'adjustment_out' END,
+           CASE WHEN l.booked_on BETWEEN $1 AND $2 THEN 4 ELSE 5 END, l.booked_on, l.channel, l.order_id, l.payments,
+           l.gross, l.tips, l.refunds, l.fees, l.gross + l.tips - l.refunds - l.fees, l.amount_at_risk,
+           l.corrects_date, l.booked_on, l.reason, NULL, NULL, NULL, l.booked_at
+    FROM book_entries l
+    WHERE l.kind = 'adjustment' AND l.folded_by IS NULL AND ($3::text IS NULL OR l.merchant_id = $3)
+      AND (l.booked_on BETWEEN $1 AND $2 OR l.corrects_date BETWEEN $1 AND $2)
+) report
+ORDER BY merchant_id NULLS FIRST, rank, business_date, channel NULLS LAST, order_id, corrects_date
+"""
+
 REPORTS: dict[str, tuple[str, Sequence[str]]] = {
-    "ledger": (EXPORT_LEDGER, LEDGER_COLUMNS),
+    "ledger": (EXPORT_LEDGER, LEDGER_EXPORT_COLUMNS),
     "summary": (EXPORT_SUMMARY, SUMMARY_COLUMNS),
     "mismatches": (EXPORT_MISMATCHES, MISMATCH_COLUMNS),
+    "adjustments": (EXPORT_ADJUSTMENTS, ADJUSTMENT_COLUMNS),
+    "close-report": (CLOSE_REPORT, CLOSE_REPORT_COLUMNS),
 }
 # The statement's differences: rows of its merchants and period whose statement status is not matched
 # (ledger_statement_status_idx), in report order by keyset.
@@ -295,6 +418,21 @@ FROM ledger l WHERE l.business_date BETWEEN $1 AND $2
 GROUP BY l.business_date
 """
 OPEN_ALERTS = "SELECT count(*) FROM alerts WHERE status = 'open'"
+# Adjustments booked on the range's dates ($1..$2), added up as the summary shows them (decision 0031).
+ADJUSTMENTS_BOOKED = """
+SELECT booked_on, merchant_id, channel, corrects_date, reason, count(DISTINCT order_id) AS orders,
+       sum(gross + tips - refunds - fees)::int8 AS net, sum(amount_at_risk)::int8 AS amount_at_risk
+FROM book_entries
+WHERE kind = 'adjustment' AND folded_by IS NULL AND booked_on BETWEEN $1 AND $2
+GROUP BY booked_on, merchant_id, channel, corrects_date, reason
+ORDER BY booked_on, merchant_id, channel NULLS LAST, corrects_date, reason
+"""
+# Closes in force on the range's dates.
+CLOSED_DAYS = """
+SELECT business_date, merchant_id FROM book_closes
+WHERE reopened_at IS NULL AND business_date BETWEEN $1 AND $2
+ORDER BY business_date, merchant_id NULLS FIRST
+"""
 # Each query is answered from a partial or leading-column index (alerts_open_idx,
 # alerts_undelivered_idx, orders_status_idx), so a refresh stays cheap as the tables grow.
 # Alerts not resolved, by kind, with the cents they put at risk.
@@ -302,9 +440,11 @@ OPEN_ALERTS_BY_KIND = """
 SELECT kind, count(*) AS open, coalesce(sum(amount_at_risk), 0) AS at_risk
 FROM alerts WHERE status <> 'resolved' GROUP BY kind
 """
-# Orders flagged unpaid, and alerts of any status not yet delivered.
+# Orders flagged unpaid, orders the worker gave up on that are still unsettled (decision 0030), and alerts
+# of any status not yet delivered.
 BACKLOGS = """
 SELECT (SELECT count(*) FROM orders WHERE status = 'unpaid') AS unpaid,
+       (SELECT count(*) FROM orders WHERE status IN ('unpaid', 'review') AND given_up_at IS NOT NULL) AS given_up,
        (SELECT count(*) FROM alerts WHERE notified_at IS NULL) AS undelivered
 """
 
@@ -349,12 +489,14 @@ def ledger_where(selection: LedgerSelection, after: tuple[Any, ...] | None = Non
 
 
 def ledger_query(
-    selection: LedgerSelection, after: tuple[Any, ...] | None = None, limit: int | None = None
+    selection: LedgerSelection, after: tuple[Any, ...] | None = None, limit: int | None = None, *, booked: bool = False
 ) -> tuple[str, list[Any]]:
-    """The selected rows in LEDGER_COLUMNS and report order (those of `ottrecon export ledger`), optionally a page."""
+    """The selected rows in LEDGER_COLUMNS and report order, optionally a page; booked: in LEDGER_EXPORT_COLUMNS
+    (where each order is booked, as `ottrecon export ledger` writes)."""
     clause, args = ledger_where(selection, after)
     page = f" LIMIT {int(limit)}" if limit is not None else ""
-    return f"{LEDGER_SELECT} FROM ledger l WHERE {clause} {LEDGER_ORDER}{page}", args
+    select = LEDGER_SELECT + (BOOKED_SELECT if booked else "")
+    return f"{select} FROM ledger l WHERE {clause} {LEDGER_ORDER}{page}", args
 
 
 async def ledger_page(

@@ -82,7 +82,8 @@ async def create_payments(session: aiohttp.ClientSession, stack: Stack, plans: S
             except (aiohttp.ClientError, TimeoutError) as exc:
                 created.errors.append(f"{plan.key}: {exc!r}")
                 return
-        if status == 201 and "id" in answer:
+        # 202: stored, its hand-over to a worker or its state read back failed; the scheduled retry sends it.
+        if status in (201, 202) and "id" in answer:
             created.ids[plan.key] = answer["id"]
         else:
             created.errors.append(f"{plan.key}: HTTP {status} {answer}")

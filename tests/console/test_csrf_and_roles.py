@@ -32,6 +32,8 @@ def posts(alert_id: int, rejected_id: int) -> list[str]:
         f"/console/alerts/{alert_id}/acknowledge",
         f"/console/alerts/{alert_id}/resolve",
         f"/console/rejected/{rejected_id}/replay",
+        "/console/closes",
+        "/console/closes/reopen",
         "/console/logout",
     ]
 
@@ -48,6 +50,7 @@ async def nothing_changed(db: asyncpg.Connection, redis: ArqRedis, alert_id: int
     assert await db.fetchval("SELECT status FROM alerts WHERE id = $1", alert_id) == "open"
     assert await db.fetchval("SELECT count(*) FROM alert_events WHERE actor <> 'reconciler'") == 0
     assert await db.fetchval("SELECT count(*) FROM rejected_callback_events") == 0
+    assert await db.fetchval("SELECT count(*) FROM book_closes") == 0
     assert await db.fetchval("SELECT count(*) FROM statement_imports WHERE file_name = 's.csv'") == 0
     assert await db.fetchval("SELECT count(*) FROM console_sessions") == 1
     assert await redis.keys("arq:job:*") == []
@@ -110,8 +113,10 @@ async def test_viewer_cannot_acknowledge_resolve_replay_or_import(
     alert_id, rejected_id = await evidence(db, pool, merchants, tmp_path)
     token = await sign_in(client, "victor")
 
-    for path in posts(alert_id, rejected_id)[:3]:
-        response = await client.post(path, data={"csrf_token": token, "note": "sure"})
+    for path in posts(alert_id, rejected_id)[:-1]:  # all but logout
+        response = await client.post(
+            path, data={"csrf_token": token, "note": "sure", "reason": "sure", "date": "2024-05-01"}
+        )
         assert response.status == 403, path
         assert "viewer role" in await response.text()
     upload = await client.post("/console/statements", data=statement_form(token))
@@ -130,10 +135,12 @@ async def test_viewer_sees_no_action_buttons(
     rejected = await (await client.get("/console/rejected")).text()
     one = await (await client.get(f"/console/rejected/{rejected_id}")).text()
     statements = await (await client.get("/console/statements")).text()
+    closes = await (await client.get("/console/closes")).text()
 
     assert 'data-test="ack-form"' not in order and 'data-test="resolve-form"' not in order
     assert 'data-test="replay-button"' not in rejected + one
     assert 'id="statement-form"' not in statements
+    assert 'data-test="close-form"' not in closes
     assert 'data-test="current-role">viewer<' in order
 
 
@@ -146,7 +153,9 @@ async def test_finance_user_sees_the_action_buttons(
     order = await (await client.get(f"/console/order?merchant_id={MERCHANT}&order_id=ORDERAM1")).text()
     one = await (await client.get(f"/console/rejected/{rejected_id}")).text()
     statements = await (await client.get("/console/statements")).text()
+    closes = await (await client.get("/console/closes")).text()
 
     assert 'data-test="ack-form"' in order and 'data-test="resolve-form"' in order
     assert 'data-test="replay-button"' in one
     assert 'id="statement-form"' in statements
+    assert 'data-test="close-form"' in closes

@@ -82,3 +82,20 @@ async def test_no_unpaid_orders_says_there_is_nothing_to_chase(client: TestClien
     html = await (await client.get("/console/unpaid")).text()
 
     assert 'data-test="empty-unpaid"' in html
+
+
+async def test_orders_the_worker_gave_up_on_are_counted_and_marked(
+    client: TestClient[Any, Any], db: asyncpg.Connection
+) -> None:
+    await create_order(db, "FOLLOWED", 1000, age=timedelta(minutes=5))
+    await create_order(db, "GAVEUP", 1000, status="unpaid", age=timedelta(days=2))
+    await create_order(db, "GAVEUPREVIEW", 1000, status="review", age=timedelta(hours=2))
+    await db.execute("UPDATE orders SET given_up_at = now() WHERE order_id LIKE 'GAVEUP%'")
+    await sign_in(client, "victor")
+
+    html = await (await client.get("/console/unpaid")).text()
+    marked = re.findall(r'data-order="([^"]+)">(?:(?!</tr>).)*data-test="given-up"', html, re.S)
+
+    assert re.search(r'data-test="given-up-count" data-count="2"', html)
+    assert sorted(marked) == ["GAVEUP", "GAVEUPREVIEW"]
+    assert listed(html) == ["GAVEUP", "GAVEUPREVIEW", "FOLLOWED"]

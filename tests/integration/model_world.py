@@ -36,6 +36,7 @@ from simulator.app import create_app as create_sim
 from simulator.core import SIM, Simulator
 from simulator.faults import Faults
 from simulator.settings import SimulatorSettings
+from tests import books_model
 from tests import reconciliation_model as model
 
 T = TypeVar("T")
@@ -43,7 +44,8 @@ BUSINESS_TZ = "America/Toronto"
 OPERATOR = "1234567890"
 # Every table the tests write, emptied between Hypothesis examples (cheaper than a database each).
 TABLES = (
-    "alert_events, alerts, ledger_refunds, ledger, recon_dirty, statement_lines, statement_imports, "
+    "book_entries, book_closes, alert_events, alerts, ledger_refunds, ledger, recon_dirty, statement_lines, "
+    "statement_imports, "
     "submission_attempts, refunds, payments, callbacks, rejected_callbacks, orders"
 )
 # A patient sweep never flags an order unpaid; an impatient one flags any order still unpaid.
@@ -222,8 +224,15 @@ async def open_alerts_from_db(conn: Connection) -> dict[tuple[str, str, str], in
     return {(r["kind"], r["merchant_id"], r["order_id"]): r["amount_at_risk"] for r in rows}
 
 
-async def assert_matches_model(pool: asyncpg.Pool, evidence: model.Evidence, history: list[str]) -> None:
-    """Ledger rows, the daily summary and the open alerts equal the model's, cent for cent."""
+async def assert_matches_model(
+    pool: asyncpg.Pool, evidence: model.Evidence, history: list[str], books: books_model.Books | None = None
+) -> list[tuple[str, ...]]:
+    """Ledger rows, the daily summary and the open alerts equal the model's, cent for cent; returns the summary.
+
+    With books (closing the books): the model books its adjustments first, and the summary compared is the
+    one with closed dates frozen and adjustment rows; its figures added up per merchant and channel over
+    every date equal the live truth (the summary without closes), cent for cent.
+    """
     expected = model.reconcile(evidence, BUSINESS_TZ)
     async with pool.acquire() as conn:
         actual = await ledger_from_db(conn)
@@ -233,11 +242,36 @@ async def assert_matches_model(pool: asyncpg.Pool, evidence: model.Evidence, his
     if actual != expected:
         raise AssertionError(_ledger_diff(expected, actual, history))
     bookings = model.refund_bookings(evidence, BUSINESS_TZ)
-    summary = summary_as_csv(model.daily_summary(expected, bookings))
+    truth = model.daily_summary(expected, bookings)
+    if books is None:
+        summary = summary_as_csv(truth)
+    else:
+        now = books_model.contributions(expected, bookings)
+        books.book(now, books_model.line_ids(evidence))
+        summary = summary_as_csv(books.summary(now))
     got = await summary_from_db(pool)
     assert got == summary, _lines("daily summary", summary, got, history)
+    if books is not None:
+        assert _added_up(got) == _added_up(summary_as_csv(truth)), _lines(
+            "figures added up over every date (with adjustments) against the truth",
+            _added_up(summary_as_csv(truth)),
+            _added_up(got),
+            history,
+        )
     wanted = model.wanted_alerts(expected)
     assert alerts == wanted, _lines("open alerts", sorted(wanted.items()), sorted(alerts.items()), history)
+    return got
+
+
+def _added_up(rows: list[tuple[str, ...]]) -> dict[tuple[str, str], list[int]]:
+    """Every figure (payments … unpaid, net included) summed per merchant and channel over every row."""
+    sums: dict[tuple[str, str], list[int]] = {}
+    for row in rows:
+        figures = [int(cell) for cell in row[3:12]]
+        total = sums.setdefault((row[1], row[2]), [0] * len(figures))
+        sums[(row[1], row[2])] = [a + b for a, b in zip(total, figures, strict=True)]
+    # A merchant and channel whose figures add up to nothing (an adjustment and its reversal) is no figure.
+    return dict(sorted((group, total) for group, total in sums.items() if any(total)))
 
 
 def _ledger_diff(

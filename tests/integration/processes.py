@@ -92,9 +92,16 @@ def worker_env(database_url: str, redis_url: str, **extra: str) -> dict[str, str
 @contextlib.contextmanager
 def worker_process(env: Mapping[str, str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
     """`ottrecon worker` as a child process (SIGKILLed at the end if still running)."""
+    with ottrecon_process("worker", env, log) as process:
+        yield process
+
+
+@contextlib.contextmanager
+def ottrecon_process(command: str, env: Mapping[str, str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """`ottrecon <command>` (web, worker) as a child process (SIGKILLed at the end if still running)."""
     with log.open("wb") as out:
         process = subprocess.Popen(
-            [sys.executable, "-m", "ottrecon.cli", "worker"], env=dict(env), stdout=out, stderr=subprocess.STDOUT
+            [sys.executable, "-m", "ottrecon.cli", command], env=dict(env), stdout=out, stderr=subprocess.STDOUT
         )
         try:
             yield process

@@ -37,6 +37,7 @@ FAST_POLICY = Policy(
     sweep_after_s=0.5,
     unpaid_deadline_s=2.0,
     sweep_max_age_s=30.0,
+    passivepay_give_up_s=3.0,
 )
 
 

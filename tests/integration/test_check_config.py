@@ -23,6 +23,7 @@ def complete_env(database_url: str, redis_url: str) -> dict[str, str]:
         "OTTPAY_MERCHANTS": f"{MERCHANT}={OLD_KEY}",
         "OTTPAY_OPERATORS": f"{MERCHANT}=1234567890",
         "OTTRECON_API_TOKENS": GOOD_TOKEN,
+        "OTTRECON_CALLBACK_URL": "https://recon.example.com/ottpay/callback",
     }
 
 
@@ -140,3 +141,39 @@ async def test_check_config_is_quiet_about_a_redis_that_fsyncs_every_write(tmp_p
         code, _, err = await run_cli("check-config", "web", env=complete_env(database_url, server.url))
     assert code == 0, err
     assert err == ""
+
+
+async def test_check_config_refuses_an_operator_id_for_a_merchant_without_a_sign_key(
+    database_url: str, redis_url: str
+) -> None:
+    # The api would take its payments and the worker could never sign them: they would all fail.
+    env = complete_env(database_url, redis_url) | {"OTTPAY_OPERATORS": f"{MERCHANT}=1234567890,ON00004652=1234567891"}
+    code, _, err = await run_cli("check-config", "worker", env=env)
+    assert code == 2, err
+    assert "ON00004652" in err and "no sign key" in err
+    assert OLD_KEY not in err
+
+
+async def test_check_config_refuses_payments_without_a_callback_url(database_url: str, redis_url: str) -> None:
+    # Every ACTIVEPAY would fail at submission ("OTTRECON_CALLBACK_URL is not configured").
+    env = complete_env(database_url, redis_url)
+    del env["OTTRECON_CALLBACK_URL"]
+    code, _, err = await run_cli("check-config", "worker", env=env)
+    assert code == 2, err
+    assert "OTTRECON_CALLBACK_URL is not set" in err
+
+
+async def test_check_config_calls_a_url_without_its_scheme_a_configuration_error_without_echoing_it() -> None:
+    env = {"DATABASE_URL": "ottrecon:secret-pw@db.internal/ottrecon", "REDIS_URL": "cache.internal:6379"}
+    code, _, err = await run_cli("check-config", "migrate", "web", env=env)
+    assert code == 2, err
+    assert "DATABASE_URL must be a postgresql:// URL" in err
+    assert "REDIS_URL must be a redis://, rediss:// or unix:// URL" in err
+    assert "secret-pw" not in err
+
+
+async def test_check_config_warns_about_two_processes_listening_on_one_port(database_url: str, redis_url: str) -> None:
+    env = complete_env(database_url, redis_url) | {"API_PORT": "9102"}  # the worker's metrics port
+    code, _, err = await run_cli("check-config", "worker", "api", env=env)
+    assert code == 0, err  # a warning: on separate hosts they do not clash
+    assert "WORKER_METRICS_PORT and API_PORT are both 9102" in err

@@ -249,3 +249,12 @@ async def test_reconcile_all_on_a_terminal_shows_rate_and_time_left_while_it_run
     summary_line = last_line(screen)
     assert summary_line.startswith(f"reconciled {keys} key(s) ({keys} queued by --all)"), summary_line
     assert await db.fetchval("SELECT count(*) FROM ledger") == keys
+
+
+async def test_long_command_logs_at_the_level_asked_for(world: World) -> None:
+    # Quiet by default for cron; LOG_LEVEL still brings the info records back for whoever wants them.
+    code, out, err = await run_without_terminal("reconcile", "--all", env=world.env | {"LOG_LEVEL": "INFO"})
+
+    assert code == 0, err
+    assert '"message": "ledger reconciled"' in err
+    assert out.startswith("reconciled ") and SUMMARY_END.search(out.strip()), out

@@ -22,7 +22,7 @@ from ottrecon.reconciliation import closing
 from ottrecon.reconciliation.alerts import acknowledge
 from ottrecon.reconciliation.layouts import StatementLayout
 from ottrecon.reconciliation.reconcile import mark_all_dirty, reconcile_pending
-from ottrecon.reconciliation.reports import export_report
+from ottrecon.reconciliation.reports import EXPORT_LEDGER, LEDGER_EXPORT_COLUMNS, export_report, write_csv
 from ottrecon.reconciliation.statements import import_statement
 from tests.conftest import MERCHANT, OTHER_MERCHANT
 from tests.integration.test_reports import add_order, callback, toronto
@@ -303,3 +303,59 @@ async def test_close_reopen_and_list_from_the_command_line(
     assert lines[1].endswith(": May 1-2")
     code, _, err = await run_cli("close", "2099-01-01", "--note", "n", env=env)
     assert code == 1 and "is not over yet" in err
+
+
+async def export(
+    pool: asyncpg.Pool, what: str, first: date | None = None, last: date | None = None
+) -> list[dict[str, str]]:
+    out = io.StringIO()
+    await export_report(pool, what, out, date_from=first, date_to=last)
+    return list(csv.DictReader(io.StringIO(out.getvalue())))
+
+
+async def test_exports_show_where_orders_are_booked_their_adjustments_and_the_close_report(
+    pool: asyncpg.Pool, db: asyncpg.Connection, merchants: MerchantKeys, may_1: Path
+) -> None:
+    await callback(pool, merchants, "A2", 1990, toronto(MAY_1, 11, 1), channel_id="WXA2")
+    await reconcile(pool)
+    a2_alert = await db.fetchval("SELECT id FROM alerts WHERE order_id = 'A2'")
+    await acknowledge(pool, a2_alert, actor="ana", note="customer pays the 10 cents in cash")
+    await closing.close_dates(pool, MAY_1, MAY_1, merchant_id=None, note="May 1 signed off", actor="ana", today=TODAY)
+    await callback(pool, merchants, "A5", 700, toronto(MAY_1, 15, 2), channel_id="ALA5")
+    await reconcile(pool)
+
+    ledger = {row["order_id"]: row for row in await export(pool, "ledger")}
+    # The ledger export streams through COPY; the cursor path writes the same bytes for the booked cells too.
+    by_copy, by_cursor = io.StringIO(), io.StringIO()
+    await export_report(pool, "ledger", by_copy)
+    await write_csv(pool, by_cursor, LEDGER_EXPORT_COLUMNS, EXPORT_LEDGER, (date.min, date.max, None), 100)
+    assert by_copy.getvalue() == by_cursor.getvalue()
+    assert (ledger["A1"]["closed_in"], ledger["A1"]["adjustments"]) == ("2024-05-01", "")
+    assert (ledger["A5"]["closed_in"], ledger["A5"]["adjustments"]) == (
+        "2024-05-01",
+        "corrects 2024-05-01 on 2024-05-02 late_callback net 700",
+    )
+    adjustments = await export(pool, "adjustments")
+    assert [(r["booked_on"], r["order_id"], r["corrects_date"], r["reason"], r["payments"], r["net"], r["mismatches"],
+             r["amount_at_risk"]) for r in adjustments] == [
+        # Paid, and not on May 1's statement: one more payment and one more mismatch, its 7.00 at risk.
+        ("2024-05-02", "A5", "2024-05-01", "late_callback", "1", "700", "1", "700"),
+    ]  # fmt: skip
+
+    may_1_report = await export(pool, "close-report", MAY_1, MAY_1)
+    qc = [(r["section"], r["channel"], r["order_id"], r["net"], r["status"], r["note"], r["who"])
+          for r in may_1_report if r["merchant_id"] in ("", MERCHANT)]  # fmt: skip
+    assert qc == [
+        ("closed", "", "", "", "closed", "May 1 signed off", "ana"),
+        # As frozen: A1 10.00 + 1.00 tip - 0.22 fee; A2 20.00 - 0.40 (A5's late payment is booked on May 2).
+        ("totals", "ALIPAY", "", "1078", "", "", ""),
+        ("totals", "WECHATPAY", "", "1960", "", "", ""),
+        # Carried open: A5 is not on May 1's statement; A2's second callback acknowledged, with its note.
+        ("mismatch", "ALIPAY", "A5", "", "open", "", ""),
+        ("mismatch", "WECHATPAY", "A2", "", "acknowledged", "customer pays the 10 cents in cash", "ana"),
+        ("adjustment_out", "ALIPAY", "A5", "700", "", "", ""),
+    ]
+    may_2 = await export(pool, "close-report", MAY_2, MAY_2)
+    assert [(r["section"], r["order_id"], r["corrects_date"], r["detail"]) for r in may_2 if r["order_id"] == "A5"] == [
+        ("adjustment_in", "A5", "2024-05-01", "late_callback")
+    ]

@@ -20,7 +20,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ottrecon.reconciliation.reports import EXPORT_LEDGER, LEDGER_COLUMNS, export_report, write_csv
+from ottrecon.reconciliation.reports import EXPORT_LEDGER, LEDGER_EXPORT_COLUMNS, export_report, write_csv
 from tests.integration.model_world import scaled
 
 EXAMPLES = scaled("OTTRECON_EXPORT_EXAMPLES", 60)
@@ -96,7 +96,7 @@ async def both(pool: asyncpg.Pool, **filters: Any) -> tuple[str, str]:
     """The ledger report as the cursor path writes it, and as export_report (COPY) writes it."""
     by_cursor, by_copy = io.StringIO(), io.StringIO()
     args = (filters.get("date_from", date.min), filters.get("date_to", date.max), filters.get("merchant_id"))
-    rows = await write_csv(pool, by_cursor, LEDGER_COLUMNS, EXPORT_LEDGER, args, 3)
+    rows = await write_csv(pool, by_cursor, LEDGER_EXPORT_COLUMNS, EXPORT_LEDGER, args, 3)
     assert await export_report(pool, "ledger", by_copy, **filters) == rows
     return by_cursor.getvalue(), by_copy.getvalue()
 
@@ -134,7 +134,23 @@ async def test_every_tricky_value_at_once(pool: asyncpg.Pool) -> None:
         await conn.execute("UPDATE ledger SET created_at = 'infinity', paid_at = '-infinity' WHERE callback_count = 1")
         await conn.execute("UPDATE ledger SET business_date = 'infinity' WHERE callback_count = 2")
         await conn.execute("UPDATE ledger SET business_date = '-infinity' WHERE callback_count = 3")
+        # Where orders are booked (closed_in, adjustments): a close of one date, and adjustments of its orders
+        # (negative nets included); the other rows have none.
+        close_id = await conn.fetchval(
+            "INSERT INTO book_closes (business_date, note, closed_by) VALUES ('2024-05-02', 'n', 'f') RETURNING id"
+        )
+        await conn.executemany(
+            "INSERT INTO book_entries (merchant_id, order_id, entry_no, kind, reason, close_id, corrects_date,"
+            " booked_on, gross, refunds) VALUES ($1, $2, $3, $4, $5, $6, '2024-05-02', $7, $8, $9)",
+            [
+                (rows[1][0], rows[1][1], 1, "close", None, close_id, date(2024, 5, 2), 500, 0),
+                (rows[1][0], rows[1][1], 2, "adjustment", "late_refund", None, date(2024, 5, 3), 0, 700),
+                (rows[1][0], rows[1][1], 3, "adjustment", "late_callback", None, date(2024, 5, 4), 300, 0),
+                (rows[2][0], rows[2][1], 1, "adjustment", "statement_correction", None, date(2024, 5, 9), 1, 0),
+            ],
+        )
     cursor_csv, copy_csv = await both(pool)
     assert copy_csv == cursor_csv
+    assert ",2024-05-02,corrects 2024-05-02 on 2024-05-03 late_refund net -700;corrects" in copy_csv
     assert "9999-12-31T23:59:59.999999," in copy_csv and ",0001-01-01," in copy_csv
     assert "'=SUM(A1)" in copy_csv and "x\ry" in copy_csv and "2024-05-02T03:59:59.123456+00:00" in copy_csv

@@ -112,8 +112,11 @@ async def test_receiver_metrics_count_queued_redelivered_refused_and_unavailable
     assert delta(before, after, "ottrecon_callbacks_refused_total", reason="not_a_callback") == 1
     assert delta(before, after, "ottrecon_callbacks_refused_total", reason="body_too_large") == 1
     assert delta(before, after, "ottrecon_callbacks_refused_total", reason="queue_unavailable") == 1
-    # Timed: the two confirmed enqueues and the failed one; the refusals never reached Redis.
+    # Timed per Redis write: the two confirmed writes and the failed one; the refusals never reached Redis.
     assert delta(before, after, "ottrecon_enqueue_seconds_count") == 3
+    # One callback in each confirmed write (sent one after the other, so none were grouped).
+    assert delta(before, after, "ottrecon_enqueue_batch_callbacks_count") == 2
+    assert delta(before, after, "ottrecon_enqueue_batch_callbacks_sum") == 2
 
 
 async def test_receiver_public_port_has_no_metrics_endpoint(redis_url: str) -> None:
@@ -186,6 +189,16 @@ async def test_worker_gauges_after_refresh_show_queue_dead_letters_alerts_and_un
         for order_id in ("G1", "G2"):
             assert (await client.post("/ottpay/callback", json=make_callback(order_id))).status == 200
     await _insert_unpaid_order(db, "G0000000000000000001")
+    # Given up (decision 0030): one still in review counts, one paid since does not.
+    for order_id, status in (("G0000000000000000002", "review"), ("G0000000000000000003", "paid")):
+        await db.execute(
+            """INSERT INTO orders (merchant_id, order_id, kind, biz_type, amount, idempotency_key, request_sha256,
+                                   status, given_up_at)
+               VALUES ($1, $2, 'ACTIVEPAY', 'ALIPAY', 900, $2, 'x', $3, now())""",
+            MERCHANT,
+            order_id,
+            status,
+        )
     await _insert_alerts(
         db,
         [
@@ -213,6 +226,7 @@ async def test_worker_gauges_after_refresh_show_queue_dead_letters_alerts_and_un
     assert value(samples, "ottrecon_open_mismatches", kind="orphan_payment") == 0
     assert value(samples, "ottrecon_amount_at_risk_cents") == 500 + 250 + 900
     assert value(samples, "ottrecon_unpaid_orders") == 1
+    assert value(samples, "ottrecon_orders_given_up") == 1
     assert value(samples, "ottrecon_alerts_undelivered") == 2
     assert value(later, "ottrecon_open_mismatches", kind="amount_mismatch") == 0
     assert value(later, "ottrecon_amount_at_risk_cents") == 900

@@ -8,7 +8,14 @@ import dataclasses
 import asyncpg
 
 from simulator.faults import Faults
-from tests.integration.stack import API_TOKEN, customer_pays, running_stack, stop_worker, wait_until_started
+from tests.integration.stack import (
+    API_TOKEN,
+    FAST_POLICY,
+    customer_pays,
+    running_stack,
+    stop_worker,
+    wait_until_started,
+)
 from worker.main import create_worker
 
 
@@ -216,3 +223,44 @@ async def test_order_needing_review_raises_a_review_alert(
     alert = await db.fetchrow("SELECT amount_at_risk, status FROM alerts WHERE kind = 'review'")
     assert alert is not None and (alert["amount_at_risk"], alert["status"]) == (1320, "open")
     assert await db.fetchval("SELECT recon_status FROM ledger WHERE order_id = $1", payment["id"]) == "review"
+
+
+async def test_passivepay_the_gateway_keeps_pending_is_given_up_after_its_window(
+    database_url: str, redis_url: str, db: asyncpg.Connection
+) -> None:
+    # The customer never finishes entering the PIN: the gateway answers notpay for ever.
+    faults = Faults(processing=1.0, processing_delay_s=3600)
+    async with running_stack(database_url, redis_url, faults=faults) as stack:
+        _, payment = await stack.pay("k-notpay-1", kind="PASSIVEPAY", amount=800, auth_code="283456789012345555")
+        given_up = await stack.wait_status(payment["id"], {"unpaid"}, timeout_s=20)
+        queries = await db.fetchval("SELECT count(*) FROM submission_attempts WHERE action = 'STATUS_QUERY'")
+        await _wait_for_alert(db, payment["id"], "unpaid")
+        await asyncio.sleep(1.5)  # scheduled retries and sweeps run meanwhile and must leave it alone
+        queries_later = await db.fetchval("SELECT count(*) FROM submission_attempts WHERE action = 'STATUS_QUERY'")
+        sim_order = await (await stack.sim.get(f"/sim/orders/{payment['merchant_id']}/{payment['id']}")).json()
+
+    assert sim_order["status"] == "notpay"  # the gateway never settled it: nothing else could end the polling
+    row = await db.fetchrow("SELECT given_up_at, unpaid_flagged_at FROM orders WHERE order_id = $1", payment["id"])
+    assert row is not None and row["given_up_at"] is not None and row["unpaid_flagged_at"] is not None
+    assert given_up["status_reason"].startswith("given up: the gateway still reports notpay")
+    assert queries >= 1 and queries_later == queries
+
+
+async def test_order_given_up_and_paid_late_is_paid_and_alerted(
+    database_url: str, redis_url: str, db: asyncpg.Connection
+) -> None:
+    policy = dataclasses.replace(FAST_POLICY, unpaid_deadline_s=1.0, sweep_max_age_s=2.0)
+    async with running_stack(database_url, redis_url, policy=policy) as stack:
+        _, payment = await stack.pay("k-late-1", kind="ACTIVEPAY", amount=650)
+        await stack.wait_status(payment["id"], {"unpaid"})
+        deadline = asyncio.get_running_loop().time() + 10
+        while not await db.fetchval("SELECT given_up_at FROM orders WHERE order_id = $1", payment["id"]):
+            assert asyncio.get_running_loop().time() < deadline, "not given up past sweep_max_age_s"
+            await asyncio.sleep(0.1)
+        await customer_pays(stack.sim, payment["id"])
+        paid = await stack.wait_status(payment["id"], {"paid"})
+        await _wait_for_alert(db, payment["id"], "paid_after_flagged")
+
+    # Money that moved after the give-up still wins: the order is paid, by its callback.
+    assert (paid["paid_source"], paid["paid_amount"]) == ("callback", 650)
+    assert await db.fetchval("SELECT given_up_at FROM orders WHERE order_id = $1", payment["id"]) is not None

@@ -31,9 +31,11 @@ from ottrecon.payments.submitter import Submitter
 from simulator.app import create_app as create_sim
 from simulator.core import SIM, Simulator
 from tests.conftest import MERCHANT, OLD_KEY
+from tests.integration.model_world import scaled
 from tests.integration.stack import OPERATOR, sim_settings
 
-ROUNDS = 40
+# `make soak` runs many more (OTTRECON_REFUND_RACE_ROUNDS).
+ROUNDS = scaled("OTTRECON_REFUND_RACE_ROUNDS", 40)
 
 
 @dataclass
@@ -79,6 +81,7 @@ def split(total: int, parts: int, rng: random.Random) -> list[int]:
     return [b - a for a, b in zip([0, *cuts], [*cuts, total], strict=True)]
 
 
+@pytest.mark.timeout(max(60, ROUNDS))
 async def test_concurrently_settled_refunds_leave_the_status_their_sum_says(
     parts: Parts, redis: ArqRedis, db: asyncpg.Connection
 ) -> None:

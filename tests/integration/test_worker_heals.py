@@ -17,7 +17,7 @@ from redis.asyncio import ConnectionPool
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from ottpay.keys import MerchantKeys
-from ottrecon.queue import QUEUE_NAME, deserialize, serialize
+from ottrecon.queue import QUEUE_NAME, QUEUED_KEY_PREFIX, deserialize, serialize
 from tests.integration.processes import redis_server, worker_env, worker_process
 from tests.integration.stack import stop_worker, wait_until_started
 from tests.integration.support import enqueue_callback, make_callback, worker_settings
@@ -148,7 +148,7 @@ async def test_sigterm_lets_the_in_flight_batch_finish_before_the_worker_exits(
     assert await db.fetchval("SELECT amount FROM payments WHERE order_id = 'INFLIGHT'") == 400
     # Finished and acknowledged, not cancelled and put back for another worker to redo.
     assert await ingest_jobs(redis) == []
-    assert await redis.keys("ottrecon:queued:*") == []
+    assert await redis.keys(QUEUED_KEY_PREFIX + "*") == []
 
 
 async def test_a_job_whose_finish_met_a_redis_outage_does_not_crash_the_worker_when_it_stops(

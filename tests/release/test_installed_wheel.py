@@ -211,6 +211,7 @@ async def test_installed_release_migrates_and_records_a_callback_end_to_end(
         WORKER_METRICS_PORT="0",
         OTTRECON_API_TOKENS="release:" + "r" * 32,
         OTTPAY_OPERATORS=f"{MERCHANT}=1234567890",
+        OTTRECON_CALLBACK_URL="https://recon.example.com/ottpay/callback",
     )
     code, _, err = await arun(release, "migrate", env=env)
     assert code == 0, err

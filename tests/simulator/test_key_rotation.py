@@ -8,6 +8,9 @@ side is built the way the worker builds it (ottrecon.payments.gateway.Gateway ov
 from __future__ import annotations
 
 import itertools
+import logging
+
+import pytest
 
 from ottpay.client import OttPayClient
 from ottpay.codes import OrderState, Outcome, classify_order_status
@@ -73,11 +76,16 @@ async def test_rotation_before_during_and_after_never_fails_a_request() -> None:
         assert stats["charges_by_order_max"] == 1 and not stats["auth_codes_charged_more_than_once"]
 
 
-async def test_a_process_that_learned_the_switch_sends_one_request_per_call() -> None:
+async def test_a_process_that_learned_the_switch_sends_one_request_per_call(caplog: pytest.LogCaptureFixture) -> None:
     async with running_sim() as sim, receiving_callbacks() as receiver:
         during = _client(sim, f"{MERCHANT}={KEY},{MERCHANT}={NEW_KEY}")
         await switch_gateway_key(sim, NEW_KEY)
-        await _every_action_succeeds(during, receiver.url, "learning")
+        with caplog.at_level(logging.WARNING, logger="ottpay.client"):
+            await _every_action_succeeds(during, receiver.url, "learning")
+        # Said once, with the key's position only.
+        switched = [r for r in caplog.records if r.getMessage().startswith("ottpay sign key switched")]
+        assert len(switched) == 1 and "key 2 of 2" in switched[0].getMessage()
+        assert not any(KEY in r.getMessage() or NEW_KEY in r.getMessage() for r in caplog.records)
         before = (await sim.stats())["requests"]
         await _every_action_succeeds(during, receiver.url, "learned")
         # Four calls, four requests: the key the gateway refused is not tried first any more.

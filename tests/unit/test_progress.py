@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import itertools
+import logging
 import os
 import re
 from dataclasses import dataclass, field
@@ -140,6 +141,32 @@ def test_progress_redraws_at_most_four_times_a_second() -> None:
     assert all(later - earlier >= REDRAW_INTERVAL_S - 1e-9 for earlier, later in itertools.pairwise(times))
 
 
+@given(st.lists(st.tuples(st.integers(0, 400), st.integers(0, 50)), min_size=1, max_size=300))
+def test_progress_whatever_the_pace_redraws_are_spaced_and_show_the_count_of_their_moment(
+    steps: list[tuple[int, int]],
+) -> None:
+    """Oracle: any sequence of (milliseconds, units) advances; each drawing after the stage's own is at least
+    REDRAW_INTERVAL_S after the previous one and shows exactly the units counted up to that moment."""
+    progress, terminal, clock = reporter()
+    progress.stage(unit="rows", total=None)
+    expected = ["job: 0 rows"]  # the stage's own drawing
+    done = 0
+    for milliseconds, units in steps:
+        clock.now += milliseconds / 1000
+        done += units
+        before = len(terminal.drawn())
+        progress.advance(units)
+        expected += [f"job: {done:,} rows"] * (len(terminal.drawn()) - before)
+
+    drawn = terminal.drawn()
+    times = [at for at, _ in drawn]
+    assert all(later - earlier >= REDRAW_INTERVAL_S - 1e-9 for earlier, later in itertools.pairwise(times))
+    assert len(expected) == len(drawn)
+    for (_, text), start in zip(drawn, expected, strict=True):
+        assert text == start or text.startswith(start + ","), (text, start)
+    assert len(drawn) <= 1 + (clock.now - 1000.0) / REDRAW_INTERVAL_S + 1
+
+
 def test_progress_line_never_wider_than_the_terminal() -> None:
     progress, terminal, clock = reporter(width=30)
     progress.stage("a step with a long description", unit="rows", total=10**9)
@@ -173,6 +200,27 @@ def test_progress_leaving_on_an_error_erases_the_line_for_the_error_message() ->
         raise RuntimeError("database away")
 
     assert terminal.getvalue() == "\rjob: 0 / 5 rows (0%)\x1b[K\r\x1b[K"
+
+
+def test_progress_makes_room_for_a_log_line_then_redraws_below_it() -> None:
+    progress, terminal, clock = reporter()
+    handler = logging.StreamHandler(terminal)
+    logging.getLogger().addHandler(handler)
+    try:
+        with progress:
+            progress.stage(unit="rows", total=5)
+            logging.getLogger("ottrecon.test").warning("a warning")
+            clock.now += 1
+            progress.advance()
+        logging.getLogger("ottrecon.test").warning("after")
+    finally:
+        logging.getLogger().removeHandler(handler)
+
+    assert terminal.getvalue() == (
+        "\rjob: 0 / 5 rows (0%)\x1b[K\r\x1b[Ka warning\n"
+        "\rjob: 1 / 5 rows (20%), 1 rows/s, 4 s left\x1b[K\r\x1b[Kafter\n"
+    )
+    assert not handler.filters
 
 
 @given(

@@ -60,3 +60,13 @@ def test_worker_reads_the_currency_its_alert_texts_show() -> None:
     assert WorkerSettings.from_env({**WORKER, "OTTRECON_CURRENCY": "USD"}).currency == "USD"
     with pytest.raises(ConfigError, match="OTTRECON_CURRENCY"):
         WorkerSettings.from_env({**WORKER, "OTTRECON_CURRENCY": "usd"})
+
+
+def test_worker_reads_the_passivepay_give_up_window() -> None:
+    assert WorkerSettings.from_env(WORKER).policy.passivepay_give_up_s == 900
+    assert (
+        WorkerSettings.from_env({**WORKER, "OTTRECON_PASSIVEPAY_GIVE_UP_SECONDS": "120"}).policy.passivepay_give_up_s
+        == 120
+    )
+    with pytest.raises(ConfigError, match="OTTRECON_PASSIVEPAY_GIVE_UP_SECONDS"):
+        WorkerSettings.from_env({**WORKER, "OTTRECON_PASSIVEPAY_GIVE_UP_SECONDS": "0"})

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from ottpay.codes import GatewayReply, Outcome
 from ottrecon.backoff import backoff
+from ottrecon.payments.statuses import WAITING
 from ottrecon.payments.submission import OrderFacts, Policy, Step, after_reply, next_step
 
 NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
@@ -187,3 +191,68 @@ def test_backoff_never_overflows_whatever_the_attempt_count() -> None:
         delay = backoff(attempts, rng, base_delay_s=5.0, max_delay_s=600.0)
         assert 2.5 <= delay <= 600.0
     assert backoff(1, rng, base_delay_s=5.0, max_delay_s=600.0) <= 5.0
+
+
+@pytest.mark.parametrize(
+    ("age_s", "given_up"), [(10, False), (POLICY.passivepay_give_up_s - 1, False), (POLICY.passivepay_give_up_s, True)]
+)
+def test_passivepay_the_gateway_keeps_pending_is_given_up_after_its_window(age_s: float, given_up: bool) -> None:
+    facts = order(age_s=age_s, last_action="STATUS_QUERY", last_outcome="success")
+    t = after_reply(facts, reply("STATUS_QUERY", Outcome.SUCCESS, order_status="notpay"), NOW, POLICY, random.Random(1))
+    if given_up:
+        # Flagged unpaid (an alert; a late payment reconciles as paid_after_flagged), and never queried again.
+        assert (t.status, t.flag_unpaid, t.given_up, t.next_check_in_s) == ("unpaid", True, True, None)
+        assert t.reason == "given up: the gateway still reports notpay after 900 s"
+    else:
+        assert (t.status, t.given_up) == ("pending", False)
+        assert t.next_check_in_s is not None and t.next_check_in_s <= 5.0
+
+
+QUERY_STATUSES = st.sampled_from(
+    ["success", "notpay", "init", "canceling", "authfinish", "failure", "orderclosed", "fully_refunded", "", "weird"]
+)
+
+
+@given(
+    kind=st.sampled_from(["PASSIVEPAY", "ACTIVEPAY"]),
+    status=st.sampled_from(sorted(str(s) for s in WAITING)),
+    outcome=st.sampled_from(list(Outcome)),
+    gateway_status=QUERY_STATUSES,
+    age_s=st.floats(min_value=0, max_value=3 * POLICY.sweep_max_age_s),
+    attempts=st.integers(min_value=0, max_value=50),
+    accepted=st.booleans(),
+    not_found=st.booleans(),
+)
+def test_no_order_is_queried_past_its_follow_up_window(
+    kind: str,
+    status: str,
+    outcome: Outcome,
+    gateway_status: str,
+    age_s: float,
+    attempts: int,
+    accepted: bool,
+    not_found: bool,
+) -> None:
+    facts = OrderFacts(
+        kind=kind,
+        status=status,
+        amount=1000,
+        created_at=NOW - timedelta(seconds=age_s),
+        check_attempts=attempts,
+        last_action="STATUS_QUERY",
+        last_outcome="success",
+        accepted=accepted,
+    )
+    answer = reply("STATUS_QUERY", outcome, None if outcome is Outcome.UNKNOWN else "X", not_found=not_found)
+    if gateway_status:
+        answer = dataclasses.replace(answer, data={"order_status": gateway_status, "amount": "1000"})
+    t = after_reply(facts, answer, NOW, POLICY, random.Random(1))
+    limit = POLICY.follow_limit_s(kind)
+    # Only a re-send of an order the gateway never had may still follow (bounded by the attempt limit).
+    resend = not_found and not facts.gateway_has_it
+    if age_s >= limit and not resend:
+        assert t.next_check_in_s is None, t
+        # Stopping without a final answer is a give-up, and says so; a final answer is not one.
+        assert t.given_up == (t.status in ("unpaid", "review")), t
+    elif not resend:
+        assert not t.given_up, t

@@ -54,7 +54,7 @@ async def download(request: web.Request) -> web.StreamResponse:
             )
 
         return await csv_stream.stream_csv(request, name, database_url(request), export)
-    query, args = reports.ledger_query(f.selection())
+    query, args = reports.ledger_query(f.selection(), booked=True)
     return await csv_stream.stream_csv(
         request, name, database_url(request), lambda db, out: csv_stream.write_rows(db, out, query, args)
     )

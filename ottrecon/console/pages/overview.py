@@ -29,6 +29,8 @@ async def show(request: web.Request) -> web.Response:
         by_statement = [dict(r) for r in await conn.fetch(reports.BY_STATEMENT, start, end)]
         daily = await conn.fetch(reports.DAILY, first_day, end)
         open_alerts = await conn.fetchval(reports.OPEN_ALERTS)
+        adjustments = [dict(r) for r in await conn.fetch(reports.ADJUSTMENTS_BOOKED, start, end)]
+        closed_days = [dict(r) for r in await conn.fetch(reports.CLOSED_DAYS, start, end)]
     points = {r["business_date"]: DayPoint(r["business_date"], r["volume"], r["mismatches"]) for r in daily}
     return render(
         request,
@@ -43,6 +45,8 @@ async def show(request: web.Request) -> web.Response:
         at_risk=sum(int(r["amount_at_risk"]) for r in totals),
         chart=daily_chart(points, first_day, end),
         open_alerts=open_alerts,
+        adjustments=adjustments,
+        closed_days=closed_days,
     )
 
 

@@ -31,7 +31,7 @@ async def show(request: web.Request) -> web.Response:
     rows = rows[: paging.PAGE_SIZE]
     next_cursor = paging.encode((rows[-1]["created_at"], rows[-1]["id"])) if more else None
     buckets = [
-        {"key": key, "label": label, **summary.get(key, {"n": 0, "expected": 0})}
+        {"key": key, "label": label, **summary.get(key, {"n": 0, "expected": 0, "given_up": 0})}
         for key, label, _ in store.UNPAID_BUCKETS
     ]
     return render(

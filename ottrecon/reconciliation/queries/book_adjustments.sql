@@ -52,7 +52,8 @@ SELECT d.merchant_id, d.order_id,
            + row_number() OVER (PARTITION BY d.merchant_id, d.order_id ORDER BY d.day, d.channel NULLS LAST)::int4,
        'adjustment',
        CASE WHEN d.refunds <> 0 THEN 'late_refund'
-            WHEN coalesce(l.statement_line_ids, '{}') IS DISTINCT FROM le.seen_statement_line_ids
+            -- An order new to the books saw no lines before.
+            WHEN coalesce(l.statement_line_ids, '{}') <> coalesce(le.seen_statement_line_ids, '{}')
                 THEN 'statement_correction'
             ELSE 'late_callback' END,
        d.day,
