@@ -1,4 +1,4 @@
-"""Postgres growth: callbacks, rejected_callbacks and ledger at 1M and 10M rows (issue 13, decision 0040).
+"""Postgres growth: callbacks, rejected_callbacks and ledger at 1M and 10M rows (issue 13, decision 0037).
 
 `python -m bench.growth [--sizes 1000000,10000000]`. For each size N, in its own throwaway
 `ottrecon_bench_*` database (migrated by the real runner, dropped at the end even on Ctrl-C):

@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 RECEIVER_SHUTDOWN_GRACE_S = 10.0
 API_SHUTDOWN_MARGIN_S = 10.0
 # Commands whose one-line summary says what they did: their info logs would only repeat it, and cron mails every
-# line they print, so they log warnings and errors unless LOG_LEVEL asks for more (decision 0035).
+# line they print, so they log warnings and errors unless LOG_LEVEL asks for more (decision 0032).
 SUMMARISED = frozenset({"import-statement", "reconcile", "export", "replay-rejected", "requeue-dead"})
 
 

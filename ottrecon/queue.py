@@ -14,7 +14,7 @@ from redis.asyncio import ConnectionPool
 from redis.exceptions import RedisError
 
 # Every key the receiver's enqueue script touches carries this Redis Cluster hash tag, so all of
-# them hash to one slot and the script runs unchanged on a cluster (docs/decisions/0036-*).
+# them hash to one slot and the script runs unchanged on a cluster (docs/decisions/0033-*).
 HASH_TAG = "{ottrecon}"
 QUEUE_NAME = HASH_TAG + ":jobs"
 # The queue's name before the hash tag; a worker adopts whatever an older process still queues there.

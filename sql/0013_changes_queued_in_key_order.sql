@@ -1,4 +1,4 @@
--- Issue 13: a statement that changes many keys queues them in key order (decision 0041).
+-- Issue 13: a statement that changes many keys queues them in key order (decision 0038).
 -- The reconciler claims the oldest changes first (by id). The triggers used to append a bulk write's keys in
 -- the order of a hash (DISTINCT, UNION), so each batch of a large backlog (a statement import, a rebuild, a
 -- bulk load) was 2,000 keys spread over the whole key space: every lookup of their evidence read another

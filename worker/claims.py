@@ -4,7 +4,7 @@ arq's `Worker.start_jobs` claims one job at a time: WATCH the job's in-progress 
 ZSCORE the job in the queue, then MULTI/PSETEX/EXEC, four round trips per job. At issue 13's load
 (a pre-filled queue, about 64 callbacks per job) arq's Redis traffic took about a third of the
 worker's CPU. The script makes the same checks and sets the same in-progress key (the lease of
-decision 0019) for a whole list of ids, atomically, in one round trip (decision 0039).
+decision 0019) for a whole list of ids, atomically, in one round trip (decision 0036).
 """
 
 from __future__ import annotations

@@ -197,7 +197,7 @@ def _parse_received_at(raw: object) -> datetime:
 
 
 def _log_outcomes(verdicts: list[Verdict], new: set[tuple[str, str]]) -> dict[str, int]:
-    """Count what became of a job's callbacks, log it once per job (decision 0038), and return the counts.
+    """Count what became of a job's callbacks, log it once per job (decision 0035), and return the counts.
 
     Every rejection is a warning of its own (rare, and each needs a look); each recorded or duplicate
     callback has a DEBUG line only: at INFO, one line per callback cost about a tenth of the worker's

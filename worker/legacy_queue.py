@@ -19,7 +19,7 @@ logger = logging.getLogger("ottrecon.worker")
 async def adopt_now(redis: ArqRedis) -> int:
     """Move whatever waits in the legacy queue into the queue; Redis away: 0, the scheduled run tries again.
 
-    The queue gained its Redis Cluster hash tag in 0036 (docs/decisions/0036-*); until every
+    The queue gained its Redis Cluster hash tag in 0033 (docs/decisions/0033-*); until every
     process of the older version is gone, they may still queue under the old name.
     """
     try:

@@ -95,7 +95,7 @@ def create_worker(settings: WorkerSettings, *, burst: bool = False, handle_signa
             display_tz=settings.display_tz,
             currency=settings.currency,
         )
-        # Before the first poll: jobs an older receiver queued under the queue's old name (decision 0036).
+        # Before the first poll: jobs an older receiver queued under the queue's old name (decision 0033).
         await adopt_now(ctx["redis"])
         watch = PersistenceWatch(ctx["redis"], settings.persistence_check_every_s, process="worker")
         ctx["persistence"] = (watch, asyncio.create_task(watch.run()))
@@ -121,7 +121,7 @@ def create_worker(settings: WorkerSettings, *, burst: bool = False, handle_signa
         cron(arq_job(timed(deliver_alerts)), second=every, run_at_startup=True, timeout=120),
         cron(arq_job(timed(report_merchants)), second={0, 30}, run_at_startup=True, timeout=30),
         cron(arq_job(timed(purge_rejected_callbacks)), second={15}, run_at_startup=True, timeout=120),
-        # Stragglers of an older version still running during an upgrade (decision 0036).
+        # Stragglers of an older version still running during an upgrade (decision 0033).
         cron(arq_job(timed(adopt_legacy_queue)), second={45}, timeout=60),
     ]
     if settings.metrics_port:

@@ -54,7 +54,7 @@ SELECT count(pg_advisory_xact_lock($3, h)) FROM (
 # The advisory lock space of reconciler key locks (two-int form: apart from the migration lock's bigint).
 KEY_LOCK_SPACE = 7413
 # Everything known from any source, to rebuild the whole ledger (after a rules change, say). In key order, as
-# the triggers queue (sql/0009): a batch is then a run of neighbouring keys (decision 0041).
+# the triggers queue (sql/0009): a batch is then a run of neighbouring keys (decision 0038).
 MARK_ALL_DIRTY = """
 INSERT INTO recon_dirty (merchant_id, order_id)
 SELECT merchant_id, order_id FROM orders

@@ -1,4 +1,4 @@
-"""What an ingest job logs (decision 0038): one INFO line per job with its counts, a warning per rejection,
+"""What an ingest job logs (decision 0035): one INFO line per job with its counts, a warning per rejection,
 and each recorded or duplicate callback at DEBUG only."""
 
 from __future__ import annotations

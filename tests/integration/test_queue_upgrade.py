@@ -1,4 +1,4 @@
-"""Upgrading past the queue's hash tag (decision 0036): a new worker drains what an older receiver queued."""
+"""Upgrading past the queue's hash tag (decision 0033): a new worker drains what an older receiver queued."""
 
 from __future__ import annotations
 
