@@ -18,7 +18,7 @@ from aiohttp import web
 
 from ottrecon.console.offload import OFFLOAD_SLOTS, run_with_private_pool
 from ottrecon.console.web import STREAMING
-from ottrecon.reconciliation.reports import LEDGER_COLUMNS, write_csv
+from ottrecon.reconciliation.reports import LEDGER_EXPORT_COLUMNS, write_csv
 
 logger = logging.getLogger("ottrecon.console")
 
@@ -127,4 +127,4 @@ async def _drain(queue: asyncio.Queue[bytes | None], producer: asyncio.Future[in
 
 async def write_rows(pool: asyncpg.Pool, out: TextIO, query: str, args: list[Any], fetch_size: int = 5000) -> int:
     """A query of our own over the ledger report's columns, written exactly as `ottrecon export ledger` writes."""
-    return await write_csv(pool, out, LEDGER_COLUMNS, query, args, fetch_size)
+    return await write_csv(pool, out, LEDGER_EXPORT_COLUMNS, query, args, fetch_size)
