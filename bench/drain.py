@@ -80,7 +80,10 @@ async def _watch(
     try:
 
         async def queued() -> int:
-            return int(await redis.zcard(QUEUE_NAME))
+            # Ingest jobs only: the worker schedules its cron jobs (reconcile, legacy-queue adoption…) ahead of
+            # time in the same queue, as bench.scaleout also allows.
+            jobs: list[bytes] = await redis.zrange(QUEUE_NAME, 0, -1)
+            return len([job for job in jobs if not job.startswith(b"cron:")])
 
         async def done_count() -> int:
             if conn is None:
