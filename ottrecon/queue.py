@@ -7,6 +7,7 @@ enqueue through arq; the worker runs them. tests/integration/test_queue_contract
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 from typing import Any
 
 from arq import ArqRedis
@@ -29,6 +30,9 @@ PROCESS_REFUND_JOB = "process_refund"
 REPLAY_REJECTED_JOB = "replay_rejected_callback"
 # Callbacks whose processing could not finish even after every retry, kept for `ottrecon requeue-dead`.
 DEAD_LETTER_KEY = "ottrecon:jobs:dead"
+# A queued callback outlives a worker outage of up to this long (arq's default is one day): the receiver's
+# jobs and the dead letters `ottrecon requeue-dead` puts back alike.
+JOB_EXPIRES = timedelta(days=7)
 # How long the api and the CLI wait for Redis when they kick a job (best effort: the work is due in Postgres anyway).
 KICK_TIMEOUT_S = 2.0
 

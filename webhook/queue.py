@@ -7,13 +7,13 @@ import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from redis.exceptions import NoScriptError, RedisError
 
 from ottpay.fingerprint import canonical_fingerprint, canonical_json
-from ottrecon.queue import HASH_TAG, INGEST_JOB, QUEUE_NAME, QUEUED_KEY_PREFIX
+from ottrecon.queue import HASH_TAG, INGEST_JOB, JOB_EXPIRES, QUEUE_NAME, QUEUED_KEY_PREFIX
 from webhook.errors import QueueUnavailable
 
 if TYPE_CHECKING:
@@ -24,8 +24,6 @@ if TYPE_CHECKING:
 # instead of queueing it again; the worker deletes it once the callback is processed.
 # arq's own key for a job's payload (arq.constants.job_key_prefix), written here directly.
 ARQ_JOB_KEY_PREFIX = "arq:job:"
-# A queued callback outlives a worker outage of up to this long (arq's default is one day).
-JOB_EXPIRES = timedelta(days=7)
 
 # One round trip queues a whole batch as ONE arq job: per callback, claim its queued-key (a
 # redelivery of a body already queued is skipped), then write the job exactly as arq's

@@ -19,7 +19,7 @@ from arq import ArqRedis
 from redis.asyncio import ConnectionPool
 
 from ottrecon.progress import Progress
-from ottrecon.queue import DEAD_LETTER_KEY, INGEST_JOB, QUEUE_NAME, deserialize, serialize
+from ottrecon.queue import DEAD_LETTER_KEY, INGEST_JOB, JOB_EXPIRES, QUEUE_NAME, deserialize, serialize
 
 # Every key below starts with DEAD_LETTER_KEY, so they share its hash tag should it get one (Redis Cluster).
 # The ids of runs that may hold a processing list (killed runs' ids stay until a later run recovers them).
@@ -92,7 +92,7 @@ async def requeue_dead(redis_url: str, *, lease_s: float = LEASE_S, progress: Pr
             if raw is None:
                 break
             entry = json.loads(raw)
-            await redis.enqueue_job(INGEST_JOB, entry["callbacks"], _queue_name=QUEUE_NAME)
+            await redis.enqueue_job(INGEST_JOB, entry["callbacks"], _queue_name=QUEUE_NAME, _expires=JOB_EXPIRES)
             # Removes nothing if a recovering run (after our lease lapsed) already gave it back: then it is
             # queued twice, never zero times.
             await redis.lrem(processing, 1, raw)  # type: ignore[misc]  # redis-py types list commands sync|async

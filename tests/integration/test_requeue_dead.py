@@ -16,7 +16,7 @@ from redis.asyncio import ConnectionPool
 from ottpay.fingerprint import envelope_fingerprint
 from ottpay.keys import MerchantKeys
 from ottrecon.callbacks.deadletter import RUNS_KEY, dead_letter_count, park, requeue_dead
-from ottrecon.queue import DEAD_LETTER_KEY, INGEST_JOB, QUEUE_NAME, deserialize, serialize
+from ottrecon.queue import DEAD_LETTER_KEY, INGEST_JOB, JOB_EXPIRES, QUEUE_NAME, deserialize, serialize
 from tests.conftest import LOCK_KEY
 from tests.integration.support import drain, make_callback, worker_settings
 
@@ -178,3 +178,15 @@ async def _mix_of_runs(redis_url: str, entries: int, runs: list[int | None]) -> 
         assert leftovers == []
     finally:
         await redis.aclose(close_connection_pool=True)
+
+
+async def test_a_requeued_entry_outlives_a_worker_outage_as_long_as_a_received_callback(
+    redis_url: str, redis: ArqRedis
+) -> None:
+    # arq's default job lifetime is one day: a requeued entry waiting out a longer worker outage would vanish
+    # from Redis unrecorded. It gets the receiver's lifetime instead.
+    await _park_entries(redis, 1)
+    assert await requeue_dead(redis_url) == 1
+    (job_id,) = [job.job_id for job in await redis.queued_jobs(queue_name=QUEUE_NAME)]
+    lifetime_ms = await redis.pttl(f"arq:job:{job_id}")
+    assert lifetime_ms > JOB_EXPIRES.total_seconds() * 1000 - 60_000, lifetime_ms
