@@ -41,8 +41,9 @@ from bench.support import (
     table,
 )
 from ottrecon.reconciliation import reconcile
+from ottrecon.reconciliation.csv_writer import write_csv
 from ottrecon.reconciliation.reconcile import reconcile_pending
-from ottrecon.reconciliation.reports import EXPORT_LEDGER, LEDGER_COLUMNS, export_report, write_csv
+from ottrecon.reconciliation.reports import EXPORT_LEDGER, LEDGER_COLUMNS, export_report
 from worker.recon_jobs import MAX_BATCHES_PER_TICK
 
 BUSINESS_TZ = "America/Toronto"

@@ -18,7 +18,8 @@ from aiohttp import web
 
 from ottrecon.console.offload import OFFLOAD_SLOTS, run_with_private_pool
 from ottrecon.console.web import STREAMING
-from ottrecon.reconciliation.reports import LEDGER_EXPORT_COLUMNS, write_csv
+from ottrecon.reconciliation.csv_writer import write_csv
+from ottrecon.reconciliation.reports import LEDGER_EXPORT_COLUMNS
 
 logger = logging.getLogger("ottrecon.console")
 

@@ -8,17 +8,16 @@ by Postgres exactly as the cursor path renders them (EXPORT_LEDGER_CSV).
 
 from __future__ import annotations
 
-import csv
-import io
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import date, datetime
-from typing import Any, Literal, TextIO
+from datetime import date
+from typing import Any, TextIO
 
 import asyncpg
 
 from ottrecon import db
 from ottrecon.progress import Progress
+from ottrecon.reconciliation.csv_writer import copy_csv, sql_date_cell, sql_text_cell, sql_time_cell, write_csv
 
 # The ledger report's columns (the CSV header); the ledger and mismatches queries select these in order.
 LEDGER_COLUMNS = (
@@ -61,8 +60,6 @@ STATEMENT_MISMATCH = (
     "l.statement_status IN ('not_in_statement', 'not_in_ledger', 'amount_differs', 'duplicate_settlement', "
     "'refund_differs')"
 )
-# Spreadsheets run cells starting with these as formulas; text from callbacks is untrusted.
-_FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
 # Filters: $1 first and $2 last business date (inclusive), $3 merchant. Open ends are sent as date.min /
 # date.max (asyncpg: -infinity / infinity), not NULL, so even a generic plan keeps an index range on the
 # date: ledger_date_idx, or the console's ledger_keyset_idx / ledger_merchant_keyset_idx (sql/0005).
@@ -95,32 +92,6 @@ ORDER BY l.business_date, l.merchant_id, l.order_id
 """
 
 
-def _sql_text_cell(expr: str) -> str:
-    """SQL rendering a text as csv_cell does: NULL and '' as nothing, a formula-looking text prefixed with a quote."""
-    # ascii(): the code of the first character (0 for ''), so no substring is built per cell.
-    codes = ", ".join(str(ord(prefix)) for prefix in _FORMULA_PREFIXES)
-    return f"CASE WHEN ascii({expr}) IN ({codes}) THEN chr(39) || {expr} ELSE nullif({expr}, '') END"
-
-
-def _sql_time_cell(expr: str) -> str:
-    """SQL rendering a timestamptz as csv_cell does (isoformat() of the UTC datetime asyncpg returns):
-    2024-05-01T12:00:00+00:00, with .ffffff only when it has microseconds; asyncpg reads ±infinity as the
-    naive datetime.max / datetime.min."""
-    # '.000000' can only be the fraction (nothing else in the format has a dot): dropped as isoformat() does.
-    # to_char() is NULL for ±infinity, and only then is the CASE evaluated.
-    finite = f"""replace(to_char({expr} AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US'), '.000000', '') || '+00:00'"""
-    infinite = (
-        f"CASE {expr} WHEN 'infinity' THEN '9999-12-31T23:59:59.999999' WHEN '-infinity' THEN '0001-01-01T00:00:00' END"
-    )
-    return f"coalesce({finite}, {infinite})"
-
-
-def _sql_date_cell(expr: str) -> str:
-    """SQL rendering a date as csv_cell does (str() of the date asyncpg returns; ±infinity as date.max / date.min)."""
-    infinite = f"CASE {expr} WHEN 'infinity' THEN '9999-12-31' WHEN '-infinity' THEN '0001-01-01' END"
-    return f"coalesce(to_char({expr}, 'YYYY-MM-DD'), {infinite})"
-
-
 # The ledger columns holding text (the rest are integers, the date, the times and the two id lists).
 _LEDGER_TEXT_COLUMNS = (
     "merchant_id",
@@ -136,13 +107,13 @@ _LEDGER_TEXT_COLUMNS = (
 
 def _ledger_cell(column: str) -> str:
     if column in ("created_at", "paid_at"):
-        return _sql_time_cell(f"l.{column}")
+        return sql_time_cell(f"l.{column}")
     if column in ("channel_payment_ids", "statement_import_ids"):
-        return _sql_text_cell(f"array_to_string(l.{column}, ';')")
+        return sql_text_cell(f"array_to_string(l.{column}, ';')")
     if column in _LEDGER_TEXT_COLUMNS:
-        return _sql_text_cell(f"l.{column}")
+        return sql_text_cell(f"l.{column}")
     if column == "business_date":
-        return _sql_date_cell(f"l.{column}")
+        return sql_date_cell(f"l.{column}")
     return f"l.{column}"  # the integers: Postgres's text output is Python's str()
 
 
@@ -543,49 +514,6 @@ async def export_report(
     return await write_csv(pool, out, columns, query, args, fetch_size, progress)
 
 
-async def copy_csv(
-    pool: asyncpg.Pool,
-    out: TextIO,
-    columns: Sequence[str],
-    query: str,
-    args: Sequence[Any],
-    progress: Progress | None = None,
-) -> int:
-    """write_csv's output for a query whose cells are already rendered as csv_cell would (EXPORT_LEDGER_CSV),
-    streamed by COPY … TO STDOUT (FORMAT csv): no row is decoded in Python. Read-only; constant memory (asyncpg
-    hands over what arrived, and waits for each write); returns the rows written. progress counts rows as
-    write_csv's does (an interactive one counts them first, in the same snapshot)."""
-    progress = progress or Progress.silent()
-    csv.writer(out, lineterminator="\n").writerow(columns)
-
-    async def write(chunk: bytes) -> None:
-        # asyncpg passes whole CopyData messages, and COPY sends one row per message: a chunk is whole rows.
-        text = bytes(chunk).decode("utf-8")
-        # COPY quotes a cell holding a carriage return; csv.writer with "\n" line ends does not. Such a text
-        # (from a callback or a statement file) is rare: only then are the chunk's rows parsed and re-written.
-        out.write(_rewritten(text) if "\r" in text else text)
-        # For the display only (a cell holding a line break counts twice); the count returned is COPY's own.
-        progress.advance(text.count("\n"))
-
-    isolation: Literal["repeatable_read"] | None = "repeatable_read" if progress.interactive else None
-    async with db.translate_errors(), pool.acquire() as conn, conn.transaction(isolation=isolation, readonly=True):
-        total = None
-        if progress.interactive:
-            progress.stage("counting rows")
-            total = await conn.fetchval(f"SELECT count(*) FROM ({query}) counted", *args)
-        progress.stage(unit="rows", total=total)
-        status = await conn.copy_from_query(query, *args, output=write, format="csv")
-    return int(status.rsplit(" ", 1)[-1])
-
-
-def _rewritten(text: str) -> str:
-    """CSV rows as COPY wrote them, re-written by csv.writer (the cells parse back to the same texts)."""
-    buffer = io.StringIO()
-    csv.writer(buffer, lineterminator="\n").writerows(csv.reader(io.StringIO(text, newline="")))
-    return buffer.getvalue()
-
-
-# Column lists are the CSV headers; the queries select exactly these, in this order.
 PAYMENT_COLUMNS = (
     "merchant_id",
     "order_id",
@@ -638,47 +566,3 @@ async def export_csv(
     """
     query, columns = EXPORTS[what]
     return await write_csv(pool, out, columns, query, (), fetch_size, progress)
-
-
-async def write_csv(
-    pool: asyncpg.Pool,
-    out: TextIO,
-    columns: Sequence[str],
-    query: str,
-    args: Sequence[Any],
-    fetch_size: int,
-    progress: Progress | None = None,
-) -> int:
-    """The one cursor-to-CSV loop of every export (CLI and console): a header, then each row's cells (csv_cell),
-    "\n" line ends. Read-only, through a server-side cursor (constant memory); returns the rows written.
-
-    With an interactive progress, the rows are counted first, in the same repeatable-read snapshot, so the
-    total shown is exactly what is written (a second pass over the rows, without the CSV work: cheap)."""
-    progress = progress or Progress.silent()
-    writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(columns)
-    count = 0
-    isolation: Literal["repeatable_read"] | None = "repeatable_read" if progress.interactive else None
-    async with db.translate_errors(), pool.acquire() as conn, conn.transaction(isolation=isolation, readonly=True):
-        total = None
-        if progress.interactive:
-            progress.stage("counting rows")
-            total = await conn.fetchval(f"SELECT count(*) FROM ({query}) counted", *args)
-        progress.stage(unit="rows", total=total)
-        async for record in conn.cursor(query, *args, prefetch=fetch_size):
-            writer.writerow([csv_cell(value) for value in record.values()])
-            count += 1
-            progress.advance()
-    return count
-
-
-def csv_cell(value: object) -> object:
-    """One CSV cell: empty for NULL, ISO-8601 for times, a text that a spreadsheet would run as a
-    formula prefixed with a quote. Shared by every CSV this project writes."""
-    if value is None:
-        return ""
-    if isinstance(value, datetime):
-        return value.isoformat()
-    if isinstance(value, str) and value.startswith(_FORMULA_PREFIXES):
-        return "'" + value
-    return value

@@ -20,9 +20,10 @@ import pytest
 from ottpay.keys import MerchantKeys
 from ottrecon.reconciliation import closing
 from ottrecon.reconciliation.alerts import acknowledge
+from ottrecon.reconciliation.csv_writer import write_csv
 from ottrecon.reconciliation.layouts import StatementLayout
 from ottrecon.reconciliation.reconcile import mark_all_dirty, reconcile_pending
-from ottrecon.reconciliation.reports import EXPORT_LEDGER, LEDGER_EXPORT_COLUMNS, export_report, write_csv
+from ottrecon.reconciliation.reports import EXPORT_LEDGER, LEDGER_EXPORT_COLUMNS, export_report
 from ottrecon.reconciliation.statements import import_statement
 from tests.conftest import MERCHANT, OTHER_MERCHANT
 from tests.integration.test_reports import add_order, callback, toronto

@@ -20,7 +20,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ottrecon.reconciliation.reports import EXPORT_LEDGER, LEDGER_EXPORT_COLUMNS, export_report, write_csv
+from ottrecon.reconciliation.csv_writer import write_csv
+from ottrecon.reconciliation.reports import EXPORT_LEDGER, LEDGER_EXPORT_COLUMNS, export_report
 from tests.integration.model_world import scaled
 
 EXAMPLES = scaled("OTTRECON_EXPORT_EXAMPLES", 60)
