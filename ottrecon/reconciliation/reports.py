@@ -129,23 +129,9 @@ FROM ledger l WHERE {_FILTER}
 ORDER BY l.business_date, l.merchant_id, l.order_id
 """
 
-SUMMARY_COLUMNS = (
-    "business_date",
-    "merchant_id",
-    "channel",
-    "payments",
-    "gross",
-    "tips",
-    "refunds",
-    "fees",
-    "net",
-    "mismatches",
-    "amount_at_risk",
-    "unpaid",
-    "entry",
-    "corrects_date",
-    "reason",
-)
+# A summary row's figures (docs/RECONCILIATION.md, "Daily summary"), in the summary and the adjustments alike.
+FIGURE_COLUMNS = ("payments", "gross", "tips", "refunds", "fees", "net", "mismatches", "amount_at_risk", "unpaid")
+SUMMARY_COLUMNS = ("business_date", "merchant_id", "channel", *FIGURE_COLUMNS, "entry", "corrects_date", "reason")
 # Active closes cover (date, merchant) pairs; a close with no merchant covers every merchant.
 CLOSED = """EXISTS (SELECT 1 FROM book_closes c WHERE c.reopened_at IS NULL AND c.business_date = l.business_date
                      AND (c.merchant_id IS NULL OR c.merchant_id = l.merchant_id))"""
@@ -234,15 +220,7 @@ ADJUSTMENT_COLUMNS = (
     "channel",
     "corrects_date",
     "reason",
-    "payments",
-    "gross",
-    "tips",
-    "refunds",
-    "fees",
-    "net",
-    "mismatches",
-    "amount_at_risk",
-    "unpaid",
+    *FIGURE_COLUMNS,
     "booked_at",
 )
 # Every adjustment in force booked on a date in the filter, one row per order, channel and corrected date.
