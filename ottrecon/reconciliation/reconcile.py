@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass
 from importlib.resources import files
@@ -66,6 +67,8 @@ ORDER BY 1, 2
 """
 # Keys waiting for the reconciler: the total a progress display counts down (a scan of the change log, once).
 PENDING_KEYS = "SELECT count(*) FROM (SELECT DISTINCT merchant_id, order_id FROM recon_dirty) keys"
+# Derived data: see _reconcile_batch.
+ASYNC_COMMIT = "SET LOCAL synchronous_commit = off"
 # 2,000 keys keep one batch's transaction to well under a second while amortising the joins.
 BATCH = 2000
 
@@ -87,51 +90,95 @@ async def reconcile_pending(
     batch: int = BATCH,
     max_batches: int | None = None,
     progress: Progress | None = None,
+    concurrency: int = 1,
 ) -> ReconcileReport:
     """Reconcile changed keys batch by batch until none are left (or max_batches ran).
 
     Each batch is one transaction: claim changes, lock their keys (and the books, shared), recompute the
     keys' ledger rows and refund bookings, book adjustments of closed dates they changed, sync their alerts.
-    Idempotent; safe to run on every worker at once. report.keys counts distinct keys per batch (a key
-    changed three times since the last run counts once). progress counts keys; an interactive one first
-    counts the keys waiting (changes arriving meanwhile may take it past 100%).
+    Idempotent; safe to run on every worker at once. concurrency: batches run at once, each on its own
+    connection of pool (disjoint claims, the same key locks as two workers'): the work is Postgres's, so a
+    second connection puts another server core to work (decision 0040). report.keys counts distinct keys
+    per batch (a key changed three times since the last run counts once). progress counts keys; an
+    interactive one first counts the keys waiting (changes arriving meanwhile may take it past 100%).
     """
+    if concurrency < 1:
+        raise ValueError("concurrency must be at least 1")
     progress = progress or Progress.silent()
     report = ReconcileReport()
-    done = 0
+    budget = _BatchBudget(max_batches)
     async with db.translate_errors():
         total = None
         if progress.interactive:
             async with pool.acquire() as conn:
                 total = await conn.fetchval(PENDING_KEYS)
         progress.stage(unit="keys", total=total)
-        while max_batches is None or done < max_batches:
-            async with pool.acquire() as conn, conn.transaction():
-                claimed = await conn.fetch(CLAIM_CHANGES, batch)
-                if not claimed:
-                    break
-                keys = sorted({(k["merchant_id"], k["order_id"]) for k in claimed})
-                merchants = [merchant_id for merchant_id, _ in keys]
-                orders = [order_id for _, order_id in keys]
-                await conn.execute(LOCK_KEYS, merchants, orders, KEY_LOCK_SPACE)
-                # Shared, after the key locks (a close takes only this one, so no cycle): no close commits
-                # between this batch's recompute and its adjustments (decision 0031).
-                await hold_books_shared(conn)
-                # Each statement below reads a fresh snapshot, taken after the locks: it sees every change
-                # committed before this batch's claim, and every other reconciler's work on these keys.
-                await conn.execute(RECONCILE_LEDGER, merchants, orders, business_tz)
-                await conn.execute(BOOK_REFUNDS, merchants, orders, business_tz)
-                await conn.execute(BOOK_ADJUSTMENTS, merchants, orders)
-                counts = await db.fetch_one(conn, SYNC_ALERTS, merchants, orders)
-            report.keys += len(keys)
-            progress.advance(len(keys))
-            report.opened += counts["opened"]
-            report.reopened += counts["reopened"]
-            report.resolved += counts["resolved"]
-            done += 1
+
+        async def drain() -> None:
+            while budget.take():
+                async with pool.acquire() as conn:
+                    counts = await _reconcile_batch(conn, batch, business_tz)
+                if counts is None:
+                    budget.stop()
+                    return
+                report.keys += counts["keys"]
+                progress.advance(counts["keys"])
+                report.opened += counts["opened"]
+                report.reopened += counts["reopened"]
+                report.resolved += counts["resolved"]
+
+        # A TaskGroup: should one batch fail, the others are cancelled (their transactions roll back) and the
+        # error is raised; every change they had claimed stays queued.
+        async with asyncio.TaskGroup() as group:
+            for _ in range(concurrency):
+                group.create_task(drain())
     if report.keys:
         logger.info("ledger reconciled", extra=vars(report))
     return report
+
+
+async def _reconcile_batch(conn: asyncpg.Connection, batch: int, business_tz: str) -> dict[str, int] | None:
+    """One batch in one transaction; None when no change was left to claim."""
+    async with conn.transaction():
+        # Derived data only, so the commit need not wait for the disk (decision 0040): a crash that loses
+        # this commit loses the claim with it (one transaction), so the changes are still queued and the
+        # keys are reconciled again. Any later synchronous commit flushes this one first.
+        await conn.execute(ASYNC_COMMIT)
+        claimed = await conn.fetch(CLAIM_CHANGES, batch)
+        if not claimed:
+            return None
+        keys = sorted({(k["merchant_id"], k["order_id"]) for k in claimed})
+        merchants = [merchant_id for merchant_id, _ in keys]
+        orders = [order_id for _, order_id in keys]
+        await conn.execute(LOCK_KEYS, merchants, orders, KEY_LOCK_SPACE)
+        # Shared, after the key locks (a close takes only this one, so no cycle): no close commits
+        # between this batch's recompute and its adjustments (decision 0031).
+        await hold_books_shared(conn)
+        # Each statement below reads a fresh snapshot, taken after the locks: it sees every change
+        # committed before this batch's claim, and every other reconciler's work on these keys.
+        await conn.execute(RECONCILE_LEDGER, merchants, orders, business_tz)
+        await conn.execute(BOOK_REFUNDS, merchants, orders, business_tz)
+        await conn.execute(BOOK_ADJUSTMENTS, merchants, orders)
+        counts = await db.fetch_one(conn, SYNC_ALERTS, merchants, orders)
+    return {"keys": len(keys), "opened": counts["opened"], "reopened": counts["reopened"], "resolved": counts["resolved"]}
+
+
+class _BatchBudget:
+    """How many batches may still start (None: until the queue is empty), shared by concurrent drains."""
+
+    def __init__(self, max_batches: int | None) -> None:
+        self._left = max_batches
+        self._stopped = False
+
+    def take(self) -> bool:
+        if self._stopped or self._left == 0:
+            return False
+        if self._left is not None:
+            self._left -= 1
+        return True
+
+    def stop(self) -> None:
+        self._stopped = True
 
 
 async def mark_all_dirty(pool: asyncpg.Pool) -> int:
