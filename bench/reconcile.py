@@ -4,7 +4,9 @@
 in a throwaway database (migrated by the real runner, dropped at the end even on failure or Ctrl-C); the
 current reconciler and, as the baseline in the same run, the one before issue 13 (its ledger statement kept in
 bench/baseline/) each drain a clone of it. The ledger export runs both ways too: COPY (current) and the
-cursor with csv.writer (before). Targets (issue 13): 1M changed orders reconciled in < 60 s, seconds per
+cursor with csv.writer (before). The current reconciler runs as a worker tick does, with
+OTTRECON_RECONCILE_CONCURRENCY's default (--concurrency to change it); the baseline on one connection, as
+it ran before issue 13. Targets (issue 13): 1M changed orders reconciled in < 60 s, seconds per
 100k flat from the smallest size to the largest, ledger export of 1M rows < 10 s in flat memory.
 """
 
@@ -45,6 +47,7 @@ from ottrecon.reconciliation.csv_writer import write_csv
 from ottrecon.reconciliation.reconcile import reconcile_pending
 from ottrecon.reconciliation.reports import EXPORT_LEDGER, LEDGER_COLUMNS, export_report
 from worker.recon_jobs import MAX_BATCHES_PER_TICK
+from worker.settings import WorkerSettings
 
 BUSINESS_TZ = "America/Toronto"
 DEFAULT_SIZES = (100_000, 1_000_000)
@@ -88,6 +91,7 @@ class SizeResult:
     reconcile_s: float = 0.0
     tick_rates: list[float] = field(default_factory=list)  # keys/s of each worker tick (MAX_BATCHES_PER_TICK)
     maintenance_s: float = 0.0  # VACUUM/ANALYZE between ticks, excluded from reconcile_s
+    concurrency: int = 1  # batches at once, each on its own connection
     ledger_rows: int = 0
     exports: dict[str, Export] = field(default_factory=dict)
     baseline: SizeResult | None = None  # the same evidence drained by the reconciler before issue 13
@@ -99,7 +103,7 @@ class SizeResult:
 
 
 def run(
-    sizes: Sequence[int], admin_url: str, maintenance: str, baseline: bool = True
+    sizes: Sequence[int], admin_url: str, maintenance: str, baseline: bool = True, concurrency: int = 1
 ) -> tuple[list[SizeResult], dict[str, str]]:
     """Measure every size in its own databases; all of them are dropped on the way out, whatever happens."""
     results = []
@@ -118,11 +122,11 @@ def run(
                 result.baseline = SizeResult(size)
                 url = databases.clone(f"n{size}_before", source=generated)
                 with _ledger_statement(BASELINE_LEDGER_SQL):
-                    asyncio.run(_reconcile(url, result.baseline, maintain))
+                    asyncio.run(_reconcile(url, result.baseline, maintain, concurrency=1))
                 _progress(f"N={size:,}, before: {result.baseline.keys:,} keys in {result.baseline.reconcile_s:.1f} s")
                 databases.drop(url)
             url = databases.clone(f"n{size}_now", source=generated)
-            asyncio.run(_reconcile(url, result, maintain))
+            asyncio.run(_reconcile(url, result, maintain, concurrency=concurrency))
             _progress(f"N={size:,}: {result.keys:,} keys in {result.reconcile_s:.1f} s; exporting")
             databases.drop(generated)
             for what in (*EXPORTS, LEDGER_BEFORE) if baseline else EXPORTS:
@@ -167,22 +171,27 @@ async def _generate(url: str, size: int, result: SizeResult, maintain: bool) -> 
         await conn.close()
 
 
-async def _reconcile(url: str, result: SizeResult, maintain: bool) -> None:
+async def _reconcile(url: str, result: SizeResult, maintain: bool, *, concurrency: int) -> None:
     """Drain recon_dirty tick by tick, as the worker's scheduled job does."""
     # Maintenance gets its own connection: the pool's one connection is the reconciler's, as in a worker tick.
+    result.concurrency = concurrency
     admin = await asyncpg.connect(url)
     try:
-        async with asyncpg.create_pool(url, min_size=1, max_size=1) as pool:
-            await _drain(pool, admin, result, maintain)
+        async with asyncpg.create_pool(url, min_size=concurrency, max_size=concurrency) as pool:
+            await _drain(pool, admin, result, maintain, concurrency)
         result.ledger_rows = await admin.fetchval("SELECT count(*) FROM ledger")
     finally:
         await admin.close()
 
 
-async def _drain(pool: asyncpg.Pool, admin: asyncpg.Connection, result: SizeResult, maintain: bool) -> None:
+async def _drain(
+    pool: asyncpg.Pool, admin: asyncpg.Connection, result: SizeResult, maintain: bool, concurrency: int
+) -> None:
     while True:
         started = time.perf_counter()
-        report = await reconcile_pending(pool, business_tz=BUSINESS_TZ, max_batches=MAX_BATCHES_PER_TICK)
+        report = await reconcile_pending(
+            pool, business_tz=BUSINESS_TZ, max_batches=MAX_BATCHES_PER_TICK, concurrency=concurrency
+        )
         elapsed = time.perf_counter() - started
         if not report.keys:
             return
@@ -260,7 +269,7 @@ def summary(results: Sequence[SizeResult], settings: dict[str, str], maintained:
             rows.append(
                 [
                     f"{r.orders:,}",
-                    label,
+                    f"{label} ({run.concurrency} conn)",
                     f"{run.keys:,}",
                     f"{r.generate_total_s:.1f}" if label == "now" else "",
                     f"{run.reconcile_s:.1f}",
@@ -382,6 +391,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         action="store_false",
         help="skip the code before issue 13 (its reconciler and its cursor ledger export)",
     )
+    parser.add_argument(
+        "--concurrency",
+        type=int,
+        default=WorkerSettings.reconcile_concurrency,
+        help="reconcile batches at once, each on its own connection (default: the worker's default)",
+    )
     parser.add_argument("--json", type=Path, help="also write the results as JSON to this file")
     parser.add_argument("--child-export", choices=(*EXPORTS, LEDGER_BEFORE), help=argparse.SUPPRESS)
     parser.add_argument("--merchant", help=argparse.SUPPRESS)
@@ -393,7 +408,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         admin_url = server_url("DATABASE_URL", env)
         print(facts_text(machine_facts(None, admin_url)) + "\n", flush=True)
-        results, settings = run(args.sizes, admin_url, args.maintenance, args.baseline)
+        results, settings = run(args.sizes, admin_url, args.maintenance, args.baseline, args.concurrency)
     except BenchError as exc:
         print(f"bench.reconcile: {exc}", file=sys.stderr)
         return 1

@@ -17,6 +17,7 @@ from bench.errors import BenchError
 from bench.machine import facts_text, machine_facts
 from bench.report import dump_json, met, table
 from bench.support import add_common_arguments, server_url
+from worker.settings import WorkerSettings
 
 
 def summary_rows(
@@ -116,7 +117,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(scaleout.summary(scale) + "\n", flush=True)
         if args.only in (None, "reconcile"):
             print("reconciliation benchmark…", file=sys.stderr, flush=True)
-            recon, settings = reconciliation.run(args.recon_sizes, server_url("DATABASE_URL", env), "auto")
+            recon, settings = reconciliation.run(
+                args.recon_sizes,
+                server_url("DATABASE_URL", env),
+                "auto",
+                concurrency=WorkerSettings.reconcile_concurrency,
+            )
             maintained = settings["autovacuum"] == "off"
             print(reconciliation.summary(recon, settings, maintained) + "\n", flush=True)
     except BenchError as exc:

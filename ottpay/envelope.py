@@ -83,14 +83,17 @@ def decrypt(data_b64: str, md5: str, signkey: str) -> dict[str, str]:
     plaintext = _unpad_or_none(AES.new(derive_key(md5, signkey), AES.MODE_ECB).decrypt(ciphertext))
     if plaintext is None:
         raise DecryptionFailed()
-    pairs = _json_object_pairs(plaintext)
-    if pairs is None:
+    text = _utf8_or_none(plaintext)
+    pairs = None if text is None else _json_object_pairs(text)
+    if text is None or pairs is None:
         raise NotJsonObject()
+    # Text decoded from UTF-8 holds no surrogate; only a \u escape can put one in a parsed string.
+    may_hold_surrogates = "\\u" in text
     fields: dict[str, str] = {}
     for key, value in pairs:
         # The digest is defined over string values only; a lone surrogate (from a "\ud800"
         # escape) is a str that cannot be hashed or stored, so it is malformed too.
-        if not isinstance(value, str) or not (_has_utf8(key) and _has_utf8(value)):
+        if not isinstance(value, str) or (may_hold_surrogates and not (_has_utf8(key) and _has_utf8(value))):
             raise MalformedPlaintext()
         # json.loads would keep the last duplicate silently; refuse the ambiguity instead.
         if key in fields:
@@ -166,9 +169,16 @@ class _Pairs(list[tuple[str, Any]]):
 _PAIRS_DECODER = json.JSONDecoder(object_pairs_hook=_Pairs)
 
 
-def _json_object_pairs(plaintext: bytes) -> list[tuple[str, Any]] | None:
+def _utf8_or_none(plaintext: bytes) -> str | None:
     try:
-        parsed = _PAIRS_DECODER.decode(plaintext.decode("utf-8"))
+        return plaintext.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+
+
+def _json_object_pairs(text: str) -> list[tuple[str, Any]] | None:
+    try:
+        parsed = _PAIRS_DECODER.decode(text)
     except (ValueError, RecursionError):
         return None
     return parsed if isinstance(parsed, _Pairs) else None

@@ -7,7 +7,7 @@ import math
 import re
 
 from ottpay.finish_time import parse_finish_time
-from ottpay.strict_json import UNSTORABLE
+from ottpay.strict_json import has_unstorable
 
 __all__ = [
     "CALLBACK_FIELDS",
@@ -62,7 +62,7 @@ def _plainly_well_shaped(body: object) -> bool:
         if type(value) is not str or len(value) > longest or (non_empty and not value):
             return False
     # All five values are str (checked above) and there is nothing else: one scan covers them all.
-    return UNSTORABLE.search("".join(body.values())) is None
+    return not has_unstorable("".join(body.values()))
 
 
 def _shape_problems(body: object) -> list[str]:
@@ -78,7 +78,7 @@ def _shape_problems(body: object) -> list[str]:
             problems.append(f"field {field!r} must not be empty")
         elif len(body[field]) > FIELD_MAX_CHARS[field]:
             problems.append(f"field {field!r} is longer than {FIELD_MAX_CHARS[field]} characters")
-        elif UNSTORABLE.search(body[field]):
+        elif has_unstorable(body[field]):
             problems.append(f"field {field!r} holds a NUL character or a lone surrogate escape")
     extras = [name for name in body if name not in FIELD_MAX_CHARS]
     if len(extras) > MAX_EXTRA_FIELDS:
@@ -91,14 +91,14 @@ def _shape_problems(body: object) -> list[str]:
 
 def _extra_field_problems(name: str, value: object) -> list[str]:
     # Field names are echoed only once known to be short and storable (they are attacker text).
-    if len(name) > EXTRA_NAME_MAX_CHARS or UNSTORABLE.search(name):
+    if len(name) > EXTRA_NAME_MAX_CHARS or has_unstorable(name):
         return [f"an extra field name is longer than {EXTRA_NAME_MAX_CHARS} characters or holds a NUL"]
     if isinstance(value, dict | list):
         return [f"extra field {name!r} must be a string, number, boolean or null, not {_json_type(value)}"]
     if isinstance(value, str):
         if len(value) > EXTRA_VALUE_MAX_CHARS:
             return [f"extra field {name!r} is longer than {EXTRA_VALUE_MAX_CHARS} characters"]
-        if UNSTORABLE.search(value):
+        if has_unstorable(value):
             return [f"extra field {name!r} holds a NUL character or a lone surrogate escape"]
     if isinstance(value, float) and not math.isfinite(value):
         return [f"extra field {name!r} must be a finite number"]

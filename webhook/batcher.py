@@ -68,6 +68,9 @@ class EnqueueBatcher:
             else:
                 metrics.ENQUEUE_SECONDS.observe(time.perf_counter() - started)
                 metrics.ENQUEUE_BATCH.observe(len(batch))
+                queued = sum(fresh)
+                metrics.ENQUEUED["queued"].inc(queued)
+                metrics.ENQUEUED["already_queued"].inc(len(fresh) - queued)
                 for (_, done), flag in zip(batch, fresh, strict=True):
                     if not done.done():
                         done.set_result(flag)

@@ -53,6 +53,8 @@ class ReconState:
     # Alert texts show times in the zone the finance console shows (OTTRECON_DISPLAY_TZ).
     display_tz: str = "America/Toronto"
     currency: str = DEFAULT_CURRENCY
+    # Batches one reconcile tick runs at once (OTTRECON_RECONCILE_CONCURRENCY, decision 0040).
+    reconcile_concurrency: int = 1
 
 
 class JobContext(TypedDict, total=False):

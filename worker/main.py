@@ -94,6 +94,7 @@ def create_worker(settings: WorkerSettings, *, burst: bool = False, handle_signa
             merchants=settings.merchants,
             display_tz=settings.display_tz,
             currency=settings.currency,
+            reconcile_concurrency=settings.reconcile_concurrency,
         )
         # Before the first poll: jobs an older receiver queued under the queue's old name (decision 0033).
         await adopt_now(ctx["redis"])

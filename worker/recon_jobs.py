@@ -27,7 +27,12 @@ async def reconcile_ledger(ctx: JobContext) -> int:
     """
     state = ctx["recon"]
     try:
-        report = await reconcile_pending(state.pool, business_tz=state.business_tz, max_batches=MAX_BATCHES_PER_TICK)
+        report = await reconcile_pending(
+            state.pool,
+            business_tz=state.business_tz,
+            max_batches=MAX_BATCHES_PER_TICK,
+            concurrency=state.reconcile_concurrency,
+        )
     except DatabaseUnavailable:
         logger.warning("postgres unavailable; reconciliation skipped")
         return 0

@@ -51,6 +51,8 @@ class WorkerSettings:
     # Slack-compatible incoming webhook for alerts; its path is a secret. None: alerts go to the log.
     alert_webhook_url: str | None = field(default=None, repr=False)
     alert_storm_threshold: int = 10
+    # Reconcile batches run at once, each on its own connection (decision 0040): Postgres does the work.
+    reconcile_concurrency: int = 2
     # Prometheus /metrics port; 0 turns it off. Workers sharing a host each need their own. Loopback
     # unless WORKER_METRICS_HOST says otherwise: the gauges show money at risk.
     metrics_port: int = 9102
@@ -139,6 +141,9 @@ class WorkerSettings:
             poll_delay_s=reader.number("OTTRECON_WORKER_POLL_DELAY_SECONDS", cls.poll_delay_s, minimum=0.001),
             write_batch_max=int(reader.number("OTTRECON_WRITE_BATCH_MAX", cls.write_batch_max, minimum=1)),
             db_pool_max=int(reader.number("OTTRECON_DB_POOL_MAX", cls.db_pool_max, minimum=1)),
+            reconcile_concurrency=int(
+                reader.number("OTTRECON_RECONCILE_CONCURRENCY", cls.reconcile_concurrency, minimum=1)
+            ),
             metrics_port=reader.port("WORKER_METRICS_PORT", cls.metrics_port, allow_zero=True),
             metrics_host=env.get("WORKER_METRICS_HOST", "").strip() or cls.metrics_host,
             rejected_retention_s=86400 * reader.number("OTTRECON_REJECTED_RETENTION_DAYS", 30, minimum=1),

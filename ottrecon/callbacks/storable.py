@@ -16,7 +16,7 @@ import math
 import re
 from typing import Any
 
-from ottpay.strict_json import UNSTORABLE as UNSTORABLE_TEXT
+from ottpay.strict_json import has_unstorable
 
 UNSTORABLE = "unstorable"
 _FINGERPRINT = re.compile(r"^[0-9a-f]{64}$")
@@ -36,14 +36,14 @@ def unstorable_problem(value: Any) -> str | None:
         except TypeError:
             pass  # a key or value that is not text: walk it
         else:
-            if not UNSTORABLE_TEXT.search(flat):
+            if not has_unstorable(flat):
                 return None
     # (parent's path, whether the step is a list index, the key or index, the item)
     stack: list[tuple[str | None, bool, object, Any]] = [(None, False, "$", value)]
     while stack:
         parent, indexed, step, item = stack.pop()
         if isinstance(item, str):
-            if UNSTORABLE_TEXT.search(item):
+            if has_unstorable(item):
                 return f"{_path(parent, indexed, step)} {_text_problem(item)}"
         elif isinstance(item, float):
             if not math.isfinite(item):
@@ -74,7 +74,7 @@ def _text_problem(text: str) -> str | None:
     # What text cannot hold is ottpay.strict_json's one definition (the receiver refuses the same).
     if "\x00" in text:
         return "contains a NUL character"
-    if UNSTORABLE_TEXT.search(text):
+    if has_unstorable(text):
         return "contains an unpaired UTF-16 surrogate"
     return None
 

@@ -25,6 +25,12 @@ def register(command: Callable[[str, Any, str], argparse.ArgumentParser]) -> Non
     """Add this module's subcommands to the `ottrecon` parser."""
     recon = command("reconcile", _reconcile, "reconcile the ledger now (the worker also does it continuously)")
     recon.add_argument("--all", action="store_true", help="rebuild every ledger row, not only changed ones")
+    recon.add_argument(
+        "--jobs",
+        type=_at_least_one,
+        help="batches reconciled at once, each on its own Postgres connection "
+        "(default: OTTRECON_RECONCILE_CONCURRENCY, else 2)",
+    )
     statement = command("import-statement", _import_statement, "import an OTT Pay settlement statement (CSV)")
     statement.add_argument("file", type=Path)
     statement.add_argument("--columns", help="field=Header mapping, e.g. 'order_id=Order No,amount=Amount'")
@@ -88,8 +94,29 @@ def display_tz(env: Mapping[str, str]) -> str:
     return env.get("OTTRECON_DISPLAY_TZ", "").strip() or "America/Toronto"
 
 
-async def with_pool(database_url: str, run: Callable[[asyncpg.Pool], Awaitable[T]]) -> T:
-    pool = await db.create_pool(database_url, 2)
+def _at_least_one(text: str) -> int:
+    try:
+        number = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if number < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return number
+
+
+def reconcile_concurrency(args: argparse.Namespace, env: Mapping[str, str]) -> int:
+    """--jobs, else OTTRECON_RECONCILE_CONCURRENCY (as the worker reads it), else 2."""
+    if args.jobs is not None:
+        return int(args.jobs)
+    problems: list[str] = []
+    jobs = int(EnvReader(env, problems).number("OTTRECON_RECONCILE_CONCURRENCY", 2, minimum=1))
+    if problems:
+        raise UsageError("invalid configuration: " + "; ".join(problems))
+    return jobs
+
+
+async def with_pool(database_url: str, run: Callable[[asyncpg.Pool], Awaitable[T]], size: int = 2) -> T:
+    pool = await db.create_pool(database_url, size)
     try:
         return await run(pool)
     finally:
@@ -99,19 +126,21 @@ async def with_pool(database_url: str, run: Callable[[asyncpg.Pool], Awaitable[T
 def _reconcile(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     from ottrecon.reconciliation.reconcile import mark_all_dirty, reconcile_pending
 
+    jobs = reconcile_concurrency(args, env)
+
     async def run(pool: asyncpg.Pool) -> str:
         queued = 0
         if args.all:
             shown.stage("queueing every key")
             queued = await mark_all_dirty(pool)
-        report = await reconcile_pending(pool, business_tz=business_tz(env), progress=shown)
+        report = await reconcile_pending(pool, business_tz=business_tz(env), progress=shown, concurrency=jobs)
         return (
             f"reconciled {report.keys} key(s) ({queued} queued by --all); alerts opened {report.opened}, "
             f"reopened {report.reopened}, resolved {report.resolved}"
         )
 
     with progress.for_command("reconcile --all" if args.all else "reconcile", env) as shown:
-        print(shown.finish(asyncio.run(with_pool(require(env, "DATABASE_URL")[0], run))))
+        print(shown.finish(asyncio.run(with_pool(require(env, "DATABASE_URL")[0], run, size=max(2, jobs)))))
     return 0
 
 

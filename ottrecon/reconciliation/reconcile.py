@@ -128,16 +128,21 @@ async def reconcile_pending(
                 report.resolved += counts["resolved"]
 
         # A TaskGroup: should one batch fail, the others are cancelled (their transactions roll back) and the
-        # error is raised; every change they had claimed stays queued.
-        async with asyncio.TaskGroup() as group:
-            for _ in range(concurrency):
-                group.create_task(drain())
+        # error is raised; every change they had claimed stays queued. The error comes out as one loop would
+        # raise it, not as an ExceptionGroup, so translate_errors still turns Postgres going away into
+        # DatabaseUnavailable for every caller (tests/integration/test_reconcile_concurrency.py).
+        try:
+            async with asyncio.TaskGroup() as group:
+                for _ in range(concurrency):
+                    group.create_task(drain())
+        except ExceptionGroup as failed:
+            raise failed.exceptions[0] from None
     if report.keys:
         logger.info("ledger reconciled", extra=vars(report))
     return report
 
 
-async def _reconcile_batch(conn: asyncpg.Connection, batch: int, business_tz: str) -> dict[str, int] | None:
+async def _reconcile_batch(conn: db.Connection, batch: int, business_tz: str) -> dict[str, int] | None:
     """One batch in one transaction; None when no change was left to claim."""
     async with conn.transaction():
         # Derived data only, so the commit need not wait for the disk (decision 0040): a crash that loses
@@ -160,7 +165,12 @@ async def _reconcile_batch(conn: asyncpg.Connection, batch: int, business_tz: st
         await conn.execute(BOOK_REFUNDS, merchants, orders, business_tz)
         await conn.execute(BOOK_ADJUSTMENTS, merchants, orders)
         counts = await db.fetch_one(conn, SYNC_ALERTS, merchants, orders)
-    return {"keys": len(keys), "opened": counts["opened"], "reopened": counts["reopened"], "resolved": counts["resolved"]}
+    return {
+        "keys": len(keys),
+        "opened": counts["opened"],
+        "reopened": counts["reopened"],
+        "resolved": counts["resolved"],
+    }
 
 
 class _BatchBudget:

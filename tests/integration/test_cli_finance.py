@@ -104,6 +104,27 @@ async def test_reconcile_alerts_and_ledger_export_from_the_command_line(
     ]
 
 
+async def test_reconcile_jobs_runs_batches_at_once_and_refuses_nonsense(
+    database_url: str, db: asyncpg.Connection
+) -> None:
+    env = {"DATABASE_URL": database_url}
+    await db.execute(
+        "INSERT INTO payments (merchant_id, order_id, status, amount, tip, source) "
+        "SELECT $1, 'ORPHAN' || i, 'paid', 100 * i, 0, 'callback' FROM generate_series(1, 30) AS i",
+        MERCHANT,
+    )
+    for bad in (["--jobs", "0"], ["--jobs", "x"]):
+        code, _, err = await run_cli("reconcile", *bad, env=env)
+        assert code == 2 and "--jobs" in err, err
+    code, _, err = await run_cli("reconcile", env=env | {"OTTRECON_RECONCILE_CONCURRENCY": "none"})
+    assert code == 2 and "OTTRECON_RECONCILE_CONCURRENCY" in err, err
+    assert await db.fetchval("SELECT count(*) FROM ledger") == 0
+    code, out, err = await run_cli("reconcile", "--jobs", "3", env=env)
+    assert code == 0 and "reconciled 30 key(s)" in out and "alerts opened 30" in out, (out, err)
+    assert await db.fetchval("SELECT count(*) FROM ledger WHERE recon_status = 'orphan_payment'") == 30
+    assert await db.fetchval("SELECT count(*) FROM recon_dirty") == 0
+
+
 async def test_import_statement_from_the_command_line_is_idempotent(
     database_url: str, db: asyncpg.Connection, tmp_path: Path
 ) -> None:

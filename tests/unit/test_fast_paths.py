@@ -131,3 +131,23 @@ def test_shape_fast_path_says_well_shaped_only_when_the_full_check_finds_nothing
     if _plainly_well_shaped(body):
         assert _shape_problems(body) == []
     assert callback_shape_problems(body) == ([] if _plainly_well_shaped(body) else _shape_problems(body))
+
+
+# Text as JSON bodies spell it: escapes of every kind (\u0000, surrogate halves, harmless \u003d), raw NUL and
+# surrogates, ASCII and non-ASCII, so both branches of each fast check are taken.
+BODY_ESCAPES: st.SearchStrategy[str] = st.sampled_from(
+    ["\\u0000", "\\ud800", "\\uDFFF", "\\u003d", "\\u", "\\n", "\\\\u0000", "u0000"]
+)
+JSON_TEXT = st.lists(st.one_of(BODY_ESCAPES, TEXT, st.text(max_size=8)), max_size=6).map("".join)
+
+
+@settings(max_examples=2000)
+@given(JSON_TEXT)
+def test_has_unstorable_is_the_regex(text: str) -> None:
+    assert strict_json.has_unstorable(text) == (strict_json.UNSTORABLE.search(text) is not None)
+
+
+@settings(max_examples=2000)
+@given(JSON_TEXT)
+def test_may_hold_unstorable_is_the_regex(text: str) -> None:
+    assert strict_json._may_hold_unstorable(text) == (strict_json._MAY_HOLD_UNSTORABLE.search(text) is not None)

@@ -70,3 +70,11 @@ def test_worker_reads_the_passivepay_give_up_window() -> None:
     )
     with pytest.raises(ConfigError, match="OTTRECON_PASSIVEPAY_GIVE_UP_SECONDS"):
         WorkerSettings.from_env({**WORKER, "OTTRECON_PASSIVEPAY_GIVE_UP_SECONDS": "0"})
+
+
+def test_worker_reads_how_many_reconcile_batches_run_at_once() -> None:
+    assert WorkerSettings.from_env(WORKER).reconcile_concurrency == 2
+    assert WorkerSettings.from_env({**WORKER, "OTTRECON_RECONCILE_CONCURRENCY": "4"}).reconcile_concurrency == 4
+    for bad in ("0", "two", "-1"):
+        with pytest.raises(ConfigError, match="OTTRECON_RECONCILE_CONCURRENCY"):
+            WorkerSettings.from_env({**WORKER, "OTTRECON_RECONCILE_CONCURRENCY": bad})
