@@ -6,6 +6,7 @@ import asyncio
 import os
 import platform
 import subprocess
+import time
 from collections.abc import Sequence
 from importlib import metadata
 from pathlib import Path
@@ -41,6 +42,9 @@ def machine_facts(redis_url: str | None, database_url: str | None) -> list[tuple
         # Anything else running shares the same cores and moves the numbers.
         ("load average", " ".join(f"{load:.2f}" for load in os.getloadavg())),
         ("python", platform.python_version()),
+        # This machine's speed drifts from run to run, at times by 2x (docs/BENCHMARKS.md): a fixed pure-Python
+        # loop, timed here, says how fast this run's machine was, so runs of different days can be compared.
+        ("speed probe", f"{cpu_probe_s():.2f} s for 10M Python loop steps (best of 3; lower is faster)"),
     ]
     versions = []
     for package in ("aiohttp", "arq", "asyncpg", "redis", "hiredis", "pycryptodome"):
@@ -59,6 +63,18 @@ def machine_facts(redis_url: str | None, database_url: str | None) -> list[tuple
     if database_url is not None:
         facts.append(("postgres", asyncio.run(_postgres_facts(database_url))))
     return facts
+
+
+def cpu_probe_s(steps: int = 10_000_000) -> float:
+    """Seconds for a fixed pure-Python loop, best of three: one core's speed right now."""
+    best = float("inf")
+    for _ in range(3):
+        started = time.perf_counter()
+        total = 0
+        for i in range(steps):
+            total += i
+        best = min(best, time.perf_counter() - started)
+    return best
 
 
 def _revision() -> str:

@@ -62,7 +62,7 @@ STATEMENT_MISMATCH = (
 )
 # Filters: $1 first and $2 last business date (inclusive), $3 merchant. Open ends are sent as date.min /
 # date.max (asyncpg: -infinity / infinity), not NULL, so even a generic plan keeps an index range on the
-# date: ledger_date_idx, or the console's ledger_keyset_idx / ledger_merchant_keyset_idx (sql/0005).
+# date: the console's ledger_keyset_idx / ledger_merchant_keyset_idx (sql/0005).
 _FILTER = "l.business_date BETWEEN $1 AND $2 AND ($3::text IS NULL OR l.merchant_id = $3)"
 # A ledger row needing a person: a reconciliation mismatch or a statement difference. Literal SQL, never a
 # parameter: it repeats the predicates of the partial indexes ledger_recon_status_idx / ledger_statement_status_idx.
