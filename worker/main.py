@@ -62,7 +62,9 @@ def create_worker(settings: WorkerSettings, *, burst: bool = False, handle_signa
     async def startup(ctx: dict[str, Any]) -> None:
         pool = await db.create_pool(settings.database_url, settings.db_pool_max)
         await _check_schema_if_reachable(pool)
-        writer = BatchWriter(lambda v, r: callback_store.record(pool, v, r), settings.write_batch_max)
+        writer = BatchWriter(
+            lambda v, r: callback_store.record(pool, v, r), settings.write_batch_max, settings.writes_in_flight
+        )
         ctx["state"] = WorkerState(settings=settings, pool=pool, writer=writer)
         session = aiohttp.ClientSession()
         ctx["http"] = session

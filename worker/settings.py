@@ -31,6 +31,8 @@ class WorkerSettings:
     poll_delay_s: float = 0.05
     # Largest number of callbacks written in one Postgres statement (group commit).
     write_batch_max: int = 500
+    # Group-commit statements in flight at once, each on its own connection (decision 0041).
+    writes_in_flight: int = 2
     db_pool_max: int = 8
     # Taking payments: operator id per merchant (merchants without one cannot submit), the gateway,
     # and the public URL of the receiver's callback endpoint (sent as ACTIVEPAY's call_back_url).
@@ -140,6 +142,7 @@ class WorkerSettings:
             max_jobs=int(reader.number("OTTRECON_WORKER_MAX_JOBS", cls.max_jobs, minimum=1)),
             poll_delay_s=reader.number("OTTRECON_WORKER_POLL_DELAY_SECONDS", cls.poll_delay_s, minimum=0.001),
             write_batch_max=int(reader.number("OTTRECON_WRITE_BATCH_MAX", cls.write_batch_max, minimum=1)),
+            writes_in_flight=int(reader.number("OTTRECON_WRITES_IN_FLIGHT", cls.writes_in_flight, minimum=1)),
             db_pool_max=int(reader.number("OTTRECON_DB_POOL_MAX", cls.db_pool_max, minimum=1)),
             reconcile_concurrency=int(
                 reader.number("OTTRECON_RECONCILE_CONCURRENCY", cls.reconcile_concurrency, minimum=1)

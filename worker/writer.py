@@ -37,25 +37,40 @@ class BatchWriter:
     statement that carried its verdicts, only after the commit. Postgres being unavailable
     fails every caller of the batch (DatabaseUnavailable: retry later); any other error
     splits the batch and writes verdict by verdict, so each caller learns exactly which of
-    its verdicts failed and its neighbours are still recorded.
+    its verdicts failed and its neighbours are still recorded. Up to max_in_flight batches are
+    written at once, each by its own flusher (on its own pool connection): the next batch goes
+    out while Postgres works on the last (decision 0041).
     """
 
-    def __init__(self, record_batch: RecordBatch, max_batch: int) -> None:
+    def __init__(self, record_batch: RecordBatch, max_batch: int, max_in_flight: int = 1) -> None:
         self._record_batch = record_batch
         self._max_batch = max_batch
+        self._max_in_flight = max_in_flight
         self._waiting: deque[_Waiting] = deque()
-        self._flusher: asyncio.Task[None] | None = None
+        # Flushers running: each leaves in the same step as it finds nothing waiting. A task's done-callback runs a
+        # step later, so counting tasks instead would let a write arrive between and find no flusher at all.
+        self._flushing = 0
+        self._flushers: set[asyncio.Task[None]] = set()  # referenced until done (the loop keeps weak refs)
 
     async def write(self, verdicts: Sequence[Verdict]) -> WriteOutcome:
         """Record verdicts. Raises DatabaseUnavailable when Postgres is away (nothing to blame on the input)."""
         waiting = _Waiting(verdicts)
         self._waiting.append(waiting)
-        if self._flusher is None or self._flusher.done():
-            self._flusher = asyncio.create_task(self._flush())
+        if self._flushing < self._max_in_flight:
+            self._flushing += 1
+            flusher = asyncio.create_task(self._flush())
+            self._flushers.add(flusher)
+            flusher.add_done_callback(self._flushers.discard)
         # shield: a job cancelled mid-write must not cancel the shared statement for the others.
         return await asyncio.shield(waiting.done)
 
     async def _flush(self) -> None:
+        try:
+            await self._flush_waiting()
+        finally:
+            self._flushing -= 1
+
+    async def _flush_waiting(self) -> None:
         while self._waiting:
             batch = self._take_batch()
             verified = [v for w in batch for v in w.verdicts if isinstance(v, VerifiedCallback)]

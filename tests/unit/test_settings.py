@@ -78,3 +78,10 @@ def test_worker_reads_how_many_reconcile_batches_run_at_once() -> None:
     for bad in ("0", "two", "-1"):
         with pytest.raises(ConfigError, match="OTTRECON_RECONCILE_CONCURRENCY"):
             WorkerSettings.from_env({**WORKER, "OTTRECON_RECONCILE_CONCURRENCY": bad})
+
+
+def test_worker_reads_how_many_writes_it_keeps_in_flight() -> None:
+    assert WorkerSettings.from_env(WORKER).writes_in_flight == 2
+    assert WorkerSettings.from_env({**WORKER, "OTTRECON_WRITES_IN_FLIGHT": "1"}).writes_in_flight == 1
+    with pytest.raises(ConfigError, match="OTTRECON_WRITES_IN_FLIGHT"):
+        WorkerSettings.from_env({**WORKER, "OTTRECON_WRITES_IN_FLIGHT": "0"})
