@@ -18,6 +18,7 @@ from ottpay.keys import MerchantKeys
 from ottrecon.callbacks import store as callback_store
 from ottrecon.callbacks.verdicts import Verdict, VerifiedCallback
 from ottrecon.callbacks.verify import judge
+from ottrecon.errors import DatabaseUnavailable
 from tests.conftest import MERCHANT
 from tests.integration.support import make_callback
 from worker.settings import WorkerSettings
@@ -84,3 +85,36 @@ async def test_every_write_is_answered_however_writes_and_flushers_meet(
             assert sum(recorded) == await db.fetchval(
                 "SELECT count(*) FROM callbacks WHERE order_id LIKE $1", f"W{in_flight}-%"
             )
+
+
+async def test_statements_in_flight_carrying_the_same_bodies_record_each_once(
+    database_url: str, merchants: MerchantKeys, db: asyncpg.Connection
+) -> None:
+    # Redeliveries can put one body in two batches written at once, in any order: they may wait on each other
+    # (Postgres breaks a deadlock; the loser's callers get DatabaseUnavailable and retry, as a job would).
+    rng = random.Random(29)
+    bodies = [verified(f"SAME-{n}", merchants, amount=str(100 + n)) for n in range(40)]
+    async with asyncpg.create_pool(database_url, min_size=1, max_size=4) as pool:
+        writer = BatchWriter(lambda v, r: callback_store.record(pool, v, r), 25, WorkerSettings.writes_in_flight)
+
+        sampled: set[tuple[str, str]] = set()
+
+        async def job() -> None:
+            verdicts: list[Verdict] = rng.sample(bodies, 12)
+            sampled.update((v.merchant_id, v.md5) for v in verdicts)
+            for _ in range(20):
+                try:
+                    outcome = await writer.write(verdicts)
+                except DatabaseUnavailable:
+                    await asyncio.sleep(0.01)
+                    continue
+                assert not outcome.failures
+                return
+            raise AssertionError("a job never got its callbacks written")
+
+        await asyncio.wait_for(asyncio.gather(*(job() for _ in range(60))), timeout=60)
+    rows = await db.fetch("SELECT merchant_id, md5 FROM callbacks WHERE order_id LIKE 'SAME-%'")
+    assert sorted((r["merchant_id"], r["md5"]) for r in rows) == sorted(sampled)  # each once, none lost
+    payments = await db.fetch("SELECT order_id, amount FROM payments WHERE order_id LIKE 'SAME-%'")
+    assert len(payments) == len(rows)
+    assert all(p["amount"] == 100 + int(p["order_id"].split("-")[1]) for p in payments)
