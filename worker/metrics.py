@@ -21,7 +21,7 @@ from ottrecon.callbacks.deadletter import dead_letter_count
 from ottrecon.callbacks.verdicts import FINISH_TIME_SKEW_LIMIT, RejectReason, VerifiedCallback
 from ottrecon.errors import DatabaseUnavailable
 from ottrecon.queue import QUEUE_NAME
-from ottrecon.reconciliation import reports
+from ottrecon.reconciliation import overview_queries
 from ottrecon.reconciliation.statuses import AlertKind
 
 if TYPE_CHECKING:
@@ -153,8 +153,8 @@ async def refresh_queue_gauges(redis: ArqRedis) -> None:
 async def refresh_ledger_gauges(pool: asyncpg.Pool) -> None:
     """Set the alert and unpaid-order gauges from Postgres; raises DatabaseUnavailable when it is away."""
     async with db.translate_errors(), pool.acquire() as conn:
-        by_kind = await conn.fetch(reports.OPEN_ALERTS_BY_KIND)
-        backlogs = await db.fetch_one(conn, reports.BACKLOGS)
+        by_kind = await conn.fetch(overview_queries.OPEN_ALERTS_BY_KIND)
+        backlogs = await db.fetch_one(conn, overview_queries.BACKLOGS)
     open_by_kind = {row["kind"]: row["open"] for row in by_kind}
     # A kind whose alerts were all resolved must drop to 0, not keep its last count.
     _kinds_seen.update(open_by_kind)

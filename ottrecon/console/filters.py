@@ -10,7 +10,7 @@ from datetime import date, timedelta
 from ottrecon.console.errors import BadFilter
 from ottrecon.console.times import today
 from ottrecon.payments.statuses import Channel
-from ottrecon.reconciliation.reports import LedgerSelection
+from ottrecon.reconciliation.ledger_pages import LedgerSelection
 from ottrecon.reconciliation.statuses import ReconStatus
 
 # Control characters (NUL included, which Postgres text cannot hold) and unpaired surrogates.

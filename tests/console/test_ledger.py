@@ -164,7 +164,7 @@ async def test_ledger_empty_result_says_what_to_do(client: TestClient[Any, Any])
 
 async def test_ledger_page_queries_use_the_console_indexes(db: asyncpg.Connection) -> None:
     from ottrecon.console.filters import DateRange, LedgerFilter
-    from ottrecon.reconciliation.reports import ledger_query
+    from ottrecon.reconciliation.ledger_pages import ledger_query
 
     await fill_ledger(db, 20000, START, 30)
     await db.execute("ANALYZE ledger")

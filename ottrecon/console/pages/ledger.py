@@ -12,7 +12,7 @@ from ottrecon.console import csv_stream, paging
 from ottrecon.console.filters import CHANNELS, RECON_STATUSES, LedgerFilter
 from ottrecon.console.render import render
 from ottrecon.console.web import database_url, pool, settings
-from ottrecon.reconciliation import reports
+from ottrecon.reconciliation import ledger_pages
 from ottrecon.reconciliation.reports import export_report
 
 
@@ -22,10 +22,10 @@ async def show(request: web.Request) -> web.Response:
     f = LedgerFilter.parse(request.query, tz)
     after = paging.decode(request.query.get("after"), (date, str, str))
     # One row more than shown tells whether a next page exists without counting millions of rows.
-    rows = await reports.ledger_page(pool(request), f.selection(), after, paging.PAGE_SIZE + 1)
+    rows = await ledger_pages.ledger_page(pool(request), f.selection(), after, paging.PAGE_SIZE + 1)
     more = len(rows) > paging.PAGE_SIZE
     rows = rows[: paging.PAGE_SIZE]
-    next_cursor = paging.encode(reports.ledger_key(rows[-1])) if more else None
+    next_cursor = paging.encode(ledger_pages.ledger_key(rows[-1])) if more else None
     return render(
         request,
         "ledger.html",
@@ -54,7 +54,7 @@ async def download(request: web.Request) -> web.StreamResponse:
             )
 
         return await csv_stream.stream_csv(request, name, database_url(request), export)
-    query, args = reports.ledger_query(f.selection(), booked=True)
+    query, args = ledger_pages.ledger_query(f.selection(), booked=True)
     return await csv_stream.stream_csv(
         request, name, database_url(request), lambda db, out: csv_stream.write_rows(db, out, query, args)
     )

@@ -12,7 +12,7 @@ from ottrecon.console.filters import date_range
 from ottrecon.console.render import render
 from ottrecon.console.web import pool, settings
 from ottrecon.db import translate_errors
-from ottrecon.reconciliation import reports
+from ottrecon.reconciliation import overview_queries
 
 
 async def show(request: web.Request) -> web.Response:
@@ -24,13 +24,13 @@ async def show(request: web.Request) -> web.Response:
     start, end = dates.date_from, dates.date_to
     first_day = chart_start(start, end)
     async with translate_errors(), pool(request).acquire() as conn:
-        totals = [dict(r) for r in await conn.fetch(reports.TOTALS, start, end, None)]
-        by_status = [dict(r) for r in await conn.fetch(reports.BY_STATUS, start, end)]
-        by_statement = [dict(r) for r in await conn.fetch(reports.BY_STATEMENT, start, end)]
-        daily = await conn.fetch(reports.DAILY, first_day, end)
-        open_alerts = await conn.fetchval(reports.OPEN_ALERTS)
-        adjustments = [dict(r) for r in await conn.fetch(reports.ADJUSTMENTS_BOOKED, start, end)]
-        closed_days = [dict(r) for r in await conn.fetch(reports.CLOSED_DAYS, start, end)]
+        totals = [dict(r) for r in await conn.fetch(overview_queries.TOTALS, start, end, None)]
+        by_status = [dict(r) for r in await conn.fetch(overview_queries.BY_STATUS, start, end)]
+        by_statement = [dict(r) for r in await conn.fetch(overview_queries.BY_STATEMENT, start, end)]
+        daily = await conn.fetch(overview_queries.DAILY, first_day, end)
+        open_alerts = await conn.fetchval(overview_queries.OPEN_ALERTS)
+        adjustments = [dict(r) for r in await conn.fetch(overview_queries.ADJUSTMENTS_BOOKED, start, end)]
+        closed_days = [dict(r) for r in await conn.fetch(overview_queries.CLOSED_DAYS, start, end)]
     points = {r["business_date"]: DayPoint(r["business_date"], r["volume"], r["mismatches"]) for r in daily}
     return render(
         request,

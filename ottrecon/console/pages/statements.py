@@ -18,7 +18,7 @@ from ottrecon.console.render import render
 from ottrecon.console.upload import MAX_UPLOAD_BYTES, receive
 from ottrecon.console.web import database_url, pool, redirect, session, settings, url
 from ottrecon.db import translate_errors
-from ottrecon.reconciliation import reports, statements
+from ottrecon.reconciliation import overview_queries, statements
 from ottrecon.reconciliation.layouts import StatementError, StatementLayout
 from ottrecon.reconciliation.reconcile import reconcile_pending
 from ottrecon.reconciliation.statements import import_statement
@@ -67,9 +67,11 @@ async def detail(request: web.Request) -> web.Response:
             raise PageError(404, "No such statement import", "Pick one from the list of imports.")
         span = (imported["merchant_ids"], imported["period_start"], imported["period_end"])
         key = after or (date.min, "", "")
-        rows = [dict(r) for r in await conn.fetch(reports.STATEMENT_DIFFERENCES, *span, *key, paging.PAGE_SIZE + 1)]
-        counts = [dict(r) for r in await conn.fetch(reports.STATEMENT_STATUS_COUNTS, *span)]
-        dirty = await conn.fetchval(reports.DIRTY_LEFT)
+        rows = [
+            dict(r) for r in await conn.fetch(overview_queries.STATEMENT_DIFFERENCES, *span, *key, paging.PAGE_SIZE + 1)
+        ]
+        counts = [dict(r) for r in await conn.fetch(overview_queries.STATEMENT_STATUS_COUNTS, *span)]
+        dirty = await conn.fetchval(overview_queries.DIRTY_LEFT)
     more = len(rows) > paging.PAGE_SIZE
     rows = rows[: paging.PAGE_SIZE]
     last = rows[-1] if rows else None
