@@ -30,7 +30,8 @@ import asyncpg
 
 from bench.databases import ThrowawayDatabases
 from bench.recon_generate import GENERATE
-from bench.report import Target, targets_table
+from bench.recon_report import EXPORTS, LEDGER_BEFORE, summary, targets
+from bench.report import targets_table
 from bench.support import (
     REPO_ROOT,
     BenchError,
@@ -40,7 +41,6 @@ from bench.support import (
     machine_facts,
     server_url,
     stop_on_sigterm,
-    table,
 )
 from ottrecon.reconciliation import reconcile
 from ottrecon.reconciliation.csv_writer import write_csv
@@ -51,17 +51,8 @@ from worker.settings import WorkerSettings
 
 BUSINESS_TZ = "America/Toronto"
 DEFAULT_SIZES = (100_000, 1_000_000)
-# The exports measured, each in its own child process writing to /dev/null; "ledger-cursor" is the ledger
-# as it was exported before issue 13 (write_csv: a server-side cursor, each row rendered by csv.writer).
-EXPORTS = ("ledger", "summary", "mismatches")
-LEDGER_BEFORE = "ledger-cursor"
 # The ledger statement before issue 13, the baseline's (the claim, locks, refunds and alerts are today's).
 BASELINE_LEDGER_SQL = (Path(__file__).parent / "baseline" / "reconcile_ledger_before_13.sql").read_text("utf-8")
-# Issue 13's targets, for 1M orders; a smaller largest size is held to its share (N / 1M of the seconds).
-TARGET_RECONCILE_S_PER_M = 60.0
-TARGET_EXPORT_S_PER_M = 10.0
-TARGET_GROWTH = 1.10  # seconds per 100k at the largest size / at the smallest: flat, within noise
-TARGET_RSS_GROWTH_MB = 5.0
 
 # Standing in for autovacuum when the server has it off (as the shared development server does): without
 # it recon_dirty keeps every deleted key and the planner never learns that ledger and alerts grew.
@@ -250,118 +241,6 @@ def child_export(what: str, merchant_id: str | None) -> int:
 
 def _progress(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
-
-
-def summary(results: Sequence[SizeResult], settings: dict[str, str], maintained: bool) -> str:
-    """The measurement table, the baseline beside it, the per-100k growth table and the conditions."""
-    nothing = results[0].exports["baseline"]
-    measured = [r for r in results if r.orders]
-    rows = []
-    for r in measured:
-        for label, run in (("now", r), ("before", r.baseline)):
-            if run is None:
-                continue
-            ticks = run.tick_rates
-            exports = [f"{r.exports[w].export_s:.1f} ({r.exports[w].peak_rss_mb:.0f} MB)" for w in EXPORTS]
-            if label == "before":
-                before = r.exports.get(LEDGER_BEFORE)
-                exports = [f"{before.export_s:.1f} ({before.peak_rss_mb:.0f} MB)" if before else "-", "", ""]
-            rows.append(
-                [
-                    f"{r.orders:,}",
-                    f"{label} ({run.concurrency} conn)",
-                    f"{run.keys:,}",
-                    f"{r.generate_total_s:.1f}" if label == "now" else "",
-                    f"{run.reconcile_s:.1f}",
-                    f"{run.keys / run.reconcile_s:,.0f}",
-                    f"{ticks[0]:,.0f} / {ticks[-1]:,.0f}",
-                    *exports,
-                ]
-            )
-    header = ["orders", "code", "keys", "generate s", "reconcile s", "keys/s", "1st/last tick keys/s"]
-    header += [f"{w} s (peak RSS)" for w in EXPORTS]
-    lines = [table(header, rows)]
-    first, last = measured[0], measured[-1]
-    if len(measured) > 1:
-        growth = []
-        steps = [("generate", first.generate_total_s, last.generate_total_s)]
-        steps.append(("reconcile", first.reconcile_s, last.reconcile_s))
-        if first.baseline and last.baseline:
-            steps.append(("reconcile, before", first.baseline.reconcile_s, last.baseline.reconcile_s))
-        steps += [(f"export {w}", first.exports[w].export_s, last.exports[w].export_s) for w in EXPORTS]
-        if LEDGER_BEFORE in first.exports and LEDGER_BEFORE in last.exports:
-            at = first.exports[LEDGER_BEFORE].export_s, last.exports[LEDGER_BEFORE].export_s
-            steps.append(("export ledger, before", *at))
-        for label, at_first, at_last in steps:
-            small, large = 1e5 * at_first / first.orders, 1e5 * at_last / last.orders
-            growth.append([label, f"{small:.2f}", f"{large:.2f}", f"x{large / small:.2f}"])
-        lines += [
-            "",
-            f"seconds per 100k orders, {first.orders:,} -> {last.orders:,} (x1.00 = linear):",
-            table(["step", f"at {first.orders:,}", f"at {last.orders:,}", "ratio"], growth),
-        ]
-    lines += [
-        "",
-        f"export peak RSS of a child exporting nothing (interpreter + asyncpg): {nothing.peak_rss_mb:.0f} MB",
-        "server: " + ", ".join(f"{k}={v}" for k, v in settings.items()),
-    ]
-    if maintained:
-        spent = ", ".join(f"{r.maintenance_s:.1f} s" for r in measured)
-        lines.append(
-            f"autovacuum is off on this server: VACUUM/ANALYZE ran after generation and between reconcile ticks "
-            f"in its place ({spent}), not counted in reconcile s"
-        )
-    return "\n".join(lines)
-
-
-def targets(results: Sequence[SizeResult]) -> list[Target]:
-    """Issue 13's targets on the largest size (scaled to it when it is not 1M), growth from the smallest."""
-    measured = [r for r in results if r.orders]
-    first, last = measured[0], measured[-1]
-    share = last.orders / 1_000_000
-    rows: list[Target] = []
-    seconds, goal = last.reconcile_s, TARGET_RECONCILE_S_PER_M * share
-    old = last.baseline
-    before = f" (before: {old.reconcile_s:.1f} s, x{old.reconcile_s / seconds:.2f})" if old else ""
-    rows.append(
-        (
-            f"reconcile {last.orders:,} changed orders",
-            f"{seconds:.1f} s{before}",
-            f"< {goal:.1f} s",
-            seconds < goal,
-        )
-    )
-    ledger = last.exports["ledger"]
-    cursor = last.exports.get(LEDGER_BEFORE)
-    goal = TARGET_EXPORT_S_PER_M * share
-    rows.append(
-        (
-            f"export ledger, {last.orders:,} orders",
-            f"{ledger.export_s:.1f} s" + (f" (before: {cursor.export_s:.1f} s)" if cursor else ""),
-            f"< {goal:.1f} s",
-            ledger.export_s < goal,
-        )
-    )
-    if len(measured) > 1:
-        growth = (last.reconcile_s / last.orders) / (first.reconcile_s / first.orders)
-        rows.append(
-            (
-                f"reconcile s per 100k, {first.orders:,} -> {last.orders:,}",
-                f"x{growth:.2f}",
-                f"<= x{TARGET_GROWTH:.2f}",
-                growth <= TARGET_GROWTH,
-            )
-        )
-        small, large = first.exports["ledger"].peak_rss_mb, last.exports["ledger"].peak_rss_mb
-        rows.append(
-            (
-                f"export ledger peak RSS, {first.orders:,} / {last.orders:,}",
-                f"{small:.0f} / {large:.0f} MB",
-                f"+ <= {TARGET_RSS_GROWTH_MB:.0f} MB",
-                large - small <= TARGET_RSS_GROWTH_MB,
-            )
-        )
-    return rows
 
 
 def parse_sizes(text: str) -> list[int]:

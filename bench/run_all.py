@@ -9,7 +9,7 @@ import sys
 from collections.abc import Sequence
 from dataclasses import asdict
 
-from bench import receiver, scaleout, worker
+from bench import receiver, recon_report, scaleout, worker
 from bench import reconcile as reconciliation
 from bench.children import stop_on_sigterm
 from bench.drain import NOOP, REAL
@@ -124,7 +124,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 concurrency=WorkerSettings.reconcile_concurrency,
             )
             maintained = settings["autovacuum"] == "off"
-            print(reconciliation.summary(recon, settings, maintained) + "\n", flush=True)
+            print(recon_report.summary(recon, settings, maintained) + "\n", flush=True)
     except BenchError as exc:
         print(f"bench: {exc}", file=sys.stderr)
         return 1
@@ -133,7 +133,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     rows = summary_rows(rec, wrk, scale)
     if recon is not None:
-        rows += [[what, measured, goal, met(ok)] for what, measured, goal, ok in reconciliation.targets(recon)]
+        rows += [[what, measured, goal, met(ok)] for what, measured, goal, ok in recon_report.targets(recon)]
     print(table(["summary", "measured", "target", "met"], rows))
     if args.json is not None:
         results = {
