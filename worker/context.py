@@ -17,6 +17,7 @@ from ottpay.keys import MerchantKeys
 from ottrecon.money import DEFAULT_CURRENCY
 from ottrecon.payments.refunder import Refunder
 from ottrecon.payments.submitter import Submitter
+from ottrecon.reconciliation.reconcile import DEFAULT_CONCURRENCY
 from ottrecon.redis_persistence import PersistenceWatch
 from worker.settings import WorkerSettings
 from worker.writer import BatchWriter
@@ -54,7 +55,7 @@ class ReconState:
     display_tz: str = "America/Toronto"
     currency: str = DEFAULT_CURRENCY
     # Batches one reconcile tick runs at once (OTTRECON_RECONCILE_CONCURRENCY, decision 0040).
-    reconcile_concurrency: int = 1
+    reconcile_concurrency: int = DEFAULT_CONCURRENCY
 
 
 class JobContext(TypedDict, total=False):

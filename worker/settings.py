@@ -13,6 +13,7 @@ from ottrecon.config import EnvReader
 from ottrecon.errors import ConfigError
 from ottrecon.money import DEFAULT_CURRENCY
 from ottrecon.payments.submission import Policy
+from ottrecon.reconciliation.reconcile import DEFAULT_CONCURRENCY
 
 
 @dataclass(frozen=True)
@@ -54,7 +55,7 @@ class WorkerSettings:
     alert_webhook_url: str | None = field(default=None, repr=False)
     alert_storm_threshold: int = 10
     # Reconcile batches run at once, each on its own connection (decision 0040): Postgres does the work.
-    reconcile_concurrency: int = 2
+    reconcile_concurrency: int = DEFAULT_CONCURRENCY
     # Prometheus /metrics port; 0 turns it off. Workers sharing a host each need their own. Loopback
     # unless WORKER_METRICS_HOST says otherwise: the gauges show money at risk.
     metrics_port: int = 9102

@@ -105,11 +105,13 @@ def _at_least_one(text: str) -> int:
 
 
 def reconcile_concurrency(args: argparse.Namespace, env: Mapping[str, str]) -> int:
-    """--jobs, else OTTRECON_RECONCILE_CONCURRENCY (as the worker reads it), else 2."""
+    """--jobs, else OTTRECON_RECONCILE_CONCURRENCY (as the worker reads it), else the reconciler's default."""
+    from ottrecon.reconciliation.reconcile import DEFAULT_CONCURRENCY
+
     if args.jobs is not None:
         return int(args.jobs)
     problems: list[str] = []
-    jobs = int(EnvReader(env, problems).number("OTTRECON_RECONCILE_CONCURRENCY", 2, minimum=1))
+    jobs = int(EnvReader(env, problems).number("OTTRECON_RECONCILE_CONCURRENCY", DEFAULT_CONCURRENCY, minimum=1))
     if problems:
         raise UsageError("invalid configuration: " + "; ".join(problems))
     return jobs

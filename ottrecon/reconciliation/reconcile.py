@@ -69,6 +69,8 @@ ORDER BY 1, 2
 PENDING_KEYS = "SELECT count(*) FROM (SELECT DISTINCT merchant_id, order_id FROM recon_dirty) keys"
 # Derived data: see _reconcile_batch.
 ASYNC_COMMIT = "SET LOCAL synchronous_commit = off"
+# Batches at once when nobody says otherwise (OTTRECON_RECONCILE_CONCURRENCY; decision 0040): two server cores.
+DEFAULT_CONCURRENCY = 2
 # 2,000 keys keep one batch's transaction to well under a second while amortising the joins.
 BATCH = 2000
 
