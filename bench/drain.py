@@ -60,11 +60,15 @@ def measure_drain(
 ) -> Drain:
     """Flush and refill redis_db's queue, run one worker of kind (NOOP, REAL or BASELINE) until it is empty; stops it.
 
-    code_dir: the checkout whose code the worker runs (BASELINE: the old code, with this interpreter).
+    code_dir: the checkout whose code the worker runs (BASELINE: the old code, with the checkout's own .venv when it
+    has one, so a change of dependencies is measured too; else with this interpreter).
     """
     redis_db.flush()
     asyncio.run(_fill(redis_db.url, callbacks))
     argv = [sys.executable, "-m", "bench.arq_noop"] if kind == NOOP else ottrecon_command("worker")
+    own_python = code_dir / ".venv" / "bin" / "python"
+    if kind == BASELINE and own_python.exists():
+        argv[0] = str(own_python)
     log_path = workdir / f"{kind.replace(' ', '-')}-{time.monotonic_ns()}.log"
     database_url = env["DATABASE_URL"] if kind != NOOP else None
     with Child(kind, argv, log_path, env, cwd=code_dir) as child:

@@ -47,7 +47,7 @@ def machine_facts(redis_url: str | None, database_url: str | None) -> list[tuple
         ("speed probe", f"{cpu_probe_s():.2f} s for 10M Python loop steps (best of 3; lower is faster)"),
     ]
     versions = []
-    for package in ("aiohttp", "arq", "asyncpg", "redis", "hiredis", "pycryptodome"):
+    for package in ("aiohttp", "arq", "asyncpg", "redis", "hiredis", "cryptography"):
         try:
             versions.append(f"{package} {metadata.version(package)}")
         except metadata.PackageNotFoundError:

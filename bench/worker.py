@@ -186,7 +186,8 @@ def add_arguments(parser: argparse.ArgumentParser, defaults: WorkerOptions = Wor
         default=defaults.baseline_code,
         metavar="DIR",
         help="also drain with the worker of this checkout (e.g. `git worktree add DIR main`) in every round, "
-        "with this interpreter, and print new/old; its schema must match this checkout's migrations",
+        "with its own .venv if it has one (else this interpreter), and print new/old; its schema must match this "
+        "checkout's migrations",
     )
 
 

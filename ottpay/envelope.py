@@ -8,8 +8,7 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from Crypto.Cipher import AES
-from Crypto.Util.Padding import pad, unpad
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 from ottpay.errors import (
     DecryptionFailed,
@@ -21,6 +20,9 @@ from ottpay.errors import (
     NotJsonObject,
     UndecodableData,
 )
+
+# AES works on 16-byte blocks; PKCS#7 pads every plaintext to a whole number of them (1 to 16 bytes added).
+BLOCK_SIZE = 16
 
 # How far an attempt got before failing; open_with_any_key reports the furthest one.
 _PIPELINE_RANK: dict[type[EnvelopeError], int] = {
@@ -61,8 +63,9 @@ def seal(data: Mapping[str, str], signkey: str) -> tuple[str, str]:
     md5 = digest(data)
     # Compact, original key order, raw UTF-8: any other serialization changes the ciphertext.
     plaintext = json.dumps(dict(data), separators=(",", ":"), ensure_ascii=False).encode("utf-8")
-    cipher = AES.new(derive_key(md5, signkey), AES.MODE_ECB)
-    return base64.b64encode(cipher.encrypt(pad(plaintext, AES.block_size))).decode("ascii"), md5
+    encryptor = _cipher(derive_key(md5, signkey)).encryptor()
+    ciphertext = encryptor.update(_pad(plaintext)) + encryptor.finalize()
+    return base64.b64encode(ciphertext).decode("ascii"), md5
 
 
 def decrypt(data_b64: str, md5: str, signkey: str) -> dict[str, str]:
@@ -76,11 +79,12 @@ def decrypt(data_b64: str, md5: str, signkey: str) -> dict[str, str]:
     ciphertext = _b64decode_canonical(data_b64)
     if not ciphertext:
         raise UndecodableData()
-    if len(ciphertext) % AES.block_size:
+    if len(ciphertext) % BLOCK_SIZE:
         raise DecryptionFailed("The ciphertext length is not a multiple of the AES block size.")
     if not (_has_utf8(md5) and _has_utf8(signkey)):
         raise DecryptionFailed("No key can be derived: the md5 or sign key is not valid text.")
-    plaintext = _unpad_or_none(AES.new(derive_key(md5, signkey), AES.MODE_ECB).decrypt(ciphertext))
+    decryptor = _cipher(derive_key(md5, signkey)).decryptor()
+    plaintext = _unpad_or_none(decryptor.update(ciphertext) + decryptor.finalize())
     if plaintext is None:
         raise DecryptionFailed()
     text = _utf8_or_none(plaintext)
@@ -153,11 +157,27 @@ def _b64decode_canonical(data_b64: str) -> bytes | None:
     return raw if base64.b64encode(raw).decode("ascii") == compact else None
 
 
+def _cipher(key: bytes) -> Cipher[modes.ECB]:
+    # ECB because the protocol says so (PROTOCOL §3); `cryptography` rather than pycryptodome for speed
+    # (decision 0042). ECB takes no IV, so a cipher serves one message and is not worth caching.
+    return Cipher(algorithms.AES(key), modes.ECB())
+
+
+def _pad(plaintext: bytes) -> bytes:
+    # PKCS#7: n bytes of value n, n from 1 to 16; a whole block of 16s when the length is already a multiple.
+    count = BLOCK_SIZE - len(plaintext) % BLOCK_SIZE
+    return plaintext + bytes((count,)) * count
+
+
 def _unpad_or_none(padded: bytes) -> bytes | None:
-    try:
-        return unpad(padded, AES.block_size, style="pkcs7")
-    except ValueError:
+    # The PKCS#7 check pycryptodome's unpad made: a non-empty whole number of blocks, a last byte n in 1..16,
+    # and n bytes of value n at the end. Any other ending is a wrong key or a damaged message.
+    if not padded or len(padded) % BLOCK_SIZE:
         return None
+    count = padded[-1]
+    if not 1 <= count <= BLOCK_SIZE or padded[-count:] != bytes((count,)) * count:
+        return None
+    return padded[:-count]
 
 
 class _Pairs(list[tuple[str, Any]]):

@@ -5,7 +5,7 @@ import json
 from collections.abc import Callable
 
 from Crypto.Cipher import AES
-from Crypto.Util.Padding import pad
+from Crypto.Util.Padding import pad, unpad
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
@@ -169,3 +169,57 @@ def test_decrypt_arbitrary_plaintext_bytes_raise_only_documented_errors(plaintex
     data_b64 = base64.b64encode(AES.new(derive_key(md5, signkey), AES.MODE_ECB).encrypt(padded)).decode("ascii")
     result = outcome(lambda: decrypt(data_b64, md5, signkey))
     assert isinstance(result, dict | NotJsonObject | MalformedPlaintext)
+
+
+# pycryptodome is an independent AES and PKCS#7 implementation (decision 0042): the envelope uses `cryptography`,
+# so these hold the two to the same bytes, and to the same verdict on every padding.
+
+
+@PROPERTY
+@given(data=payloads, signkey=signkeys)
+def test_seal_matches_an_independent_aes(data: dict[str, str], signkey: str) -> None:
+    assume(_has_utf8_form(signkey) and all(_has_utf8_form(k) and _has_utf8_form(v) for k, v in data.items()))
+    data_b64, md5 = seal(data, signkey)
+    plaintext = json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    expected = AES.new(derive_key(md5, signkey), AES.MODE_ECB).encrypt(pad(plaintext, AES.block_size))
+    assert base64.b64decode(data_b64) == expected
+
+
+def _last_block(raw: bytes, count: int, corrupt_at: int, corrupt: bool) -> bytes:
+    """A final block ending in `count` bytes of `count` (valid PKCS#7), or that with one pad byte changed."""
+    block = bytearray(raw[: 16 - count] + bytes((count,)) * count)
+    if corrupt:
+        block[15 - corrupt_at % count] ^= 1 + corrupt_at // count
+    return bytes(block)
+
+
+last_blocks = st.binary(min_size=16, max_size=16) | st.builds(
+    _last_block,
+    st.binary(min_size=16, max_size=16),
+    st.integers(min_value=1, max_value=16),
+    st.integers(min_value=0, max_value=63),
+    st.booleans(),
+)
+
+
+@PROPERTY
+@given(blocks=st.integers(min_value=0, max_value=2), raw=st.binary(min_size=32, max_size=32), last=last_blocks)
+def test_padding_is_judged_as_an_independent_pkcs7(blocks: int, raw: bytes, last: bytes) -> None:
+    # What a wrong key or a damaged message decrypts to ends in anything; the envelope must accept exactly the
+    # endings pycryptodome's unpad accepts (accepted, these bytes are no JSON: NotJsonObject, else DecryptionFailed).
+    padded = raw[: 16 * blocks] + last
+    md5, signkey = "F70CA0472D1AAA596E720C19A1DD36A0", "oracle-key"
+    data_b64 = base64.b64encode(AES.new(derive_key(md5, signkey), AES.MODE_ECB).encrypt(padded)).decode("ascii")
+    try:
+        unpad(padded, AES.block_size, style="pkcs7")
+    except ValueError:
+        independent_accepts = False
+    else:
+        independent_accepts = True
+    result = outcome(lambda: decrypt(data_b64, md5, signkey))
+    assert not isinstance(result, dict)  # no valid JSON object can come out of these bytes' ending alone
+    assert isinstance(result, DecryptionFailed) != independent_accepts
+
+
+def _has_utf8_form(text: str) -> bool:
+    return not any(0xD800 <= ord(c) <= 0xDFFF for c in text)

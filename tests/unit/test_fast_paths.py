@@ -1,18 +1,20 @@
-"""The receiver's fast paths give exactly what the plain definitions give (property tests against them)."""
+"""Fast paths (the receiver's checks, the everyday finish time) give exactly what the plain definitions give."""
 
 from __future__ import annotations
 
 import json
 import math
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone, tzinfo
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ottpay import strict_json
 from ottpay.fingerprint import envelope_fingerprint
+from ottpay.finish_time import BEIJING, _parse_general, parse_finish_time
 from ottpay.messages import CALLBACK_FIELDS, _plainly_well_shaped, _shape_problems, callback_shape_problems
 from ottrecon.queue import deserialize, serialize
 from webhook.queue import prepare
@@ -151,3 +153,25 @@ def test_has_unstorable_is_the_regex(text: str) -> None:
 @given(JSON_TEXT)
 def test_may_hold_unstorable_is_the_regex(text: str) -> None:
     assert strict_json._may_hold_unstorable(text) == (strict_json._MAY_HOLD_UNSTORABLE.search(text) is not None)
+
+
+# Fourteen digits, mostly near a real date (so both valid and invalid ones: month 13, February 30, year 0).
+FOURTEEN_DIGITS = st.text(st.sampled_from("0123456789"), min_size=14, max_size=14) | st.builds(
+    "{:04d}{:02d}{:02d}{:02d}{:02d}{:02d}".format,
+    st.integers(0, 9999),
+    st.integers(0, 13),
+    st.integers(0, 32),
+    st.integers(0, 25),
+    st.integers(0, 61),
+    st.integers(0, 61),
+)
+ZONES = st.sampled_from([BEIJING, UTC, ZoneInfo("America/Toronto"), timezone(timedelta(hours=-5))])
+
+
+@settings(max_examples=2000, deadline=None)
+@given(raw=FOURTEEN_DIGITS | st.text(st.sampled_from("0123456789 +-:TZ\u0661"), max_size=16), zone=ZONES)
+def test_the_compact_finish_time_fast_path_parses_as_the_grammar_does(raw: str, zone: tzinfo) -> None:
+    expected = _parse_general(raw, zone) if raw.isascii() else None
+    parsed = parse_finish_time(raw, default_tz=zone)
+    # The same instant and the same zone (aware datetimes in two zones compare equal when their instants are).
+    assert (parsed, parsed and parsed.tzinfo) == (expected, expected and expected.tzinfo)
