@@ -2,10 +2,36 @@
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Histogram
+from collections.abc import Iterator
+
+from prometheus_client import REGISTRY, Counter, Histogram
+from prometheus_client.core import CounterMetricFamily
+from prometheus_client.registry import Collector
+
+
+class RequestCount(Collector):
+    """A counter for the hot path: a plain int, exported as a Prometheus counter when scraped.
+
+    Bumped once per request on the event loop's thread only, so it needs no lock; prometheus_client's
+    Counter.inc takes one each time (about 2 % of the receiver's CPU at full load). The metrics server's
+    thread only reads the int, which the interpreter reads whole.
+    """
+
+    def __init__(self, name: str, documentation: str) -> None:
+        self._name = name
+        self._documentation = documentation
+        self.value = 0
+
+    def inc(self) -> None:
+        self.value += 1
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        yield CounterMetricFamily(self._name, self._documentation, value=self.value)
+
 
 # Every POST to the callback endpoint, before any check: the other counters split it up.
-RECEIVED = Counter("ottrecon_callbacks_received_total", "Callback requests received, before any check.")
+RECEIVED = RequestCount("ottrecon_callbacks_received", "Callback requests received, before any check.")
+REGISTRY.register(RECEIVED)
 _enqueued = Counter(
     "ottrecon_callbacks_enqueued_total",
     "Callbacks acknowledged with 200; already_queued is an exact redelivery joining its queued job.",

@@ -25,6 +25,9 @@ async def test_receiver_queues_callback_and_acknowledges(redis_url: str, redis: 
         response = await client.post("/ottpay/callback", json=make_callback("R1"))
         assert response.status == 200
         assert await response.json() == {"rsp_code": "SUCCESS", "rsp_msg": "success"}
+        # Byte for byte what OTT Pay has always been answered (the ack is encoded once, not per request).
+        assert response.headers["Content-Type"] == "application/json; charset=utf-8"
+        assert await response.read() == b'{"rsp_code": "SUCCESS", "rsp_msg": "success"}'
     assert await redis.zcard(QUEUE_NAME) == 1
 
 
