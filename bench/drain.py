@@ -92,6 +92,14 @@ async def _watch(
         async def done_count() -> int:
             if conn is None:
                 return total - await queued()
+            # Polled every 20 ms while the worker runs on the same cores: count(*) reads every row (at 60,000 rows
+            # that took about a tenth of a core from the worker being measured), max(id) is one index probe. The
+            # clone's ids run 1..total (no duplicates, no rollbacks), and only committed rows are visible, so until
+            # max(id) reaches total it is the progress (within the rows of a statement in flight); from there
+            # count(*) confirms every row is committed (and carries on should ids have gaps).
+            top = int(await conn.fetchval("SELECT coalesce(max(id), 0) FROM callbacks"))
+            if top < total:
+                return top
             return int(await conn.fetchval("SELECT count(*) FROM callbacks"))
 
         first_s, first_count = 0.0, 0
