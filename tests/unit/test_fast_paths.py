@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ottpay import strict_json
-from ottpay.fingerprint import envelope_fingerprint
+from ottpay.fingerprint import canonical_json, envelope_fingerprint
 from ottpay.finish_time import BEIJING, _parse_general, parse_finish_time
 from ottpay.messages import CALLBACK_FIELDS, _plainly_well_shaped, _shape_problems, callback_shape_problems
 from ottrecon.queue import deserialize, serialize
@@ -175,3 +175,16 @@ def test_the_compact_finish_time_fast_path_parses_as_the_grammar_does(raw: str, 
     parsed = parse_finish_time(raw, default_tz=zone)
     # The same instant and the same zone (aware datetimes in two zones compare equal when their instants are).
     assert (parsed, parsed and parsed.tzinfo) == (expected, expected and expected.tzinfo)
+
+
+# Bodies with the five callback fields (strings of every kind, or now and then another JSON value), sometimes a
+# field missing or an extra one: the canonical text's fast path must match the plain definition on all of them.
+FIVE_FIELD_BODIES = st.fixed_dictionaries({field: TEXT | TEXT | TEXT | VALUES for field in CALLBACK_FIELDS}) | (
+    st.dictionaries(st.sampled_from([*CALLBACK_FIELDS, "extra", "Data"]) | TEXT, TEXT | VALUES, max_size=6)
+)
+
+
+@settings(max_examples=2000)
+@given(FIVE_FIELD_BODIES)
+def test_canonical_json_is_sorted_compact_json(body: dict[str, Any]) -> None:
+    assert canonical_json(body) == json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
