@@ -27,8 +27,13 @@ from ottrecon.queue import DEAD_LETTER_KEY
 from tests.conftest import MERCHANT, OLD_KEY
 from tests.fuzz.support import free_port, fuzz_settings, running
 from tests.integration.support import drain, make_callback, worker_settings
+from tests.integration.test_metrics import scrape, value
+from webhook.metrics import ENQUEUED as ENQUEUED_COUNTERS
+from webhook.metrics import REFUSED as REFUSED_COUNTERS
 
 GENUINE_PER_EXAMPLE = 4
+ENQUEUED_OUTCOMES = tuple(ENQUEUED_COUNTERS)
+REFUSED_REASONS = tuple(REFUSED_COUNTERS)
 MEMORY_GROWTH_LIMIT = 64 * 1024 * 1024
 _ids = itertools.count()
 
@@ -110,9 +115,10 @@ async def _one_round(url: str, hostile: bytes, genuine: list[dict[str, str]]) ->
 def test_receiver_survives_hostile_bodies_beside_genuine_callbacks(
     redis_url: str, database_url: str, tmp_path: Path
 ) -> None:
-    port = free_port()
-    env = {"REDIS_URL": redis_url, "HOST": "127.0.0.1", "PORT": str(port), "WEB_METRICS_PORT": "0"}
+    port, metrics_port = free_port(), free_port()
+    env = {"REDIS_URL": redis_url, "HOST": "127.0.0.1", "PORT": str(port), "WEB_METRICS_PORT": str(metrics_port)}
     genuine_orders: list[str] = []
+    posted = [0]
     with running("web", env, "/healthz", port, tmp_path / "web.log") as receiver:
         url = receiver.url + "/ottpay/callback"
         rss_start: list[int] = []
@@ -126,6 +132,7 @@ def test_receiver_survives_hostile_bodies_beside_genuine_callbacks(
             (status, (content_type, body)), genuine = asyncio.run(
                 _one_round(url, hostile, [make_callback(o) for o in orders])
             )
+            posted[0] += 1 + GENUINE_PER_EXAMPLE
             assert genuine == [200] * GENUINE_PER_EXAMPLE, (genuine, hostile[:200])
             genuine_orders.extend(orders)
             assert status in (200, 400, 413), (status, body[:300], hostile[:200])
@@ -137,6 +144,13 @@ def test_receiver_survives_hostile_bodies_beside_genuine_callbacks(
 
         one()
         assert receiver.alive(), receiver.logged()
+        # Every request answered is counted once as received, and once as what became of it (the received counter
+        # is bumped per request, the enqueued ones per Redis write, the refused ones per refusal).
+        samples = asyncio.run(scrape(f"http://127.0.0.1:{metrics_port}/metrics"))
+        enqueued = sum(value(samples, "ottrecon_callbacks_enqueued_total", outcome=o) for o in ENQUEUED_OUTCOMES)
+        refused = sum(value(samples, "ottrecon_callbacks_refused_total", reason=r) for r in REFUSED_REASONS)
+        received = value(samples, "ottrecon_callbacks_received_total")
+        assert received == posted[0] == enqueued + refused, (received, posted[0], enqueued, refused)
         growth = receiver.rss_bytes() - rss_start[0]
         assert growth < MEMORY_GROWTH_LIMIT, f"receiver grew by {growth} bytes"
         assert "Traceback" not in receiver.logged(), receiver.logged()
