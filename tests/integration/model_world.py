@@ -23,6 +23,8 @@ import aiohttp
 import asyncpg
 from aiohttp.test_utils import TestServer
 from arq import ArqRedis
+from hypothesis import HealthCheck, settings
+from hypothesis.stateful import RuleBasedStateMachine, run_state_machine_as_test
 
 from ottpay.keys import MerchantKeys
 from ottrecon.db import Connection
@@ -58,6 +60,17 @@ IMPATIENT = Policy(passivepay_code_ttl_s=3600, base_delay_s=0.01, max_delay_s=0.
 def scaled(name: str, default: int) -> int:
     """A bound for `make test`, raised by `make soak` through the environment."""
     return int(os.environ.get(name, default))
+
+
+def run_histories(machine: type[RuleBasedStateMachine], examples: int, steps: int) -> None:
+    """Run a stateful test against the shared world: `examples` histories of up to `steps` steps, no deadline
+    (a step waits on Postgres), no health checks (examples are slow by design)."""
+    run_state_machine_as_test(
+        machine,
+        settings=settings(
+            max_examples=examples, stateful_step_count=steps, deadline=None, suppress_health_check=list(HealthCheck)
+        ),
+    )
 
 
 @dataclass

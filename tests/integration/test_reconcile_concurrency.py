@@ -26,9 +26,8 @@ from zoneinfo import ZoneInfo
 
 import asyncpg
 import pytest
-from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, initialize, rule, run_state_machine_as_test
+from hypothesis.stateful import RuleBasedStateMachine, initialize, rule
 
 from ottpay.envelope import build_callback
 from ottpay.keys import MerchantKeys
@@ -45,7 +44,15 @@ from ottrecon.reconciliation.reconcile import KEY_LOCK_SPACE, reconcile_pending
 from tests import books_model
 from tests import reconciliation_model as model
 from tests.conftest import MERCHANT, OTHER_MERCHANT
-from tests.integration.model_world import BUSINESS_TZ, World, assert_matches_model, evidence_from_db, scaled, world
+from tests.integration.model_world import (
+    BUSINESS_TZ,
+    World,
+    assert_matches_model,
+    evidence_from_db,
+    run_histories,
+    scaled,
+    world,
+)
 
 TORONTO = ZoneInfo(BUSINESS_TZ)
 BEIJING = ZoneInfo("Asia/Shanghai")
@@ -259,12 +266,7 @@ def test_concurrent_reconciles_equal_the_reference_model(
         ConcurrentReconciles.world, ConcurrentReconciles.writer = shared, writer
         ConcurrentReconciles.examples = ConcurrentReconciles.steps = 0
         ConcurrentReconciles.concurrent_runs = ConcurrentReconciles.writes_during_runs = 0
-        run_state_machine_as_test(
-            ConcurrentReconciles,
-            settings=settings(
-                max_examples=EXAMPLES, stateful_step_count=STEPS, deadline=None, suppress_health_check=list(HealthCheck)
-            ),
-        )
+        run_histories(ConcurrentReconciles, EXAMPLES, STEPS)
     print(
         f"\nconcurrent reconciles: {ConcurrentReconciles.examples} histories, {ConcurrentReconciles.steps} steps, "
         f"{ConcurrentReconciles.concurrent_runs} runs with {ConcurrentReconciles.writes_during_runs} writes "

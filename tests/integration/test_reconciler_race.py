@@ -22,9 +22,8 @@ from typing import Any
 
 import asyncpg
 import pytest
-from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, initialize, rule, run_state_machine_as_test
+from hypothesis.stateful import RuleBasedStateMachine, initialize, rule
 
 from ottpay.envelope import build_callback
 from ottpay.keys import MerchantKeys
@@ -38,7 +37,15 @@ from ottrecon.payments.store import MARK_ORDER_REFUNDED, UPDATE_REFUND
 from ottrecon.payments.submission import Transition
 from ottrecon.reconciliation.reconcile import reconcile_pending
 from tests.conftest import MERCHANT
-from tests.integration.model_world import BUSINESS_TZ, World, assert_matches_model, evidence_from_db, scaled, world
+from tests.integration.model_world import (
+    BUSINESS_TZ,
+    World,
+    assert_matches_model,
+    evidence_from_db,
+    run_histories,
+    scaled,
+    world,
+)
 
 EXAMPLES = scaled("OTTRECON_RACE_EXAMPLES", 100)
 STEPS = scaled("OTTRECON_RACE_STEPS", 12)
@@ -204,12 +211,7 @@ def test_ledger_is_never_left_stale_by_a_reconciler_racing_open_transactions(
     with world(database_url, redis_url, merchants) as shared, _writers(shared, database_url) as writers:
         Interleavings.world, Interleavings.writers = shared, writers
         Interleavings.examples = Interleavings.steps = 0
-        run_state_machine_as_test(
-            Interleavings,
-            settings=settings(
-                max_examples=EXAMPLES, stateful_step_count=STEPS, deadline=None, suppress_health_check=list(HealthCheck)
-            ),
-        )
+        run_histories(Interleavings, EXAMPLES, STEPS)
     print(
         f"\nrace interleavings: {Interleavings.examples} histories, {Interleavings.steps} steps, "
         f"{time.monotonic() - started:.1f} s"

@@ -30,9 +30,8 @@ from typing import Any, ClassVar
 from zoneinfo import ZoneInfo
 
 import pytest
-from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, initialize, precondition, rule, run_state_machine_as_test
+from hypothesis.stateful import RuleBasedStateMachine, initialize, precondition, rule
 
 from ottpay.envelope import build_callback
 from ottpay.keys import MerchantKeys
@@ -48,7 +47,7 @@ from ottrecon.reconciliation.statements import import_statement
 from tests import books_model
 from tests import reconciliation_model as model
 from tests.conftest import MERCHANT, OTHER_MERCHANT
-from tests.integration.model_world import BUSINESS_TZ, World, assert_matches_model, scaled, world
+from tests.integration.model_world import BUSINESS_TZ, World, assert_matches_model, run_histories, scaled, world
 
 TORONTO = ZoneInfo(BUSINESS_TZ)
 BEIJING = ZoneInfo("Asia/Shanghai")
@@ -643,15 +642,7 @@ def test_ledger_summary_and_alerts_equal_the_reference_model(
         LedgerHistories.world, LedgerHistories.directory = shared, directory
         LedgerHistories.examples = LedgerHistories.steps = 0
         LedgerHistories.reached = Counter()
-        run_state_machine_as_test(
-            LedgerHistories,
-            settings=settings(
-                max_examples=EXAMPLES,
-                stateful_step_count=STEPS,
-                deadline=None,
-                suppress_health_check=list(HealthCheck),
-            ),
-        )
+        run_histories(LedgerHistories, EXAMPLES, STEPS)
     print(
         f"\nmodel histories: {LedgerHistories.examples} histories, {LedgerHistories.steps} steps, "
         f"{time.monotonic() - started:.1f} s; rows compared by status: {dict(sorted(LedgerHistories.reached.items()))}"
