@@ -10,6 +10,7 @@ which the idempotent worker absorbs; it can never queue one zero times.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 from datetime import UTC, datetime
@@ -103,7 +104,9 @@ async def requeue_dead(redis_url: str, *, lease_s: float = LEASE_S, progress: Pr
             pipe.delete(lease)
             await pipe.execute()
     finally:
-        await redis.aclose(close_connection_pool=True)
+        # Shielded: a caller that cancels us while we close (Ctrl-C, a supervisor's timeout) would otherwise stop
+        # redis-py's pool before it closed its sockets, and the connection would stay open until collected.
+        await asyncio.shield(redis.aclose(close_connection_pool=True))
     return moved
 
 

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import gc
+import warnings
 from collections import Counter
 from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
+import pytest
 from arq import ArqRedis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -124,6 +127,32 @@ async def test_a_killed_run_leaves_its_entry_to_the_next_run(redis_url: str, red
     queued = await _queued_order_ids(redis)
     assert set(queued) == set(order_ids)
     assert max(queued.values()) <= 2  # at worst the one claimed entry twice; ingest is idempotent
+
+
+async def test_a_run_cancelled_while_it_closes_still_closes_its_connections(
+    redis_url: str, redis: ArqRedis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The kill lands at the worst moment: the run has started closing its pool, and the pool's per-connection
+    # closes are scheduled but not yet started. Only the moment is arranged here; Redis and the pool are real.
+    await _park_entries(redis, 1)
+    closing = asyncio.Event()
+    disconnect = ConnectionPool.disconnect
+
+    async def disconnect_and_tell(pool: ConnectionPool, inuse_connections: bool = True) -> None:
+        closing.set()  # the test wakes up before the per-connection closes get their first turn
+        await disconnect(pool, inuse_connections)
+
+    monkeypatch.setattr(ConnectionPool, "disconnect", disconnect_and_tell)
+    run = asyncio.create_task(requeue_dead(redis_url))
+    await closing.wait()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ResourceWarning)
+        run.cancel()
+        await asyncio.gather(run, return_exceptions=True)
+        await asyncio.sleep(0.05)  # whatever closing goes on in the background has had its turn
+        del run  # its traceback holds the run's pool: let it go, so an unclosed connection is found now
+        gc.collect()
+    assert [str(w.message) for w in caught if issubclass(w.category, ResourceWarning)] == []
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
