@@ -26,8 +26,10 @@ $(UV):
 
 # The service (editable), the test extra and the dev group (simulator, honcho), exactly as locked.
 # --locked refuses a uv.lock that no longer matches pyproject.toml: run `make lock` after editing it.
+# --compile-bytecode: installed as pip installs a release (decision 0043), so no process start compiles
+# the libraries again (where PYTHONDONTWRITEBYTECODE is set, every start would).
 $(BIN)/.installed: pyproject.toml simulator/pyproject.toml uv.lock $(UV)
-	$(UV) sync --locked --extra test --python $(PYTHON) --quiet \
+	$(UV) sync --locked --extra test --python $(PYTHON) --quiet --compile-bytecode \
 		|| { echo 'make: if uv says the lock needs updating, run `make lock` (docs/RELEASING.md)' >&2; exit 1; }
 	touch $@
 
