@@ -68,6 +68,10 @@ def loads(raw: bytes | str, *, max_depth: int = MAX_DEPTH) -> Any:
     # text may; UTF-8 decoding never yields a surrogate, and JSON refuses a raw NUL in a string) or
     # spelled one as a \u escape. Without either, the walk skips the strings (a callback has ~6).
     strings = _may_hold_unstorable(text)
+    if not strings and type(value) is dict and max_depth >= 1 and all(type(item) is str for item in value.values()):
+        # The everyday body (a callback: one flat object of strings) leaves the walk nothing to find:
+        # no nesting, no numbers, and its strings were just cleared. A third of loads' time on such a body.
+        return value
     problem = storage_problem(value, max_depth, check_strings=strings)
     if problem:
         raise NotStrictJson(problem)
