@@ -18,8 +18,8 @@ from ottrecon import logs, progress
 from ottrecon.commands import closing as closing_commands
 from ottrecon.commands import failures
 from ottrecon.commands import finance as finance_commands
-from ottrecon.commands.check_config import PROCESSES
 from ottrecon.commands.env import UsageError, require
+from ottrecon.commands.processes import PROCESSES
 from ottrecon.payments.statuses import Channel, PaymentKind
 
 if TYPE_CHECKING:

@@ -14,6 +14,7 @@ from redis.exceptions import RedisError
 from ottrecon import logs
 from ottrecon.api.settings import ApiSettings
 from ottrecon.commands.env import require
+from ottrecon.commands.processes import PROCESSES
 from ottrecon.config import url_problem
 from ottrecon.errors import ConfigError, MigrationError
 from ottrecon.migrations import check_schema
@@ -21,8 +22,6 @@ from ottrecon.redis_persistence import probe
 from webhook.settings import WebhookSettings
 from worker.settings import WorkerSettings
 
-# The Procfile's processes, in deploy order (release first).
-PROCESSES = ("migrate", "web", "worker", "api")
 # Processes that refuse to run on a database whose schema is not this code's.
 _NEEDS_SCHEMA = frozenset({"worker", "api"})
 # Variables with these prefixes belong to ottrecon; one that no process reads is most likely a typo.

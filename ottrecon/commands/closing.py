@@ -8,16 +8,17 @@ import getpass
 import sys
 from collections.abc import Callable, Mapping
 from datetime import date, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
-
-import asyncpg
 
 from ottrecon.commands.env import require
 from ottrecon.commands.finance import business_tz, display_tz, with_pool
 from ottrecon.config import EnvReader
 from ottrecon.errors import ConfigError
 from ottrecon.money import format_money
+
+if TYPE_CHECKING:
+    import asyncpg  # types only, as in commands/finance.py
 
 
 def register(command: Callable[[str, Any, str], argparse.ArgumentParser]) -> None:

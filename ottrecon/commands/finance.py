@@ -9,13 +9,15 @@ import sys
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import date, timedelta
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-import asyncpg
-
-from ottrecon import db, progress
+from ottrecon import progress
 from ottrecon.commands.env import UsageError, require
 from ottrecon.config import EnvReader
+
+if TYPE_CHECKING:
+    # Types only: `ottrecon web` builds this module's subcommands too, and needs no database driver.
+    import asyncpg
 
 T = TypeVar("T")
 REPORTS = ("ledger", "summary", "mismatches", "adjustments", "close-report")
@@ -118,6 +120,8 @@ def reconcile_concurrency(args: argparse.Namespace, env: Mapping[str, str]) -> i
 
 
 async def with_pool(database_url: str, run: Callable[[asyncpg.Pool], Awaitable[T]], size: int = 2) -> T:
+    from ottrecon import db
+
     pool = await db.create_pool(database_url, size)
     try:
         return await run(pool)
