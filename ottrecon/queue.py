@@ -79,7 +79,11 @@ class CallbackItems(list[Any]):
 def connect(redis_url: str, timeout_s: float) -> ArqRedis:
     """A Redis client that connects lazily, so a process starts (not ready) while Redis is down."""
     pool = ConnectionPool.from_url(redis_url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s)
-    return ArqRedis(pool, job_serializer=serialize, job_deserializer=deserialize)
+    client = ArqRedis(pool, job_serializer=serialize, job_deserializer=deserialize)
+    # The client owns its pool, as redis-py's Redis.from_pool makes one (which takes no arq serializers): a plain
+    # aclose() closes its sockets. A client given a pool leaves it open otherwise, until the collector finds it.
+    client.auto_close_connection_pool = True
+    return client
 
 
 async def adopt_legacy_jobs(redis: ArqRedis, batch: int = 1000) -> int:
