@@ -8,6 +8,7 @@ from typing import Any
 
 import aiohttp
 from arq import ArqRedis, cron, func
+from arq.typing import WorkerCoroutine
 from redis.asyncio import ConnectionPool
 
 from ottrecon import db
@@ -46,6 +47,7 @@ from worker.recon_jobs import (
 from worker.resilient import ResilientWorker
 from worker.retention_jobs import purge_rejected_callbacks
 from worker.settings import WorkerSettings
+from worker.ticks import one_tick_at_a_time
 from worker.writer import BatchWriter
 
 logger = logging.getLogger("ottrecon.worker")
@@ -115,22 +117,27 @@ def create_worker(settings: WorkerSettings, *, burst: bool = False, handle_signa
             await state.pool.close()
 
     every = set(range(0, 60, settings.cron_every_s))
+
+    def scheduled(job: Any) -> WorkerCoroutine:
+        # One tick at a time in this worker (decision 0044); timed inside, so a skipped tick is not a run.
+        return arq_job(one_tick_at_a_time(timed(job)))
+
     # arq's cron `unique` guard can misfire across workers; the jobs guard themselves in
     # Postgres (FOR UPDATE SKIP LOCKED leases), so every worker may run them.
     cron_jobs = [
-        cron(arq_job(timed(retry_failed_submissions)), second=every, run_at_startup=True, timeout=240),
-        cron(arq_job(timed(sweep_unpaid_orders)), second=every, run_at_startup=True, timeout=240),
-        cron(arq_job(timed(reconcile_ledger)), second=every, run_at_startup=True, timeout=240),
-        cron(arq_job(timed(deliver_alerts)), second=every, run_at_startup=True, timeout=120),
-        cron(arq_job(timed(report_merchants)), second={0, 30}, run_at_startup=True, timeout=30),
-        cron(arq_job(timed(purge_rejected_callbacks)), second={15}, run_at_startup=True, timeout=120),
+        cron(scheduled(retry_failed_submissions), second=every, run_at_startup=True, timeout=240),
+        cron(scheduled(sweep_unpaid_orders), second=every, run_at_startup=True, timeout=240),
+        cron(scheduled(reconcile_ledger), second=every, run_at_startup=True, timeout=240),
+        cron(scheduled(deliver_alerts), second=every, run_at_startup=True, timeout=120),
+        cron(scheduled(report_merchants), second={0, 30}, run_at_startup=True, timeout=30),
+        cron(scheduled(purge_rejected_callbacks), second={15}, run_at_startup=True, timeout=120),
         # Stragglers of an older version still running during an upgrade (decision 0033).
-        cron(arq_job(timed(adopt_legacy_queue)), second={45}, timeout=60),
+        cron(scheduled(adopt_legacy_queue), second={45}, timeout=60),
     ]
     if settings.metrics_port:
         # Gauges are only worth their queries when something can scrape them.
         refresh_at = set(range(0, 60, REFRESH_EVERY_S))
-        cron_jobs.append(cron(arq_job(timed(refresh_metrics)), second=refresh_at, run_at_startup=True, timeout=30))
+        cron_jobs.append(cron(scheduled(refresh_metrics), second=refresh_at, run_at_startup=True, timeout=30))
     options: dict[str, Any] = {
         "functions": [
             # The job bounds its own write below this (ingest_write_timeout_s) and retries: a timeout
