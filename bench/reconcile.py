@@ -69,7 +69,7 @@ class Export:
     rows: int
     export_s: float  # inside the child: export_report alone
     process_s: float  # the whole child, interpreter start-up included
-    peak_rss_mb: float  # the child's high-water resident set (getrusage of the reaped child)
+    peak_rss_mb: float  # the child's high-water resident set, as the child read it (own_peak_rss_kb)
 
 
 @dataclass
@@ -197,29 +197,23 @@ async def _drain(
 
 
 def _export_in_child(url: str, what: str, merchant_id: str | None = None) -> Export:
-    """Run one export in a fresh interpreter so its peak RSS is the export's alone (os.wait4's rusage)."""
+    """Run one export in a fresh interpreter so its peak RSS is the export's alone (the child reads its own)."""
     argv = [sys.executable, "-m", "bench.reconcile", "--child-export", what]
     if merchant_id is not None:
         argv += ["--merchant", merchant_id]
     started = time.perf_counter()
-    proc = subprocess.Popen(
+    # The context closes the pipe and waits for the child, also when reading fails.
+    with subprocess.Popen(
         argv, cwd=REPO_ROOT, env=child_env({"DATABASE_URL": url}), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE
-    )
-    try:
+    ) as proc:
         assert proc.stdout is not None
         output = proc.stdout.read()
-        _, status, usage = os.wait4(proc.pid, 0)
-        proc.returncode = os.waitstatus_to_exitcode(status)
-    finally:
-        if proc.returncode is None:
-            proc.kill()
-            proc.wait()
+        proc.wait()
     process_s = time.perf_counter() - started
     if proc.returncode != 0:
         raise BenchError(f"export {what} exited with status {proc.returncode}")
     measured = json.loads(output)
-    # ru_maxrss is in KiB on Linux.
-    return Export(measured["rows"], measured["seconds"], process_s, usage.ru_maxrss / 1024)
+    return Export(measured["rows"], measured["seconds"], process_s, measured["peak_rss_kb"] / 1024)
 
 
 def child_export(what: str, merchant_id: str | None) -> int:
@@ -235,8 +229,23 @@ def child_export(what: str, merchant_id: str | None) -> int:
     started = time.perf_counter()
     with open(os.devnull, "w", encoding="utf-8") as out:
         rows = asyncio.run(export(out))
-    print(json.dumps({"rows": rows, "seconds": time.perf_counter() - started}))
+    seconds = time.perf_counter() - started
+    print(json.dumps({"rows": rows, "seconds": seconds, "peak_rss_kb": own_peak_rss_kb()}))
     return 0
+
+
+def own_peak_rss_kb() -> int:
+    """This process's high-water resident set in KiB: VmHWM of its own address space.
+
+    Not getrusage: Linux carries a parent's high-water mark across fork and exec into the child's
+    ru_maxrss (and into the parent's wait4 rusage of it), so an export child reported the benchmark's
+    own peak (116 MB, then 198 MB with more receiver bodies), whatever the export used.
+    """
+    with open("/proc/self/status", encoding="ascii") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    raise BenchError("no VmHWM in /proc/self/status: peak memory is measured on Linux only")
 
 
 def _progress(message: str) -> None:
