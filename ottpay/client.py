@@ -14,6 +14,7 @@ from yarl import URL
 from ottpay.codes import GatewayReply, Outcome, classify_rsp_code
 from ottpay.envelope import open_with_any_key, seal
 from ottpay.errors import EnvelopeError
+from ottpay.messages import GATEWAY_BASE_URL
 
 logger = logging.getLogger("ottpay.client")
 
@@ -51,7 +52,7 @@ class OttPayClient:
     rather than charging twice). ValueError/TypeError are raised only for invalid arguments.
     """
 
-    DEFAULT_BASE_URL = "https://frontapi.ottpay.com:443"
+    DEFAULT_BASE_URL = GATEWAY_BASE_URL
 
     def __init__(
         self,

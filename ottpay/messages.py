@@ -11,6 +11,7 @@ from ottpay.strict_json import has_unstorable
 
 __all__ = [
     "CALLBACK_FIELDS",
+    "GATEWAY_BASE_URL",
     "SUCCESS_ACK",
     "callback_shape_problems",
     "parse_cents",
@@ -18,6 +19,10 @@ __all__ = [
 ]
 
 CALLBACK_FIELDS: tuple[str, ...] = ("rsp_code", "rsp_msg", "merchant_id", "data", "md5")
+
+# Where OTT Pay's payment API answers (PROTOCOL §1). Here rather than in ottpay.client, so that settings can name
+# it without loading the HTTP client.
+GATEWAY_BASE_URL = "https://frontapi.ottpay.com:443"
 
 # The acknowledgement is not documented by OTT Pay; this mirrors its own success envelope.
 SUCCESS_ACK: dict[str, str] = {"rsp_code": "SUCCESS", "rsp_msg": "success"}

@@ -6,9 +6,8 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Concatenate, ParamSpec, TypedDict, TypeVar, cast
+from typing import TYPE_CHECKING, Concatenate, ParamSpec, TypedDict, TypeVar, cast
 
-import aiohttp
 import asyncpg
 from arq import ArqRedis
 from arq.typing import WorkerCoroutine
@@ -21,6 +20,9 @@ from ottrecon.reconciliation.reconcile import DEFAULT_CONCURRENCY
 from ottrecon.redis_persistence import PersistenceWatch
 from worker.settings import WorkerSettings
 from worker.writer import BatchWriter
+
+if TYPE_CHECKING:
+    from worker.http import LazySession
 
 
 @dataclass
@@ -47,7 +49,7 @@ class ReconState:
 
     pool: asyncpg.Pool
     business_tz: str
-    http: aiohttp.ClientSession
+    http: LazySession
     alert_webhook_url: str | None
     alert_storm_threshold: int
     merchants: MerchantKeys
@@ -73,7 +75,7 @@ class JobContext(TypedDict, total=False):
     score: int
     # Set by worker/main.py's startup.
     state: WorkerState
-    http: aiohttp.ClientSession
+    http: LazySession
     payments: PaymentState
     recon: ReconState
     persistence: tuple[PersistenceWatch, asyncio.Task[None]]

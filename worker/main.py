@@ -6,7 +6,6 @@ import asyncio
 import logging
 from typing import Any
 
-import aiohttp
 from arq import ArqRedis, cron, func
 from arq.typing import WorkerCoroutine
 from redis.asyncio import ConnectionPool
@@ -29,6 +28,7 @@ from ottrecon.queue import (
 )
 from ottrecon.redis_persistence import PersistenceWatch, stop_watch
 from worker.context import PaymentState, ReconState, WorkerState, arq_job
+from worker.http import LazySession
 from worker.jobs import ARQ_TRIES_SLACK, ingest_callbacks
 from worker.legacy_queue import adopt_legacy_queue, adopt_now
 from worker.metrics import REFRESH_EVERY_S, count_submission, refresh_metrics, timed
@@ -68,7 +68,7 @@ def create_worker(settings: WorkerSettings, *, burst: bool = False, handle_signa
             lambda v, r: callback_store.record(pool, v, r), settings.write_batch_max, settings.writes_in_flight
         )
         ctx["state"] = WorkerState(settings=settings, pool=pool, writer=writer)
-        session = aiohttp.ClientSession()
+        session = LazySession()
         ctx["http"] = session
         gateway = Gateway(
             session,
@@ -109,7 +109,7 @@ def create_worker(settings: WorkerSettings, *, burst: bool = False, handle_signa
     async def shutdown(ctx: dict[str, Any]) -> None:
         if "persistence" in ctx:
             await stop_watch(*ctx["persistence"])
-        session: aiohttp.ClientSession | None = ctx.get("http")
+        session: LazySession | None = ctx.get("http")
         if session is not None:
             await session.close()
         state: WorkerState | None = ctx.get("state")

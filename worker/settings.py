@@ -5,10 +5,11 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from ottpay.client import OttPayClient
 from ottpay.keys import MerchantKeys, parse_merchant_keys, parse_operator_ids
+from ottpay.messages import GATEWAY_BASE_URL
 from ottrecon.config import EnvReader
 from ottrecon.errors import ConfigError
 from ottrecon.money import DEFAULT_CURRENCY
@@ -38,7 +39,7 @@ class WorkerSettings:
     # Taking payments: operator id per merchant (merchants without one cannot submit), the gateway,
     # and the public URL of the receiver's callback endpoint (sent as ACTIVEPAY's call_back_url).
     operators: Mapping[str, str] = field(default_factory=dict)
-    gateway_base_url: str = OttPayClient.DEFAULT_BASE_URL
+    gateway_base_url: str = GATEWAY_BASE_URL
     gateway_timeout_s: float = 15.0
     callback_url: str | None = None
     policy: Policy = field(default_factory=Policy)
@@ -95,8 +96,9 @@ class WorkerSettings:
         if callback_url and not callback_url.startswith(("http://", "https://")):
             problems.append("OTTRECON_CALLBACK_URL must be an http(s) URL")
         base_url = env.get("OTTPAY_BASE_URL", "").strip() or cls.gateway_base_url
-        if not base_url.startswith(("http://", "https://")):
-            problems.append("OTTPAY_BASE_URL must be an http(s) URL")
+        if not _is_http_url(base_url):
+            # The OTT Pay client checks the same when the first payment makes it (decision 0046): refused at start.
+            problems.append("OTTPAY_BASE_URL must be an absolute http(s) URL with a host")
         default = Policy()
         policy = Policy(
             passivepay_code_ttl_s=reader.number(
@@ -170,3 +172,8 @@ class WorkerSettings:
     def retry_delay(self, job_try: int) -> float:
         """Seconds to wait after failed try number job_try: exponential, capped."""
         return float(min(self.retry_max_delay_s, self.retry_base_delay_s * 2 ** (job_try - 1)))
+
+
+def _is_http_url(url: str) -> bool:
+    parts = urlsplit(url)
+    return parts.scheme in ("http", "https") and bool(parts.hostname)

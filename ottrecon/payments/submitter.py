@@ -7,16 +7,19 @@ import logging
 import random
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 import asyncpg
 
-from ottpay.client import OttPayClient
 from ottpay.codes import GatewayReply
 from ottpay.messages import parse_cents
 from ottrecon import db
 from ottrecon.payments import store
 from ottrecon.payments.gateway import Gateway
 from ottrecon.payments.submission import Policy, Step, Transition, after_reply, next_step
+
+if TYPE_CHECKING:
+    from ottpay.client import OttPayClient
 
 logger = logging.getLogger("ottrecon.submitter")
 

@@ -6,17 +6,20 @@ import asyncio
 import logging
 import random
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
-import aiohttp
 import asyncpg
 
 from ottrecon.backoff import backoff
 from ottrecon.db import translate_errors
 from ottrecon.money import DEFAULT_CURRENCY, format_money
 from ottrecon.reconciliation.alerts import ALERT_COLUMNS, AlertView, format_time, printable
+
+if TYPE_CHECKING:
+    import aiohttp
 
 logger = logging.getLogger("ottrecon.alerts")
 _rng = random.Random()
@@ -58,7 +61,7 @@ class DeliveryReport:
 
 async def deliver_due_alerts(
     pool: asyncpg.Pool,
-    session: aiohttp.ClientSession,
+    session: Callable[[], aiohttp.ClientSession],
     webhook_url: str | None,
     *,
     storm_threshold: int = 10,
@@ -76,6 +79,8 @@ async def deliver_due_alerts(
     With no webhook_url the alerts are delivered to the log. Raises DatabaseUnavailable when
     Postgres is away; the alerts then simply stay due. The URL is a secret: it is never logged or stored.
     Times in the texts are in display_tz and money in currency, as the finance console shows them.
+    session gives the HTTP session, asked for only when a message is sent (the worker then loads aiohttp,
+    decision 0046).
     """
 
     def delay(attempts: int) -> float:
@@ -97,13 +102,14 @@ async def deliver_due_alerts(
             _log_only(alerts, storm, display_tz, currency)
             errors, delays = dict.fromkeys(attempts), {}
         elif storm:
-            error = await _post(session, webhook_url, summary_text(alerts, currency), timeout_s)
+            error = await _post(session(), webhook_url, summary_text(alerts, currency), timeout_s)
             errors = dict.fromkeys(attempts, error)
             # A storm fails as one message, so it comes back as one: a single delay keeps it together.
             delays = dict.fromkeys(attempts, delay(max(attempts.values())))
         else:
             texts = [alert_text(a, display_tz, currency) for a in alerts]
-            sent = await asyncio.gather(*(_post(session, webhook_url, text, timeout_s) for text in texts))
+            http = session()
+            sent = await asyncio.gather(*(_post(http, webhook_url, text, timeout_s) for text in texts))
             errors = {a.id: error for a, error in zip(alerts, sent, strict=True)}
             delays = {a.id: delay(attempts[a.id]) for a in alerts}
         delivered = [a for a in alerts if errors[a.id] is None]
@@ -191,6 +197,8 @@ def _log_only(alerts: Sequence[AlertView], storm: bool, tz: str, currency: str) 
 
 async def _post(session: aiohttp.ClientSession, url: str, text: str, timeout_s: float) -> str | None:
     """POST one message; None when the endpoint took it (2xx), else a short reason free of the URL."""
+    import aiohttp  # already loaded: the caller made the session (decision 0046)
+
     try:
         async with session.post(
             url, json={"text": text}, timeout=aiohttp.ClientTimeout(total=timeout_s), allow_redirects=False

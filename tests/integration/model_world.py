@@ -124,7 +124,7 @@ def world(database_url: str, redis_url: str, merchants: MerchantKeys) -> Iterato
         stack.push_async_callback(pool.close)
         redis = connect(redis_url, 2.0)
         stack.push_async_callback(redis.aclose)
-        gateway = Gateway(session, merchants, operators, base_url=str(server.make_url("/")), timeout_s=5)
+        gateway = Gateway(lambda: session, merchants, operators, base_url=str(server.make_url("/")), timeout_s=5)
         parts = dict(callback_url="http://127.0.0.1:9/dropped", lease_s=60)
         made = World(
             loop=loop,

@@ -144,7 +144,7 @@ async def test_alert_texts_show_money_in_the_configured_currency(
 ) -> None:
     # One money formatter for the console, the CLI and the alerts (OTTRECON_CURRENCY): texts said "$12.50".
     one = await add_alert(db, "ORDER-1", 1250)
-    await deliver_due_alerts(pool, session, endpoint.url, currency="USD")
+    await deliver_due_alerts(pool, lambda: session, endpoint.url, currency="USD")
     assert endpoint.accepted == [
         f"ALERT unpaid: merchant {MERCHANT}, order ORDER-1, 12.50 USD at risk (alert #{one}), "
         "first seen 2024-05-01 08:00 EDT"
@@ -162,7 +162,7 @@ async def test_deliver_due_alerts_sends_one_message_per_alert(
     first = await add_alert(db, "ORDER-1", 1250)
     second = await add_alert(db, "ORDER-2", 123456, kind="amount_mismatch", merchant_id=OTHER_MERCHANT)
 
-    report = await deliver_due_alerts(pool, session, endpoint.url)
+    report = await deliver_due_alerts(pool, lambda: session, endpoint.url)
 
     assert report == DeliveryReport(claimed=2, delivered=2, failed=0, summarised=False)
     assert sorted(endpoint.accepted) == [
@@ -184,7 +184,7 @@ async def test_deliver_due_alerts_sends_one_message_per_alert(
     )
     assert logged[second]["amount_at_risk"] == 123456
 
-    assert await deliver_due_alerts(pool, session, endpoint.url) == DeliveryReport(0, 0, 0, False)
+    assert await deliver_due_alerts(pool, lambda: session, endpoint.url) == DeliveryReport(0, 0, 0, False)
     assert len(endpoint.received) == 2
 
 
@@ -194,17 +194,18 @@ async def test_deliver_due_alerts_endpoint_down_retries_with_backoff_until_deliv
     alert_id = await add_alert(db, "ORDER-DOWN", 990)
     endpoint.status, endpoint.body = 500, "no_service"
 
-    report = await deliver_due_alerts(pool, session, endpoint.url, base_delay_s=10)
+    report = await deliver_due_alerts(pool, lambda: session, endpoint.url, base_delay_s=10)
 
     assert report == DeliveryReport(claimed=1, delivered=0, failed=1, summarised=False)
     state = await delivery_state(db, alert_id)
     assert (state["notified_at"], state["notify_attempts"], state["notify_error"]) == (None, 1, "HTTP 500: no_service")
     assert 4.5 < state["due_in_s"] <= 10  # first retry: the base delay, jittered to half..full
-    assert await deliver_due_alerts(pool, session, endpoint.url, base_delay_s=10) == DeliveryReport(0, 0, 0, False)
+    again = await deliver_due_alerts(pool, lambda: session, endpoint.url, base_delay_s=10)
+    assert again == DeliveryReport(0, 0, 0, False)
 
     await endpoint.stop()  # nothing listening any more
     await make_due(db)
-    report = await deliver_due_alerts(pool, session, endpoint.url, base_delay_s=10)
+    report = await deliver_due_alerts(pool, lambda: session, endpoint.url, base_delay_s=10)
     assert (report.delivered, report.failed) == (0, 1)
     state = await delivery_state(db, alert_id)
     assert state["notify_attempts"] == 2 and state["notify_error"] == "cannot send: ClientConnectorError"
@@ -213,10 +214,10 @@ async def test_deliver_due_alerts_endpoint_down_retries_with_backoff_until_deliv
     endpoint.status = 200
     await endpoint.start()
     await make_due(db)
-    report = await deliver_due_alerts(pool, session, endpoint.url, base_delay_s=10)
+    report = await deliver_due_alerts(pool, lambda: session, endpoint.url, base_delay_s=10)
     assert (report.delivered, report.failed) == (1, 0)
     await make_due(db)
-    assert await deliver_due_alerts(pool, session, endpoint.url) == DeliveryReport(0, 0, 0, False)
+    assert await deliver_due_alerts(pool, lambda: session, endpoint.url) == DeliveryReport(0, 0, 0, False)
 
     assert alert_ids(endpoint.accepted) == [alert_id]
     state = await delivery_state(db, alert_id)
@@ -230,7 +231,7 @@ async def test_deliver_due_alerts_backoff_is_capped_at_max_delay(
     await db.execute("UPDATE alerts SET notify_attempts = 5000")  # days of outage: 2**5000 overflows a float
     endpoint.status = 503
 
-    await deliver_due_alerts(pool, session, endpoint.url, base_delay_s=5, max_delay_s=60)
+    await deliver_due_alerts(pool, lambda: session, endpoint.url, base_delay_s=5, max_delay_s=60)
 
     state = await delivery_state(db, alert_id)
     assert state["notify_attempts"] == 5001 and state["notified_at"] is None
@@ -244,7 +245,7 @@ async def test_deliver_due_alerts_concurrent_calls_send_each_alert_once(
     endpoint.delay_s = 0.3  # every call is still sending while the others claim
 
     reports = await asyncio.gather(
-        *(deliver_due_alerts(pool, session, endpoint.url, batch=3, storm_threshold=100) for _ in range(4))
+        *(deliver_due_alerts(pool, lambda: session, endpoint.url, batch=3, storm_threshold=100) for _ in range(4))
     )
 
     assert sorted(r.claimed for r in reports) == [0, 2, 3, 3]
@@ -260,7 +261,7 @@ async def test_deliver_due_alerts_storm_sends_one_summary(
     for i in range(1, 13):
         await add_alert(db, f"ORDER-S{i}", i * 100, kind="unpaid" if i % 2 else "amount_mismatch")
 
-    report = await deliver_due_alerts(pool, session, endpoint.url, storm_threshold=10)
+    report = await deliver_due_alerts(pool, lambda: session, endpoint.url, storm_threshold=10)
 
     assert report == DeliveryReport(claimed=12, delivered=12, failed=0, summarised=True)
     assert len(endpoint.accepted) == 1
@@ -288,14 +289,14 @@ async def test_deliver_due_alerts_failed_storm_is_retried_as_one_summary(
         await add_alert(db, f"ORDER-F{i}", 500)
     endpoint.status = 429
 
-    report = await deliver_due_alerts(pool, session, endpoint.url, storm_threshold=10)
+    report = await deliver_due_alerts(pool, lambda: session, endpoint.url, storm_threshold=10)
 
     assert report == DeliveryReport(claimed=10, delivered=0, failed=10, summarised=True)
     # One delay for the whole storm, so it comes back together rather than as ten messages.
     assert await db.fetchval("SELECT count(DISTINCT next_notify_at) FROM alerts") == 1
     endpoint.status = 200
     await make_due(db)
-    report = await deliver_due_alerts(pool, session, endpoint.url, storm_threshold=10)
+    report = await deliver_due_alerts(pool, lambda: session, endpoint.url, storm_threshold=10)
     assert report == DeliveryReport(claimed=10, delivered=10, failed=0, summarised=True)
     assert len(endpoint.received) == 2 and len(endpoint.accepted) == 1
 
@@ -306,7 +307,7 @@ async def test_deliver_due_alerts_without_url_logs_and_marks_notified(
     caplog.set_level(logging.INFO, logger="ottrecon.alerts")
     alert_id = await add_alert(db, "ORDER-LOG", 4200)
 
-    report = await deliver_due_alerts(pool, session, None)
+    report = await deliver_due_alerts(pool, lambda: session, None)
 
     assert report == DeliveryReport(claimed=1, delivered=1, failed=0, summarised=False)
     [record] = [r for r in caplog.records if r.name == "ottrecon.alerts"]
@@ -320,7 +321,7 @@ async def test_deliver_due_alerts_without_url_logs_and_marks_notified(
         "amount_at_risk": 4200,
     }
     assert (await delivery_state(db, alert_id))["notified_at"] is not None
-    assert await deliver_due_alerts(pool, session, None) == DeliveryReport(0, 0, 0, False)
+    assert await deliver_due_alerts(pool, lambda: session, None) == DeliveryReport(0, 0, 0, False)
 
 
 async def test_deliver_due_alerts_never_expose_webhook_url(
@@ -338,11 +339,11 @@ async def test_deliver_due_alerts_never_expose_webhook_url(
     for status, body, delay in failures:
         endpoint.status, endpoint.body, endpoint.delay_s = status, body, delay
         await make_due(db)
-        assert (await deliver_due_alerts(pool, session, endpoint.url, timeout_s=0.2)).failed == 1
+        assert (await deliver_due_alerts(pool, lambda: session, endpoint.url, timeout_s=0.2)).failed == 1
         errors.append((await delivery_state(db, alert_id))["notify_error"])
     await endpoint.stop()
     await make_due(db)
-    await deliver_due_alerts(pool, session, endpoint.url, timeout_s=0.2)
+    await deliver_due_alerts(pool, lambda: session, endpoint.url, timeout_s=0.2)
     errors.append((await delivery_state(db, alert_id))["notify_error"])
 
     assert errors == [
@@ -361,7 +362,7 @@ async def test_deliver_due_alerts_resolved_before_delivery_is_sent_marked_resolv
 ) -> None:
     alert_id = await add_alert(db, "ORDER-GONE", status="resolved")
 
-    assert (await deliver_due_alerts(pool, session, endpoint.url)).delivered == 1
+    assert (await deliver_due_alerts(pool, lambda: session, endpoint.url)).delivered == 1
 
     assert endpoint.accepted == [
         f"ALERT (already resolved: evidence) unpaid: merchant {MERCHANT}, order ORDER-GONE, 12.50 CAD at risk "
@@ -374,7 +375,7 @@ async def test_deliver_due_alerts_escapes_slack_markup_in_ids(
 ) -> None:
     await add_alert(db, "<!channel>&<http://evil|pay>", merchant_id="M1\nALERT fake")
 
-    await deliver_due_alerts(pool, session, endpoint.url)
+    await deliver_due_alerts(pool, lambda: session, endpoint.url)
 
     [text] = endpoint.accepted
     assert "order &lt;!channel&gt;&amp;&lt;http://evil|pay&gt;," in text

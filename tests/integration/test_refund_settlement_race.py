@@ -55,7 +55,9 @@ async def parts(database_url: str) -> AsyncIterator[Parts]:
     pool = await asyncpg.create_pool(database_url, min_size=0, max_size=6)
     try:
         async with aiohttp.ClientSession() as session:
-            gateway = Gateway(session, merchants, {MERCHANT: OPERATOR}, base_url=str(server.make_url("/")), timeout_s=5)
+            gateway = Gateway(
+                lambda: session, merchants, {MERCHANT: OPERATOR}, base_url=str(server.make_url("/")), timeout_s=5
+            )
             policy = Policy(passivepay_code_ttl_s=3600)
             yield Parts(
                 pool,

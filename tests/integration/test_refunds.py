@@ -101,7 +101,7 @@ async def test_one_failing_refund_does_not_hold_back_the_other_due_refunds(
     try:
         async with aiohttp.ClientSession() as session:
             # No operator configured: each refund is settled as failed without a request (nothing to fake).
-            gateway = Gateway(session, MerchantKeys(), {}, base_url="http://127.0.0.1:9", timeout_s=1)
+            gateway = Gateway(lambda: session, MerchantKeys(), {}, base_url="http://127.0.0.1:9", timeout_s=1)
             claimed = await Refunder(pool, gateway, Policy(), lease_s=60).process_due(10)
     finally:
         await pool.close()

@@ -24,7 +24,7 @@ _ids = itertools.count(1)
 def _client(sim: RunningSim, merchants: str) -> OttPayClient:
     """The worker's client for MERCHANT under an OTTPAY_MERCHANTS value (as after a restart with it)."""
     gateway = Gateway(
-        sim.session, parse_merchant_keys(merchants), {MERCHANT: OPERATOR}, base_url=sim.url(), timeout_s=2.0
+        lambda: sim.session, parse_merchant_keys(merchants), {MERCHANT: OPERATOR}, base_url=sim.url(), timeout_s=2.0
     )
     client = gateway.client_for(MERCHANT)
     assert client is not None

@@ -42,3 +42,10 @@ def test_receiver_loads_no_cipher_no_database_driver_and_no_domain() -> None:
     # The command line's `pay --kind/--biz-type` choices: enums only, no driver, nothing that can touch a payment.
     vocabulary = ["ottrecon.payments", "ottrecon.payments.statuses"]
     assert [m for m in loaded if m.startswith(domain) and m not in vocabulary] == []
+
+
+def test_the_worker_loads_no_http_client_before_it_needs_one() -> None:
+    # aiohttp's import (about a tenth of a second, TLS contexts included) delayed every worker's first callback;
+    # it now loads with the first payment or alert sent (decision 0046).
+    loaded = loaded_after(f"import {COMMAND_LINE}, worker.main")
+    assert [m for m in loaded if m == "aiohttp" or m.startswith(("aiohttp.", "ottpay.client"))] == []

@@ -85,3 +85,10 @@ def test_worker_reads_how_many_writes_it_keeps_in_flight() -> None:
     assert WorkerSettings.from_env({**WORKER, "OTTRECON_WRITES_IN_FLIGHT": "1"}).writes_in_flight == 1
     with pytest.raises(ConfigError, match="OTTRECON_WRITES_IN_FLIGHT"):
         WorkerSettings.from_env({**WORKER, "OTTRECON_WRITES_IN_FLIGHT": "0"})
+
+
+@pytest.mark.parametrize("url", ["https://", "http:///processV2", "ftp://gateway.example", "gateway.example"])
+def test_worker_refuses_a_gateway_url_without_a_host_at_start(url: str) -> None:
+    # The OTT Pay client is made with the first payment (decision 0046): settings refuse what it would refuse.
+    with pytest.raises(ConfigError, match="OTTPAY_BASE_URL"):
+        WorkerSettings.from_env({**WORKER, "OTTPAY_BASE_URL": url})
