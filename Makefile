@@ -85,9 +85,9 @@ format: $(BIN)/.installed
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-## soak: the long runs of what `make test` runs briefly (about 17 minutes): the fuzzers of tests/fuzz ~100x
+## soak: the long runs of what `make test` runs briefly (about 22 minutes): the fuzzers of tests/fuzz ~100x
 ## longer (docs/SECURITY.md), then the model-based reconciliation tests with many more histories
-## (docs/RECONCILIATION.md), concurrent reconcilers against the model, and 1000 rounds of concurrently settled refunds; OTTRECON_SOAK_SCALE=2 doubles the counts
+## (docs/RECONCILIATION.md), concurrent reconcilers against the model, 1000 rounds of concurrently settled refunds, and 4 minutes of concurrent writers against the change queue; OTTRECON_SOAK_SCALE=2 doubles the counts
 SOAK_SCALE = $${OTTRECON_SOAK_SCALE:-1}
 soak: $(BIN)/.installed
 	$(SERVICES) && OTTRECON_FUZZ=soak $(BIN)/pytest tests/fuzz --timeout=7200
@@ -96,9 +96,10 @@ soak: $(BIN)/.installed
 		OTTRECON_RACE_EXAMPLES=$$((600 * $(SOAK_SCALE))) OTTRECON_RACE_STEPS=50 \
 		OTTRECON_PARSER_EXAMPLES=$$((20000 * $(SOAK_SCALE))) OTTRECON_REFUND_RACE_ROUNDS=$$((1000 * $(SOAK_SCALE))) \
 		OTTRECON_CONC_EXAMPLES=$$((500 * $(SOAK_SCALE))) OTTRECON_CONC_STEPS=30 \
+		OTTRECON_QUEUE_STRESS_SECONDS=$$((240 * $(SOAK_SCALE))) OTTRECON_QUEUE_STRESS_FUZZ=$$((300 * $(SOAK_SCALE))) \
 		$(BIN)/pytest -s -q tests/integration/test_reconciliation_model.py tests/integration/test_reconciler_race.py \
 			tests/integration/test_finish_time_sql.py tests/integration/test_refund_settlement_race.py \
-			tests/integration/test_reconcile_concurrency.py
+			tests/integration/test_reconcile_concurrency.py tests/integration/test_change_queue_stress.py
 
 ## demo: the whole system against the simulator with faults on; prints paid / recovered / unpaid / charged twice
 demo: $(BIN)/.installed
