@@ -21,7 +21,9 @@ from ottrecon.reconciliation.reports import NEEDS_A_PERSON
 # The books lock (two-int advisory form; the reconciler's key locks use space 7413). A close or reopen holds
 # it exclusively; every reconciler batch holds it shared from before its ledger recompute until it commits.
 # So a close sees no batch half done, and a batch that books an adjustment sees every close committed
-# before it (decision 0031: an adjustment can never land on a date closed under it).
+# before it (decision 0031: an adjustment can never land on a date closed under it). A statement import holds
+# it exclusively too, so that its trigger sees every batch and import committed before it, and every later
+# batch sees it (decision 0047).
 BOOKS_LOCK = (7414, 0)
 LOCK_BOOKS = "SELECT pg_advisory_xact_lock($1, $2)"
 LOCK_BOOKS_SHARED = "SELECT pg_advisory_xact_lock_shared($1, $2)"
@@ -212,7 +214,7 @@ async def close_dates(
         raise ClosingError("--force needs a reason")
     report = CloseReport()
     async with translate_errors(), pool.acquire() as conn, conn.transaction():
-        await conn.execute(LOCK_BOOKS, *BOOKS_LOCK)
+        await hold_books(conn)
         active = await conn.fetch(ACTIVE_CLOSES, first, merchant_id, last)
         covered = {r["business_date"] for r in active if r["merchant_id"] == merchant_id or r["merchant_id"] is None}
         if merchant_id is None:
@@ -249,7 +251,7 @@ async def reopen_date(pool: asyncpg.Pool, day: date, *, merchant_id: str | None,
     if not reason.strip():
         raise ClosingError("say why in a reason (--reason)")
     async with translate_errors(), pool.acquire() as conn, conn.transaction():
-        await conn.execute(LOCK_BOOKS, *BOOKS_LOCK)
+        await hold_books(conn)
         found = await conn.fetchrow(FIND_CLOSE, day, merchant_id)
         if found is None:
             scope = f"for {merchant_id}" if merchant_id else "for every merchant"
@@ -271,6 +273,11 @@ async def list_closes(
     async with translate_errors(), pool.acquire() as conn:
         rows = await conn.fetch(LIST_CLOSES, date_from or date.min, date_to or date.max, limit)
     return [Close.from_row(r) for r in rows]
+
+
+async def hold_books(conn: Connection) -> None:
+    """Hold the books lock exclusively until the transaction ends (a close, a reopen, a statement import)."""
+    await conn.execute(LOCK_BOOKS, *BOOKS_LOCK)
 
 
 async def hold_books_shared(conn: Connection) -> None:

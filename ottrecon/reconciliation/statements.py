@@ -14,6 +14,7 @@ import asyncpg
 
 from ottrecon.db import translate_errors
 from ottrecon.progress import Progress
+from ottrecon.reconciliation.closing import hold_books
 from ottrecon.reconciliation.layouts import (
     ImportReport,
     StatementError,
@@ -96,6 +97,9 @@ async def import_statement(
     report = ImportReport(None, True, read, 0, 0, 0, start, end, tuple(sorted(merchants)))
     again = hashlib.sha256()
     async with translate_errors(), pool.acquire() as conn, conn.transaction():
+        # Before anything is written: reconciler batches in flight finish first, and later ones (and another
+        # import) wait for this commit, so no key of this period is recomputed without it (decision 0047).
+        await hold_books(conn)
         args = (path.name, digest.hexdigest(), start, end, report.merchant_ids, read)
         if (import_id := await conn.fetchval(INSERT_IMPORT, *args)) is None:
             return report

@@ -21,8 +21,8 @@ with nothing queued: the race of decision 0012, issue 8), and no writer ever wai
    summary and the open alerts must equal the model's and recon_dirty must be empty.
    Statement imports are serialised and dated in 2020 (no payment's ledger row is dated there): concurrent
    imports, and an import racing the reconciliation of a change that moves a key's ledger date into its
-   period, lose updates on the code before sql/0015 too (docs/RECONCILIATION.md, "Known issue: statement
-   imports racing the reconciler"; not fixed yet).
+   period, lost updates before decision 0047, whatever the triggers (this file's writers run the import's SQL
+   without import_statement's books lock; tests/integration/test_statement_import_races.py covers them).
 2. Interleavings held open on separate connections at the moments that matter: a writer holding its share
    lock while reconcilers (and bare claims) run; a reconciler paused after its claim, after its ledger write
    or before its commit while several writers commit changes of the key at once; a transaction that touches a
