@@ -148,4 +148,4 @@ async def test_two_imports_at_once_leave_no_superseded_line_current(
     await reconcile_pending(pool, business_tz=TZ)
     assert await db.fetchval("SELECT count(*) FROM recon_dirty") == 0
     row = await db.fetchrow(LEDGER_OF_A, MERCHANT)
-    assert row is not None and (row["statement_status"], row["statement_line_ids"]) == (None, []), dict(row)
+    assert row is not None and (row["statement_status"], row["statement_line_ids"]) == (None, []), dict(row or {})
