@@ -14,19 +14,11 @@ from typing import Any
 
 import asyncpg
 
-from ottrecon.db import Connection, fetch_one, translate_errors
+from ottrecon.db import fetch_one, translate_errors
 from ottrecon.errors import OttreconError
+from ottrecon.reconciliation.books_lock import hold_books
 from ottrecon.reconciliation.reports import NEEDS_A_PERSON
 
-# The books lock (two-int advisory form; the reconciler's key locks use space 7413). A close or reopen holds
-# it exclusively; every reconciler batch holds it shared from before its ledger recompute until it commits.
-# So a close sees no batch half done, and a batch that books an adjustment sees every close committed
-# before it (decision 0031: an adjustment can never land on a date closed under it). A statement import holds
-# it exclusively too, so that its trigger sees every batch and import committed before it, and every later
-# batch sees it (decision 0047).
-BOOKS_LOCK = (7414, 0)
-LOCK_BOOKS = "SELECT pg_advisory_xact_lock($1, $2)"
-LOCK_BOOKS_SHARED = "SELECT pg_advisory_xact_lock_shared($1, $2)"
 # A close is about one merchant ($2) or every merchant (NULL); a close of every merchant covers each one.
 ACTIVE_CLOSES = """
 SELECT id, business_date, merchant_id FROM book_closes
@@ -273,16 +265,6 @@ async def list_closes(
     async with translate_errors(), pool.acquire() as conn:
         rows = await conn.fetch(LIST_CLOSES, date_from or date.min, date_to or date.max, limit)
     return [Close.from_row(r) for r in rows]
-
-
-async def hold_books(conn: Connection) -> None:
-    """Hold the books lock exclusively until the transaction ends (a close, a reopen, a statement import)."""
-    await conn.execute(LOCK_BOOKS, *BOOKS_LOCK)
-
-
-async def hold_books_shared(conn: Connection) -> None:
-    """Hold the books lock shared until the transaction ends (a reconciler batch: see BOOKS_LOCK)."""
-    await conn.execute(LOCK_BOOKS_SHARED, *BOOKS_LOCK)
 
 
 def format_closes(closes: Sequence[Close], display_tz: Any) -> str:

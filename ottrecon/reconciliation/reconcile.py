@@ -11,7 +11,8 @@ import asyncpg
 
 from ottrecon import db
 from ottrecon.progress import Progress
-from ottrecon.reconciliation.closing import CONTRIBUTIONS, hold_books_shared
+from ottrecon.reconciliation.books_lock import hold_books_shared
+from ottrecon.reconciliation.closing import CONTRIBUTIONS
 
 logger = logging.getLogger("ottrecon.reconcile")
 

@@ -14,7 +14,7 @@ import asyncpg
 
 from ottrecon.db import translate_errors
 from ottrecon.progress import Progress
-from ottrecon.reconciliation.closing import hold_books
+from ottrecon.reconciliation.books_lock import hold_books
 from ottrecon.reconciliation.layouts import (
     ImportReport,
     StatementError,

@@ -18,7 +18,7 @@ import asyncpg
 import pytest
 
 from ottpay.keys import MerchantKeys
-from ottrecon.reconciliation import closing
+from ottrecon.reconciliation import books_lock, closing
 from ottrecon.reconciliation.alerts import acknowledge
 from ottrecon.reconciliation.csv_writer import write_csv
 from ottrecon.reconciliation.layouts import StatementLayout
@@ -246,7 +246,7 @@ async def test_a_close_waits_for_a_reconciler_batch_in_flight(
     # A batch holds the books shared until it commits; a close taking them exclusively waits for it, so the
     # batch's ledger change and the close's snapshot can never interleave.
     async with pool.acquire() as batch, batch.transaction():
-        await closing.hold_books_shared(batch)
+        await books_lock.hold_books_shared(batch)
         close = asyncio.create_task(
             closing.close_dates(pool, MAY_1, MAY_1, merchant_id=None, note="n", actor="ana", today=TODAY)
         )

@@ -19,7 +19,7 @@ import time
 import asyncpg
 
 from ottpay.keys import MerchantKeys
-from ottrecon.reconciliation.closing import BOOKS_LOCK, LOCK_BOOKS
+from ottrecon.reconciliation.books_lock import BOOKS_LOCK, LOCK_BOOKS
 from ottrecon.reconciliation.reconcile import BATCH
 from tests.integration.stack import stop_worker, wait_until_started
 from tests.integration.support import enqueue_callback, make_callback, worker_settings

@@ -23,7 +23,7 @@ from zoneinfo import ZoneInfo
 import asyncpg
 import pytest
 
-from ottrecon.reconciliation.closing import BOOKS_LOCK
+from ottrecon.reconciliation.books_lock import BOOKS_LOCK
 from ottrecon.reconciliation.layouts import StatementLayout
 from ottrecon.reconciliation.reconcile import reconcile_pending
 from ottrecon.reconciliation.statements import import_statement
