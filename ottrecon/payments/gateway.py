@@ -35,11 +35,11 @@ class Gateway:
         self._base_url = base_url
         self._timeout_s = timeout_s
         # Who may pay: a merchant with both a sign key and an operator id.
-        self._signers = {
+        signers = {
             merchant_id: (operator_id, merchants.keys_for(merchant_id))
             for merchant_id, operator_id in operators.items()
-            if merchants.keys_for(merchant_id)
         }
+        self._signers = {merchant_id: signer for merchant_id, signer in signers.items() if signer[1]}
         self._clients: dict[str, OttPayClient] = {}
 
     def client_for(self, merchant_id: str) -> OttPayClient | None:

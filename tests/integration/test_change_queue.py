@@ -13,17 +13,21 @@ from collections.abc import AsyncIterator
 import asyncpg
 import pytest
 
+from ottrecon.payments import store as payments_store
 from ottrecon.reconciliation.reconcile import CLAIM_CHANGES, reconcile_pending
 from tests.integration.model_world import BUSINESS_TZ, assert_matches_model, evidence_from_db
 
 MERCHANT = "M-QUEUE"
-CREATE_ORDER = """
-INSERT INTO orders (merchant_id, order_id, kind, biz_type, amount, tip, status, idempotency_key, request_sha256)
-VALUES ($1, $2, 'ACTIVEPAY', 'ALIPAY', 1250, 0, 'awaiting_payment', $2, 'sha')
-"""
 FLAG_UNPAID = "UPDATE orders SET status = 'unpaid', unpaid_flagged_at = now() WHERE merchant_id = $1 AND order_id = $2"
 EXPIRE = "UPDATE orders SET status = 'expired' WHERE merchant_id = $1 AND order_id = $2"
 QUEUED = "SELECT count(*) FROM recon_dirty WHERE merchant_id = $1 AND order_id = $2"
+
+
+async def create_order(conn: asyncpg.Connection, order_id: str) -> int:
+    """An ACTIVEPAY order as the payments API stores it (its insert queues the key); returns its id."""
+    args = (MERCHANT, order_id, "ACTIVEPAY", "ALIPAY", 1250, 0, None, None, order_id, "sha")
+    order_ref: int = await conn.fetchval(payments_store.INSERT_ORDER, *args)
+    return order_ref
 
 
 @pytest.fixture
@@ -33,7 +37,7 @@ async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
 
 
 async def test_a_key_changed_again_while_it_waits_is_queued_once(db: asyncpg.Connection) -> None:
-    await db.execute(CREATE_ORDER, MERCHANT, "O-1")
+    await create_order(db, "O-1")
     await db.execute(FLAG_UNPAID, MERCHANT, "O-1")
     await db.execute(EXPIRE, MERCHANT, "O-1")
     assert await db.fetchval(QUEUED, MERCHANT, "O-1") == 1
@@ -42,7 +46,7 @@ async def test_a_key_changed_again_while_it_waits_is_queued_once(db: asyncpg.Con
 async def test_one_statement_that_changes_a_key_in_several_tables_queues_it_once(db: asyncpg.Connection) -> None:
     # Order, then its payment attempt and its new state in one transaction: one queued row.
     async with db.transaction():
-        order_ref = await db.fetchval(CREATE_ORDER + " RETURNING id", MERCHANT, "O-2")
+        order_ref = await create_order(db, "O-2")
         await db.execute(
             "INSERT INTO submission_attempts (order_ref, action, outcome, sent, started_at, latency_ms)"
             " VALUES ($1, 'ACTIVEPAY', 'success', true, now(), 5)",
@@ -57,7 +61,7 @@ async def test_a_change_while_a_reconciler_holds_the_waiting_entry_is_queued_ane
 ) -> None:
     """The reconciler has claimed the key (uncommitted, its statements may already have read the old state):
     the change must queue the key again, without waiting for the reconciler."""
-    await db.execute(CREATE_ORDER, MERCHANT, "O-3")
+    await create_order(db, "O-3")
     reconciler = await asyncpg.connect(database_url)
     try:
         claim = reconciler.transaction()
@@ -78,7 +82,7 @@ async def test_a_reconciler_passes_by_an_entry_an_open_change_relies_on(
 ) -> None:
     """An open transaction changed a waiting key and queued nothing: a reconciler running meanwhile must leave
     the entry queued, so that it is claimed after the change commits."""
-    await db.execute(CREATE_ORDER, MERCHANT, "O-4")
+    await create_order(db, "O-4")
     writer = await asyncpg.connect(database_url)
     try:
         change = writer.transaction()

@@ -23,6 +23,7 @@ from zoneinfo import ZoneInfo
 import asyncpg
 import pytest
 
+from ottrecon.payments import store as payments_store
 from ottrecon.reconciliation.books_lock import BOOKS_LOCK
 from ottrecon.reconciliation.layouts import StatementLayout
 from ottrecon.reconciliation.reconcile import reconcile_pending
@@ -30,11 +31,9 @@ from ottrecon.reconciliation.statements import import_statement
 
 TZ = "America/Toronto"
 MERCHANT = "QC1"
+# Order A as the payments API stores it (pending; its insert queues the key).
+ORDER_A = (MERCHANT, "A", "ACTIVEPAY", "ALIPAY", 1250, 0, None, None, "A", "sha")
 HEADER = "merchant_id,order_id,bizpay_order_id,amount,tip,fee,refund,txn_time\n"
-CREATE_ORDER = """
-INSERT INTO orders (merchant_id, order_id, kind, biz_type, amount, tip, status, idempotency_key, request_sha256)
-VALUES ($1, $2, 'ACTIVEPAY', 'ALIPAY', 1250, 0, 'awaiting_payment', $2, 'sha')
-"""
 # Lines of the order named here wait on lock 4242, of any other order on 4243 (the test holds both).
 PAUSE_LINES = """
 CREATE FUNCTION race_test_pause() RETURNS trigger LANGUAGE plpgsql AS $$
@@ -92,10 +91,19 @@ async def until(db: asyncpg.Connection, locks: list[tuple[int, int]], *also: asy
     raise AssertionError(f"nobody waited on {locks} and nothing ended")
 
 
+async def drained_row_of_a(pool: asyncpg.Pool, db: asyncpg.Connection) -> dict[str, object]:
+    """A's ledger row once everything queued is reconciled (the queue must then be empty)."""
+    await reconcile_pending(pool, business_tz=TZ)
+    assert await db.fetchval("SELECT count(*) FROM recon_dirty") == 0
+    row = await db.fetchrow(LEDGER_OF_A, MERCHANT)
+    assert row is not None, "A has no ledger row"
+    return dict(row)
+
+
 async def test_an_import_and_the_reconciliation_of_a_late_payment_leave_nothing_stale(
     pool: asyncpg.Pool, db: asyncpg.Connection, holder: asyncpg.Connection, tmp_path: Path
 ) -> None:
-    await db.execute(CREATE_ORDER, MERCHANT, "A")
+    await db.execute(payments_store.INSERT_ORDER, *ORDER_A)
     await reconcile_pending(pool, business_tz=TZ)  # A's row is dated on its creation, today
     # Paid 30 hours ago (a status query found it): reconciled, A's row moves to that date.
     paid_at = datetime.now(ZoneInfo(TZ)) - timedelta(hours=30)
@@ -115,16 +123,14 @@ async def test_an_import_and_the_reconciliation_of_a_late_payment_leave_nothing_
     await holder.execute("SELECT pg_advisory_unlock(4243)")
     await importing
     await reconciling
-    await reconcile_pending(pool, business_tz=TZ)
-    assert await db.fetchval("SELECT count(*) FROM recon_dirty") == 0
-    row = await db.fetchrow(LEDGER_OF_A, MERCHANT)
-    assert row is not None and row["statement_status"] == "not_in_statement", dict(row or {})
+    row = await drained_row_of_a(pool, db)
+    assert row["statement_status"] == "not_in_statement", row
 
 
 async def test_two_imports_at_once_leave_no_superseded_line_current(
     pool: asyncpg.Pool, db: asyncpg.Connection, holder: asyncpg.Connection, tmp_path: Path
 ) -> None:
-    await db.execute(CREATE_ORDER, MERCHANT, "A")
+    await db.execute(payments_store.INSERT_ORDER, *ORDER_A)
     day = date.today() - timedelta(days=3)
     first = asyncio.create_task(
         import_statement(pool, statement(tmp_path, "one.csv", "A", day), StatementLayout(), business_tz=TZ)
@@ -145,7 +151,5 @@ async def test_two_imports_at_once_leave_no_superseded_line_current(
     await holder.execute("SELECT pg_advisory_unlock(4243)")
     await second
     await reconciling
-    await reconcile_pending(pool, business_tz=TZ)
-    assert await db.fetchval("SELECT count(*) FROM recon_dirty") == 0
-    row = await db.fetchrow(LEDGER_OF_A, MERCHANT)
-    assert row is not None and (row["statement_status"], row["statement_line_ids"]) == (None, []), dict(row or {})
+    row = await drained_row_of_a(pool, db)
+    assert (row["statement_status"], row["statement_line_ids"]) == (None, []), row
