@@ -23,6 +23,9 @@ class EnqueueBatcher:
     """
 
     def __init__(self, redis: ArqRedis, timeout_s: float, max_batch: int = 200) -> None:
+        # Made inside the loop that serves requests; its loop is kept because asyncio.get_running_loop()
+        # per request costs a getpid() system call on Python 3.11.
+        self._loop = asyncio.get_running_loop()
         self._redis = redis
         self._timeout_s = timeout_s
         self._max_batch = max_batch
@@ -36,10 +39,10 @@ class EnqueueBatcher:
         callbacks (webhook.queue.prepare, run in the request's handler): the shared write does
         no per-body work, so one body can never fail the others grouped with it.
         """
-        done: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        done: asyncio.Future[bool] = self._loop.create_future()
         self._waiting.append((callback, done))
         if self._flusher is None or self._flusher.done():
-            self._flusher = asyncio.create_task(self._flush())
+            self._flusher = self._loop.create_task(self._flush())
         return await done
 
     async def _flush(self) -> None:
