@@ -15,7 +15,7 @@ import asyncpg
 import pytest
 
 from bench.recon_generate import GENERATE
-from ottrecon.db import create_pool
+from ottrecon.db import create_pool, fetch_one
 from ottrecon.reconciliation.reconcile import reconcile_pending
 
 # Anything a session can carry from one pool user to the next.
@@ -53,7 +53,7 @@ async def test_an_open_transaction_is_rolled_back_on_release(
             await conn.execute("BEGIN")
             await conn.execute("INSERT INTO recon_dirty (merchant_id, order_id) VALUES ('M', 'left-open')")
         async with pool.acquire() as conn:
-            state = await conn.fetchrow(SESSION_STATE)
+            state = await fetch_one(conn, SESSION_STATE)
     finally:
         await pool.close()
     assert await db.fetchval("SELECT count(*) FROM recon_dirty WHERE order_id = 'left-open'") == 0
@@ -75,7 +75,7 @@ async def test_reconcile_leaves_no_session_state(database_url: str, db: asyncpg.
         assert report.keys >= orders
         # Both connections at once, so each of them is looked at.
         async with pool.acquire() as first, pool.acquire() as second:
-            states = await asyncio.gather(first.fetchrow(SESSION_STATE), second.fetchrow(SESSION_STATE))
+            states = await asyncio.gather(fetch_one(first, SESSION_STATE), fetch_one(second, SESSION_STATE))
     finally:
         await pool.close()
     for state in states:
