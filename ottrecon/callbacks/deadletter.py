@@ -17,10 +17,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 from arq import ArqRedis
-from redis.asyncio import ConnectionPool
 
 from ottrecon.progress import Progress
-from ottrecon.queue import DEAD_LETTER_KEY, INGEST_JOB, JOB_EXPIRES, QUEUE_NAME, deserialize, serialize
+from ottrecon.queue import DEAD_LETTER_KEY, INGEST_JOB, JOB_EXPIRES, QUEUE_NAME, connect, serialize
 
 # Every key below starts with DEAD_LETTER_KEY, so they share its hash tag should it get one (Redis Cluster).
 # The ids of runs that may hold a processing list (killed runs' ids stay until a later run recovers them).
@@ -28,6 +27,10 @@ RUNS_KEY = f"{DEAD_LETTER_KEY}:requeue-runs"
 # How long a run that stops renewing its lease (killed, or stuck) keeps its claimed entry from other runs.
 # A run renews it before every entry; an entry takes a millisecond or two to queue.
 LEASE_S = 60.0
+# How long one Redis command may take before the run gives up (the command fails, exit code 1): a Redis that
+# stops answering must not hang an operator's command for ever. Well under LEASE_S, so a run gives up on a
+# stalled Redis before another run may take its entry back.
+REDIS_TIMEOUT_S = 10.0
 
 # Give a run's processing list back to the dead-letter list, at its head, if the run's lease lapsed; forget the
 # run once its list is empty. One script: a run cannot claim an entry between the lease check and the move.
@@ -66,15 +69,18 @@ async def dead_letter_count(redis: ArqRedis) -> int:
     return sum(lengths)
 
 
-async def requeue_dead(redis_url: str, *, lease_s: float = LEASE_S, progress: Progress | None = None) -> int:
+async def requeue_dead(
+    redis_url: str, *, lease_s: float = LEASE_S, timeout_s: float = REDIS_TIMEOUT_S, progress: Progress | None = None
+) -> int:
     """Move every dead-lettered entry back to the callback queue, each as one new job; return how many.
 
     Safe to run concurrently with itself and with workers that park new entries. An entry leaves Redis's
     bookkeeping only after its job is queued, so a run killed in between queues it twice at worst (once by
     the next run, after the lease lapses), which the idempotent worker absorbs. progress counts entries moved.
+    A Redis command that takes longer than timeout_s raises redis.exceptions.TimeoutError (a RedisError).
     """
     progress = progress or Progress.silent()
-    redis = ArqRedis(ConnectionPool.from_url(redis_url), job_serializer=serialize, job_deserializer=deserialize)
+    redis = connect(redis_url, timeout_s)
     run_id = uuid.uuid4().hex
     processing, lease = _processing_key(run_id), _lease_key(run_id)
     lease_ms = max(1, round(lease_s * 1000))

@@ -15,6 +15,7 @@ from arq import ArqRedis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from redis.asyncio import ConnectionPool
+from redis.exceptions import RedisError
 
 from ottpay.fingerprint import envelope_fingerprint
 from ottpay.keys import MerchantKeys
@@ -219,3 +220,25 @@ async def test_a_requeued_entry_outlives_a_worker_outage_as_long_as_a_received_c
     (job_id,) = [job.job_id for job in await redis.queued_jobs(queue_name=QUEUE_NAME)]
     lifetime_ms = await redis.pttl(f"arq:job:{job_id}")
     assert lifetime_ms > JOB_EXPIRES.total_seconds() * 1000 - 60_000, lifetime_ms
+
+
+async def test_a_redis_that_stops_answering_fails_the_run_instead_of_hanging_it() -> None:
+    """A server that accepts the connection and then says nothing (a stalled Redis, a half-open network path):
+    the run fails within its timeout, as a RedisError the command reports (exit code 1). It used to wait for ever."""
+    received: list[bytes] = []
+
+    async def say_nothing(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        received.append(await reader.read(1024))
+        await reader.read()  # until the client gives up and closes
+        writer.close()
+
+    server = await asyncio.start_server(say_nothing, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        async with asyncio.timeout(10):  # this test's own guard: the run must give up well before
+            with pytest.raises(RedisError):
+                await requeue_dead(f"redis://127.0.0.1:{port}/0", timeout_s=0.5)
+    finally:
+        server.close()
+        await server.wait_closed()
+    assert received and received[0], "the run never sent its first command"
