@@ -58,9 +58,6 @@ async def create_pool(
     """A pool that connects lazily (min_size 0): a process starts even while Postgres is down, and retries later.
 
     The defaults are the worker's; the api and the console's offloaded jobs pass their own timeouts.
-    A released connection is only rolled back if a transaction was left open (asyncpg does that before any
-    reset); the default reset's round trip (advisory unlock, CLOSE ALL, UNLISTEN, RESET ALL) is skipped,
-    because nothing of ours leaves session state on a pooled connection (decision 0049).
     """
     pool: asyncpg.Pool = await asyncpg.create_pool(
         dsn,
@@ -69,17 +66,8 @@ async def create_pool(
         command_timeout=command_timeout_s,
         timeout=connect_timeout_s,
         max_inactive_connection_lifetime=max_inactive_s,
-        reset=_no_session_state_to_reset,
     )
     return pool
-
-
-async def _no_session_state_to_reset(conn: asyncpg.Connection) -> None:
-    """The pool's reset, after asyncpg rolled back any open transaction: nothing left to undo.
-
-    Settings are SET LOCAL, advisory locks transaction-scoped, and nothing LISTENs or keeps a cursor outside a
-    transaction (tests/integration/test_pool_session_state.py checks the connections after real work).
-    """
 
 
 async def fetch_one(conn: Connection, query: str, *args: object) -> asyncpg.Record:

@@ -67,6 +67,9 @@ async def write_csv(
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(columns)
     count = 0
+    # The output's own error (a closed pipe, a browser gone) ends the export as itself, once the transaction is
+    # over: inside translate_errors an OSError would read as "Postgres unavailable".
+    output_failed: Exception | None = None
     isolation: Literal["repeatable_read"] | None = "repeatable_read" if progress.interactive else None
     async with db.translate_errors(), pool.acquire() as conn, conn.transaction(isolation=isolation, readonly=True):
         total = None
@@ -75,9 +78,15 @@ async def write_csv(
             total = await conn.fetchval(f"SELECT count(*) FROM ({query}) counted", *args)
         progress.stage(unit="rows", total=total)
         async for record in conn.cursor(query, *args, prefetch=fetch_size):
-            writer.writerow([csv_cell(value) for value in record.values()])
+            try:
+                writer.writerow([csv_cell(value) for value in record.values()])
+            except Exception as exc:  # whatever the output raised is raised after the transaction
+                output_failed = exc
+                break
             count += 1
             progress.advance()
+    if output_failed is not None:
+        raise output_failed
     return count
 
 
@@ -108,12 +117,25 @@ async def copy_csv(
     progress = progress or Progress.silent()
     csv.writer(out, lineterminator="\n").writerow(columns)
 
+    # The output's own error (a closed pipe, a browser gone), raised as itself once the COPY is over (as in
+    # write_csv). Raised from inside the sink, it made asyncpg cancel the COPY: when the server had already sent
+    # everything (an export that arrives in one chunk), nothing was left to cancel, and asyncpg waited out the
+    # pool's command timeout (30 s), then reported Postgres unavailable, the output's error lost. The rest of
+    # the COPY is read and dropped instead: a 1M-row ledger in a few seconds.
+    output_failed: list[Exception] = []
+
     async def write(chunk: bytes) -> None:
+        if output_failed:
+            return
         # asyncpg passes whole CopyData messages, and COPY sends one row per message: a chunk is whole rows.
         text = bytes(chunk).decode("utf-8")
-        # COPY quotes a cell holding a carriage return; csv.writer with "\n" line ends does not. Such a text
-        # (from a callback or a statement file) is rare: only then are the chunk's rows parsed and re-written.
-        out.write(_rewritten(text) if "\r" in text else text)
+        try:
+            # COPY quotes a cell holding a carriage return; csv.writer with "\n" line ends does not. Such a text
+            # (from a callback or a statement file) is rare: only then are the chunk's rows parsed and re-written.
+            out.write(_rewritten(text) if "\r" in text else text)
+        except Exception as exc:  # whatever the output raised is raised after the COPY
+            output_failed.append(exc)
+            return
         # For the display only (a cell holding a line break counts twice); the count returned is COPY's own.
         progress.advance(text.count("\n"))
 
@@ -125,6 +147,8 @@ async def copy_csv(
             total = await conn.fetchval(f"SELECT count(*) FROM ({query}) counted", *args)
         progress.stage(unit="rows", total=total)
         status = await conn.copy_from_query(query, *args, output=write, format="csv")
+    if output_failed:
+        raise output_failed[0]
     return int(status.rsplit(" ", 1)[-1])
 
 
