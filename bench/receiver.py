@@ -78,6 +78,10 @@ class ReceiverReport:
         """The measurements of one server, in run order."""
         return [m for m in self.measurements if m.server == server]
 
+    def median_rps(self, server: str) -> float:
+        """The median req/s of one server's rounds ("bare" or "receiver")."""
+        return statistics.median(m.wrk.rps for m in self.of(server))
+
     @property
     def ratios(self) -> list[float]:
         """receiver req/s over the bare req/s measured just before it, per round."""

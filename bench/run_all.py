@@ -28,8 +28,7 @@ def summary_rows(
     """One row per target, plus the worker's share of bare arq and the scale-out rates for context."""
     rows: list[list[str]] = []
     if rec is not None:
-        bare = statistics.median(m.wrk.rps for m in rec.of("bare"))
-        real = statistics.median(m.wrk.rps for m in rec.of("receiver"))
+        bare, real = rec.median_rps("bare"), rec.median_rps("receiver")
         ratio, p99 = rec.median_ratio, rec.worst_p99_ms
         rows.append(
             [
@@ -78,7 +77,7 @@ def summary_rows(
         rows += [[what, measured, target, met(ok)] for what, measured, target, ok in scale.targets()]
     if scale is not None and rec is not None:
         # The bare rounds ran minutes earlier in the same run: the nearest baseline this target has.
-        bare = statistics.median(m.wrk.rps for m in rec.of("bare"))
+        bare = rec.median_rps("bare")
         together = scale.end_to_end_per_s / bare
         rows.append(
             [

@@ -23,8 +23,8 @@ class EnqueueBatcher:
     """
 
     def __init__(self, redis: ArqRedis, timeout_s: float, max_batch: int = 200) -> None:
-        # Made inside the loop that serves requests; its loop is kept because asyncio.get_running_loop()
-        # per request costs a getpid() system call on Python 3.11.
+        # Made inside the loop that serves requests (the app's cleanup context), which is kept: on Python 3.11
+        # asyncio.get_running_loop() makes a getpid() system call, needless once per request.
         self._loop = asyncio.get_running_loop()
         self._redis = redis
         self._timeout_s = timeout_s

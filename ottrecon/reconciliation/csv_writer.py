@@ -49,6 +49,29 @@ def sql_date_cell(expr: str) -> str:
     return f"coalesce(to_char({expr}, 'YYYY-MM-DD'), {infinite})"
 
 
+class _KeptErrorOutput:
+    """An export's output whose own error (a closed pipe, a browser gone) is kept, to be raised as itself once the
+    transaction is over: raised inside translate_errors an OSError read as "Postgres unavailable", and raised inside
+    a COPY's sink it made asyncpg cancel a COPY the server may have finished already, then wait out the pool's
+    command timeout (30 s). Writes after a failure are dropped."""
+
+    def __init__(self, out: TextIO) -> None:
+        self._out = out
+        self.error: Exception | None = None
+
+    def write(self, text: str) -> int:
+        if self.error is None:
+            try:
+                return self._out.write(text)
+            except Exception as exc:  # whatever the output raises is the export's error, raised by raise_kept
+                self.error = exc
+        return 0
+
+    def raise_kept(self) -> None:
+        if self.error is not None:
+            raise self.error
+
+
 async def write_csv(
     pool: asyncpg.Pool,
     out: TextIO,
@@ -64,12 +87,11 @@ async def write_csv(
     With an interactive progress, the rows are counted first, in the same repeatable-read snapshot, so the
     total shown is exactly what is written (a second pass over the rows, without the CSV work: cheap)."""
     progress = progress or Progress.silent()
-    writer = csv.writer(out, lineterminator="\n")
+    output = _KeptErrorOutput(out)
+    writer = csv.writer(output, lineterminator="\n")
     writer.writerow(columns)
+    output.raise_kept()
     count = 0
-    # The output's own error (a closed pipe, a browser gone) ends the export as itself, once the transaction is
-    # over: inside translate_errors an OSError would read as "Postgres unavailable".
-    output_failed: Exception | None = None
     isolation: Literal["repeatable_read"] | None = "repeatable_read" if progress.interactive else None
     async with db.translate_errors(), pool.acquire() as conn, conn.transaction(isolation=isolation, readonly=True):
         total = None
@@ -78,15 +100,12 @@ async def write_csv(
             total = await conn.fetchval(f"SELECT count(*) FROM ({query}) counted", *args)
         progress.stage(unit="rows", total=total)
         async for record in conn.cursor(query, *args, prefetch=fetch_size):
-            try:
-                writer.writerow([csv_cell(value) for value in record.values()])
-            except Exception as exc:  # whatever the output raised is raised after the transaction
-                output_failed = exc
+            writer.writerow([csv_cell(value) for value in record.values()])
+            if output.error is not None:
                 break
             count += 1
             progress.advance()
-    if output_failed is not None:
-        raise output_failed
+    output.raise_kept()
     return count
 
 
@@ -115,27 +134,20 @@ async def copy_csv(
     hands over what arrived, and waits for each write); returns the rows written. progress counts rows as
     write_csv's does (an interactive one counts them first, in the same snapshot)."""
     progress = progress or Progress.silent()
-    csv.writer(out, lineterminator="\n").writerow(columns)
-
-    # The output's own error (a closed pipe, a browser gone), raised as itself once the COPY is over (as in
-    # write_csv). Raised from inside the sink, it made asyncpg cancel the COPY: when the server had already sent
-    # everything (an export that arrives in one chunk), nothing was left to cancel, and asyncpg waited out the
-    # pool's command timeout (30 s), then reported Postgres unavailable, the output's error lost. The rest of
-    # the COPY is read and dropped instead: a 1M-row ledger in a few seconds.
-    output_failed: list[Exception] = []
+    output = _KeptErrorOutput(out)
+    csv.writer(output, lineterminator="\n").writerow(columns)
+    output.raise_kept()
 
     async def write(chunk: bytes) -> None:
-        if output_failed:
+        # After the output failed, the rest of the COPY is read and dropped (a 1M-row ledger in a few seconds):
+        # cancelling it is what could hang (see _KeptErrorOutput).
+        if output.error is not None:
             return
         # asyncpg passes whole CopyData messages, and COPY sends one row per message: a chunk is whole rows.
         text = bytes(chunk).decode("utf-8")
-        try:
-            # COPY quotes a cell holding a carriage return; csv.writer with "\n" line ends does not. Such a text
-            # (from a callback or a statement file) is rare: only then are the chunk's rows parsed and re-written.
-            out.write(_rewritten(text) if "\r" in text else text)
-        except Exception as exc:  # whatever the output raised is raised after the COPY
-            output_failed.append(exc)
-            return
+        # COPY quotes a cell holding a carriage return; csv.writer with "\n" line ends does not. Such a text
+        # (from a callback or a statement file) is rare: only then are the chunk's rows parsed and re-written.
+        output.write(_rewritten(text) if "\r" in text else text)
         # For the display only (a cell holding a line break counts twice); the count returned is COPY's own.
         progress.advance(text.count("\n"))
 
@@ -147,8 +159,7 @@ async def copy_csv(
             total = await conn.fetchval(f"SELECT count(*) FROM ({query}) counted", *args)
         progress.stage(unit="rows", total=total)
         status = await conn.copy_from_query(query, *args, output=write, format="csv")
-    if output_failed:
-        raise output_failed[0]
+    output.raise_kept()
     return int(status.rsplit(" ", 1)[-1])
 
 

@@ -743,6 +743,16 @@ async def paid_and_queued(s: Scene, pool: asyncpg.Pool, key: Key) -> None:
     assert await rows_of(s.db, key) == 1
 
 
+async def paid(s: Scene, pool: asyncpg.Pool, key: Key, *, queued: bool) -> None:
+    """The key paid and reconciled; queued: changed again since (paid_and_queued), else nothing queued."""
+    if queued:
+        await paid_and_queued(s, pool, key)
+        return
+    async with s.db.transaction():
+        await s.writes.callback(s.db, key, "right", 5)
+    await reconcile_pending(pool, business_tz=BUSINESS_TZ)
+
+
 @pytest.mark.parametrize("kind", CHANGES)
 async def test_a_writer_holding_its_share_lock_keeps_every_reconciler_off_the_key(
     scene: Scene, pool: asyncpg.Pool, conns: list[asyncpg.Connection], database_url: str, kind: str
@@ -831,12 +841,7 @@ async def test_a_transaction_touching_a_key_twice_around_reconciles(
     scene: Scene, pool: asyncpg.Pool, conns: list[asyncpg.Connection], queued_before: bool, outcome: str
 ) -> None:
     s, a = scene, scene.keys["A"]
-    if queued_before:
-        await paid_and_queued(s, pool, a)
-    else:
-        async with s.db.transaction():
-            await s.writes.callback(s.db, a, "right", 5)
-        await reconcile_pending(pool, business_tz=BUSINESS_TZ)
+    await paid(s, pool, a, queued=queued_before)
     w, other = conns[0], conns[1]
     history = [f"A paid, queued={queued_before}"]
     tx = w.transaction()
@@ -906,12 +911,7 @@ async def test_savepoints_rolled_back_around_the_lock(
     scene: Scene, pool: asyncpg.Pool, conns: list[asyncpg.Connection], script: str, queued_before: bool, outcome: str
 ) -> None:
     s, a = scene, scene.keys["A"]
-    if queued_before:
-        await paid_and_queued(s, pool, a)
-    else:
-        async with s.db.transaction():
-            await s.writes.callback(s.db, a, "right", 5)
-        await reconcile_pending(pool, business_tz=BUSINESS_TZ)
+    await paid(s, pool, a, queued=queued_before)
     w, other = conns[0], conns[1]
     history = [f"A paid, queued={queued_before}", script]
     tx = w.transaction()

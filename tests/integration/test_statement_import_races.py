@@ -78,6 +78,11 @@ def statement(tmp_path: Path, name: str, order_id: str, day: date) -> Path:
     return path
 
 
+def start_import(pool: asyncpg.Pool, path: Path) -> asyncio.Task[object]:
+    """The real import_statement of path, running (the tests pause it on its lines' locks)."""
+    return asyncio.create_task(import_statement(pool, path, StatementLayout(), business_tz=TZ))
+
+
 async def until(db: asyncpg.Connection, locks: list[tuple[int, int]], *also: asyncio.Task[object]) -> None:
     """Until a session waits on one of the locks, or one of the tasks is done: the step the test waits for
     ended one way or the other (on the code before decision 0047 the other way is the race)."""
@@ -115,7 +120,7 @@ async def test_an_import_and_the_reconciliation_of_a_late_payment_leave_nothing_
     )
     # A statement of that date which does not list A: A is paid and missing from it.
     path = statement(tmp_path, "late.csv", "OTHER", paid_at.date())
-    importing = asyncio.create_task(import_statement(pool, path, StatementLayout(), business_tz=TZ))
+    importing = start_import(pool, path)
     await until(db, [(0, 4243)], importing)  # the import is open, its first line paused
     reconciling = asyncio.create_task(reconcile_pending(pool, business_tz=TZ))
     # Before: the reconciler runs A to its payment date without the import. Now: it waits for the import.
@@ -132,14 +137,10 @@ async def test_two_imports_at_once_leave_no_superseded_line_current(
 ) -> None:
     await db.execute(payments_store.INSERT_ORDER, *ORDER_A)
     day = date.today() - timedelta(days=3)
-    first = asyncio.create_task(
-        import_statement(pool, statement(tmp_path, "one.csv", "A", day), StatementLayout(), business_tz=TZ)
-    )
+    first = start_import(pool, statement(tmp_path, "one.csv", "A", day))
     await until(db, [(0, 4242)], first)  # import 1 is open, paused on its line for A
     # Import 2, same merchant and date, does not list A: once committed it supersedes import 1's line.
-    second = asyncio.create_task(
-        import_statement(pool, statement(tmp_path, "two.csv", "OTHER", day), StatementLayout(), business_tz=TZ)
-    )
+    second = start_import(pool, statement(tmp_path, "two.csv", "OTHER", day))
     # Before: import 2 runs its trigger now, blind to import 1's line (and pauses on its own line). Now: it
     # waits for import 1.
     await until(db, [BOOKS_LOCK, (0, 4243)], second)
