@@ -105,6 +105,12 @@ class Inspector:
             assert pid != self.pid, "the connection was said to be replaced, and was not"
             self.pid = pid
         outside = await self.observer.fetchrow(FROM_OUTSIDE, self.pid)
+        # A cancelled task's release goes on in the background (asyncpg shields it): its rollback or reset may still
+        # be running for a moment, the connection not back in the pool yet. Wait for that, not for longer.
+        deadline = asyncio.get_running_loop().time() + 2.0
+        while outside is not None and outside["state"] == "active" and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.01)
+            outside = await self.observer.fetchrow(FROM_OUTSIDE, self.pid)
         if outside is None:
             return {"connection": f"backend {self.pid} is gone: the pool replaced its connection"}
         if outside["state"] != "idle" or outside["xid"] is not None or outside["locks"]:
@@ -375,6 +381,10 @@ async def test_a_batch_failing_inside_postgres_after_its_settings_and_locks(
     await inspector.assert_clean(pool, "the retried batches")
 
 
+# For the test's own checks on a pool whose command timeout is the cut being tested (a loaded machine is slow).
+CHECK_TIMEOUT_S = 10.0
+
+
 @pytest.mark.parametrize("cut", ["cancel", "command_timeout"])
 async def test_a_batch_cut_while_it_waits_for_the_books(database_url: str, db: asyncpg.Connection, cut: str) -> None:
     command_timeout_s = 0.5 if cut == "command_timeout" else 30
@@ -606,8 +616,10 @@ async def test_a_first_callback_write_cut_short_leaves_no_setting_to_the_next_us
         delay = rng.uniform(0.0005, span)
         pool = await new_pool(delay if cut == "command_timeout" else 30)
         try:
-            async with pool.acquire() as conn:
-                pid: int = await conn.fetchval("SELECT pg_backend_pid()")
+            # The test's own statements and releases get a timeout of their own: the pool's is the cut under test.
+            conn = await pool.acquire()
+            pid: int = await conn.fetchval("SELECT pg_backend_pid()", timeout=CHECK_TIMEOUT_S)
+            await pool.release(conn, timeout=CHECK_TIMEOUT_S)  # its reset too
             write = asyncio.create_task(callback_store.record(pool, [], a_rejection(n)))
             if cut == "cancel":
                 await asyncio.sleep(delay)
@@ -616,10 +628,13 @@ async def test_a_first_callback_write_cut_short_leaves_no_setting_to_the_next_us
                 await write
             except (asyncio.CancelledError, DatabaseUnavailable):
                 cut_short += 1
-            async with pool.acquire() as conn:
-                row = await ottrecon_db.fetch_one(
-                    conn, "SELECT setting, source, pg_backend_pid() AS pid FROM pg_settings WHERE name = 'jit'"
-                )
+            conn = await pool.acquire()
+            row = await conn.fetchrow(
+                "SELECT setting, source, pg_backend_pid() AS pid FROM pg_settings WHERE name = 'jit'",
+                timeout=CHECK_TIMEOUT_S,
+            )
+            await pool.release(conn, timeout=CHECK_TIMEOUT_S)
+            assert row is not None
         finally:
             pool.terminate()  # close() would run under the tiny command timeout too
         if row["pid"] == pid and row["setting"] != fresh_jit:
@@ -651,3 +666,41 @@ async def test_a_copy_export_whose_reader_fails_on_the_last_chunk_fails_at_once(
             assert await conn.fetchval("SELECT count(*) FROM ledger") == 3
     finally:
         await pool.close()
+
+
+class _FailingAfterLines(io.StringIO):
+    """An output that fails once more than `lines` lines (the header included) were written to it."""
+
+    def __init__(self, lines: int) -> None:
+        super().__init__()
+        self.lines, self.limit = 0, lines
+
+    def write(self, text: str) -> int:
+        self.lines += text.count("\n")
+        if self.lines > self.limit:
+            raise BrokenPipeError("the output was closed")
+        return super().write(text)
+
+
+async def test_an_output_failing_at_any_line_ends_either_export_with_its_own_error_at_once(
+    pool: asyncpg.Pool, inspector: Inspector
+) -> None:
+    """Not only the chosen points above: the header, the first row, the last, and random rows between, for the
+    cursor and the COPY paths. Each ends at once with the output's own error, and hands the connection on clean."""
+    rows = 400
+    query = "SELECT g, md5(g::text) FROM generate_series(1, $1::int) AS g"
+    exports: dict[str, Callable[[io.StringIO], Coroutine[Any, Any, int]]] = {
+        "cursor": lambda out: write_csv(pool, out, ("n", "md5"), query, [rows], 50),
+        "COPY": lambda out: copy_csv(pool, out, ("n", "md5"), query, [rows]),
+    }
+    rng = random.Random(2026)
+    points = [0, 1, 2, rows - 1, rows, *rng.sample(range(3, rows - 1), 8)]  # rows + 1 lines: each point fails
+    for limit in points:
+        for name, export in exports.items():
+            out = _FailingAfterLines(limit)
+            async with asyncio.timeout(5):  # the pool's command timeout is 30 s: a stall would outlive this
+                with pytest.raises(BrokenPipeError):
+                    await export(out)
+            # (COPY writes a chunk of rows at once: the failing chunk is lost whole, so fewer lines may be kept.)
+            assert out.getvalue().count("\n") <= limit, f"{name}: wrote past the failure at line {limit + 1}"
+            await inspector.assert_clean(pool, f"a {name} export whose output failed after {limit} lines")
