@@ -258,7 +258,8 @@ def _requeue_dead(args: argparse.Namespace, env: Mapping[str, str]) -> int:
 def _export(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     from ottrecon import db
     from ottrecon.commands.output import csv_target
-    from ottrecon.reconciliation.reports import export_csv, export_report
+    from ottrecon.reconciliation.raw_exports import export_csv
+    from ottrecon.reconciliation.reports import export_report
 
     (database_url,) = require(env, "DATABASE_URL")
     if args.what in finance_commands.REPORTS:

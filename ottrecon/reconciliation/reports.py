@@ -1,4 +1,6 @@
-"""Streamed CSV reports: the reconciled ledger (every row, a daily summary, mismatches), payments, rejected callbacks.
+"""Streamed CSV reports of the reconciled ledger: every row, a daily summary, mismatches, adjustments, close reports.
+
+The raw tables (payments, rejected callbacks) are exported by raw_exports.py.
 
 Amounts are integer cents, as everywhere in ottrecon (never floats); finance tools divide by 100.
 Every report streams inside a read-only transaction, so memory stays constant whatever the number of
@@ -339,57 +341,3 @@ async def export_report(
     if what in RENDERED_BY_POSTGRES:
         return await copy_csv(pool, out, columns, RENDERED_BY_POSTGRES[what], args, progress)
     return await write_csv(pool, out, columns, query, args, fetch_size, progress)
-
-
-PAYMENT_COLUMNS = (
-    "merchant_id",
-    "order_id",
-    "status",
-    "amount",
-    "tip",
-    "bizpay_order_id",
-    "finish_time",
-    "finish_time_parsed",
-    "source",
-    "recorded_at",
-    "updated_at",
-)
-# Payments in a stable order; amounts are integer cents exactly as OTT Pay reported them.
-EXPORT_PAYMENTS = """
-SELECT merchant_id, order_id, status, amount, tip, bizpay_order_id,
-       finish_time_raw, finish_time, source, created_at, updated_at
-FROM payments ORDER BY id
-"""
-REJECTED_COLUMNS = (
-    "id",
-    "merchant_id",
-    "reason",
-    "detail",
-    "received_at",
-    "last_received_at",
-    "times_received",
-    "md5",
-    "resolved_at",
-    "resolution",
-)
-# Rejected callbacks, open and resolved; merchant_id is as claimed, never verified.
-EXPORT_REJECTED = """
-SELECT id, merchant_id, reason, detail, received_at, last_received_at,
-       times_received, md5, resolved_at, resolution
-FROM rejected_callbacks ORDER BY id
-"""
-EXPORTS: dict[str, tuple[str, Sequence[str]]] = {
-    "payments": (EXPORT_PAYMENTS, PAYMENT_COLUMNS),
-    "rejected": (EXPORT_REJECTED, REJECTED_COLUMNS),
-}
-
-
-async def export_csv(
-    pool: asyncpg.Pool, what: str, out: TextIO, fetch_size: int = 2000, progress: Progress | None = None
-) -> int:
-    """Write a header and every row of the named export to out; return the number of rows.
-
-    Rows are read through a server-side cursor, so memory does not grow with the table.
-    """
-    query, columns = EXPORTS[what]
-    return await write_csv(pool, out, columns, query, (), fetch_size, progress)

@@ -54,8 +54,9 @@ from ottrecon.reconciliation.books_lock import hold_books
 from ottrecon.reconciliation.csv_writer import copy_csv, write_csv
 from ottrecon.reconciliation.delivery import deliver_due_alerts
 from ottrecon.reconciliation.layouts import StatementLayout
+from ottrecon.reconciliation.raw_exports import export_csv
 from ottrecon.reconciliation.reconcile import BATCH_SETTINGS, KEY_LOCK_SPACE, mark_all_dirty, reconcile_pending
-from ottrecon.reconciliation.reports import export_csv, export_report
+from ottrecon.reconciliation.reports import export_report
 from ottrecon.reconciliation.statements import import_statement
 from tests.conftest import MERCHANT
 from worker.metrics import refresh_ledger_gauges
