@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
+from bench.recon_results import SizeResult
 from bench.report import Target
 from bench.support import table
-
-if TYPE_CHECKING:
-    from bench.reconcile import SizeResult
 
 # The exports measured, each in its own child process writing to /dev/null; "ledger-cursor" is the ledger
 # as it was exported before issue 13 (write_csv: a server-side cursor, each row rendered by csv.writer).

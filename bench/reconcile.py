@@ -15,27 +15,23 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import json
 import os
-import subprocess
 import sys
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass, field
-from datetime import date
+from dataclasses import asdict
 from pathlib import Path
-from typing import TextIO
 
 import asyncpg
 
 from bench.databases import ThrowawayDatabases
+from bench.recon_export import export_in_child
 from bench.recon_generate import GENERATE
 from bench.recon_report import EXPORTS, LEDGER_BEFORE, summary, targets
+from bench.recon_results import SizeResult
 from bench.report import targets_table
 from bench.support import (
-    REPO_ROOT,
     BenchError,
-    child_env,
     dump_json,
     facts_text,
     machine_facts,
@@ -43,9 +39,7 @@ from bench.support import (
     stop_on_sigterm,
 )
 from ottrecon.reconciliation import reconcile
-from ottrecon.reconciliation.csv_writer import write_csv
 from ottrecon.reconciliation.reconcile import reconcile_pending
-from ottrecon.reconciliation.reports import EXPORT_LEDGER, LEDGER_COLUMNS, export_report
 from worker.recon_jobs import MAX_BATCHES_PER_TICK
 from worker.settings import WorkerSettings
 
@@ -62,37 +56,6 @@ SERVER_SETTINGS = "SELECT name, current_setting(name) AS value FROM pg_settings 
 _SHOWN_SETTINGS = ["autovacuum", "shared_buffers", "work_mem", "max_parallel_workers_per_gather", "jit"]
 
 
-@dataclass(frozen=True)
-class Export:
-    """One report exported by a fresh child process to /dev/null."""
-
-    rows: int
-    export_s: float  # inside the child: export_report alone
-    process_s: float  # the whole child, interpreter start-up included
-    peak_rss_mb: float  # the child's high-water resident set, as the child read it (own_peak_rss_kb)
-
-
-@dataclass
-class SizeResult:
-    """Everything measured for one N."""
-
-    orders: int
-    generate_s: dict[str, float] = field(default_factory=dict)
-    keys: int = 0
-    reconcile_s: float = 0.0
-    tick_rates: list[float] = field(default_factory=list)  # keys/s of each worker tick (MAX_BATCHES_PER_TICK)
-    maintenance_s: float = 0.0  # VACUUM/ANALYZE between ticks, excluded from reconcile_s
-    concurrency: int = 1  # batches at once, each on its own connection
-    ledger_rows: int = 0
-    exports: dict[str, Export] = field(default_factory=dict)
-    baseline: SizeResult | None = None  # the same evidence drained by the reconciler before issue 13
-
-    @property
-    def generate_total_s(self) -> float:
-        """Evidence generation, all steps."""
-        return sum(self.generate_s.values())
-
-
 def run(
     sizes: Sequence[int], admin_url: str, maintenance: str, baseline: bool = True, concurrency: int = 1
 ) -> tuple[list[SizeResult], dict[str, str]]:
@@ -101,7 +64,7 @@ def run(
     with ThrowawayDatabases(admin_url) as databases:
         settings = asyncio.run(_server_settings(databases.template_url))
         maintain = maintenance == "always" or (maintenance == "auto" and settings["autovacuum"] == "off")
-        nothing = _export_in_child(databases.template_url, "ledger", merchant_id="NOBODY")
+        nothing = export_in_child(databases.template_url, "ledger", merchant_id="NOBODY")
         results.append(SizeResult(0, exports={"baseline": nothing}))
         for size in sizes:
             generated = databases.clone(f"n{size}")
@@ -121,7 +84,7 @@ def run(
             _progress(f"N={size:,}: {result.keys:,} keys in {result.reconcile_s:.1f} s; exporting")
             databases.drop(generated)
             for what in (*EXPORTS, LEDGER_BEFORE) if baseline else EXPORTS:
-                result.exports[what] = _export_in_child(url, what)
+                result.exports[what] = export_in_child(url, what)
             databases.drop(url)
             results.append(result)
     return results, settings
@@ -196,58 +159,6 @@ async def _drain(
             result.maintenance_s += time.perf_counter() - started
 
 
-def _export_in_child(url: str, what: str, merchant_id: str | None = None) -> Export:
-    """Run one export in a fresh interpreter so its peak RSS is the export's alone (the child reads its own)."""
-    argv = [sys.executable, "-m", "bench.reconcile", "--child-export", what]
-    if merchant_id is not None:
-        argv += ["--merchant", merchant_id]
-    started = time.perf_counter()
-    # The context closes the pipe and waits for the child, also when reading fails.
-    with subprocess.Popen(
-        argv, cwd=REPO_ROOT, env=child_env({"DATABASE_URL": url}), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE
-    ) as proc:
-        assert proc.stdout is not None
-        output = proc.stdout.read()
-        proc.wait()
-    process_s = time.perf_counter() - started
-    if proc.returncode != 0:
-        raise BenchError(f"export {what} exited with status {proc.returncode}")
-    measured = json.loads(output)
-    return Export(measured["rows"], measured["seconds"], process_s, measured["peak_rss_kb"] / 1024)
-
-
-def child_export(what: str, merchant_id: str | None) -> int:
-    """The child side of _export_in_child: export to /dev/null, print rows and seconds as JSON."""
-
-    async def export(out: TextIO) -> int:
-        async with asyncpg.create_pool(os.environ["DATABASE_URL"], min_size=1, max_size=1) as pool:
-            if what == LEDGER_BEFORE:
-                args = (date.min, date.max, merchant_id)
-                return await write_csv(pool, out, LEDGER_COLUMNS, EXPORT_LEDGER, args, 5000)
-            return await export_report(pool, what, out, merchant_id=merchant_id)
-
-    started = time.perf_counter()
-    with open(os.devnull, "w", encoding="utf-8") as out:
-        rows = asyncio.run(export(out))
-    seconds = time.perf_counter() - started
-    print(json.dumps({"rows": rows, "seconds": seconds, "peak_rss_kb": own_peak_rss_kb()}))
-    return 0
-
-
-def own_peak_rss_kb() -> int:
-    """This process's high-water resident set in KiB: VmHWM of its own address space.
-
-    Not getrusage: Linux carries a parent's high-water mark across fork and exec into the child's
-    ru_maxrss (and into the parent's wait4 rusage of it), so an export child reported the benchmark's
-    own peak (116 MB, then 198 MB with more receiver bodies), whatever the export used.
-    """
-    with open("/proc/self/status", encoding="ascii") as status:
-        for line in status:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1])
-    raise BenchError("no VmHWM in /proc/self/status: peak memory is measured on Linux only")
-
-
 def _progress(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
@@ -286,11 +197,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="reconcile batches at once, each on its own connection (default: the worker's default)",
     )
     parser.add_argument("--json", type=Path, help="also write the results as JSON to this file")
-    parser.add_argument("--child-export", choices=(*EXPORTS, LEDGER_BEFORE), help=argparse.SUPPRESS)
-    parser.add_argument("--merchant", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    if args.child_export:
-        return child_export(args.child_export, args.merchant)
     stop_on_sigterm()
     env = dict(os.environ)
     try:

@@ -15,6 +15,7 @@ from bench.children import stop_on_sigterm
 from bench.drain import NOOP, REAL
 from bench.errors import BenchError
 from bench.machine import facts_text, machine_facts
+from bench.recon_results import SizeResult
 from bench.report import dump_json, met, table
 from bench.support import add_common_arguments, server_url
 from worker.settings import WorkerSettings
@@ -109,7 +110,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     env = dict(os.environ)
     rec: receiver.ReceiverReport | None = None
     wrk: worker.WorkerReport | None = None
-    recon: list[reconciliation.SizeResult] | None = None
+    recon: list[SizeResult] | None = None
     scale: scaleout.ScaleOutReport | None = None
     try:
         facts = machine_facts(server_url("REDIS_URL", env), server_url("DATABASE_URL", env))

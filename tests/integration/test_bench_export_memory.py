@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncpg
 
-from bench.reconcile import _export_in_child
+from bench.recon_export import export_in_child
 
 # Far above what an interpreter exporting nothing needs (about 60 MB here).
 PARENT_MB = 600
@@ -19,7 +19,7 @@ PARENT_MB = 600
 async def test_an_export_childs_peak_is_its_own_not_its_parents(database_url: str, db: asyncpg.Connection) -> None:
     ballast = bytearray(b"\x01") * (PARENT_MB * 1024 * 1024)  # written, so resident
     try:
-        export = _export_in_child(database_url, "ledger", merchant_id="NOBODY")
+        export = export_in_child(database_url, "ledger", merchant_id="NOBODY")
     finally:
         del ballast
     assert export.rows == 0
