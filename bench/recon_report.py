@@ -67,6 +67,12 @@ def summary(results: Sequence[SizeResult], settings: dict[str, str], maintained:
             f"seconds per 100k orders, {first.orders:,} -> {last.orders:,} (x1.00 = linear):",
             table(["step", f"at {first.orders:,}", f"at {last.orders:,}", "ratio"], growth),
         ]
+    for r in measured:
+        if len(r.runs_s) > 1:
+            each = ", ".join(f"{s:.1f}" for s in r.runs_s)
+            lines.append(
+                f"N={r.orders:,} reconciled {len(r.runs_s)} times on fresh clones: {each} s; the median is shown"
+            )
     lines += [
         "",
         f"export peak RSS of a child exporting nothing (interpreter + asyncpg): {nothing.peak_rss_mb:.0f} MB",

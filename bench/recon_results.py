@@ -29,6 +29,7 @@ class SizeResult:
     ledger_rows: int = 0
     exports: dict[str, Export] = field(default_factory=dict)
     baseline: SizeResult | None = None  # the same evidence drained by the reconciler before issue 13
+    runs_s: list[float] = field(default_factory=list)  # every reconcile run of this size (median judged)
 
     @property
     def generate_total_s(self) -> float:
