@@ -9,7 +9,7 @@ from typing import Any
 import asyncpg
 
 from ottrecon import db
-from ottrecon.reconciliation.reports import BOOKED_SELECT, LEDGER_COLUMNS, LEDGER_SELECT
+from ottrecon.reconciliation.reports import BOOKED_JOIN, BOOKED_SELECT, LEDGER_COLUMNS, LEDGER_SELECT
 
 # The ledger page's rows (the console), in the report's columns and key order: only fixed fragments with
 # $n placeholders are joined, never input. Each filter present adds its clause, so Postgres plans every
@@ -57,8 +57,8 @@ def ledger_query(
     (where each order is booked, as `ottrecon export ledger` writes)."""
     clause, args = ledger_where(selection, after)
     page = f" LIMIT {int(limit)}" if limit is not None else ""
-    select = LEDGER_SELECT + (BOOKED_SELECT if booked else "")
-    return f"{select} FROM ledger l WHERE {clause} {LEDGER_ORDER}{page}", args
+    select, join = (LEDGER_SELECT + BOOKED_SELECT, BOOKED_JOIN) if booked else (LEDGER_SELECT, "")
+    return f"{select} FROM ledger l{join} WHERE {clause} {LEDGER_ORDER}{page}", args
 
 
 async def ledger_page(

@@ -74,20 +74,23 @@ NEEDS_A_PERSON = f"(l.recon_status NOT IN ('matched', 'pending') OR {STATEMENT_M
 LEDGER_EXPORT_COLUMNS = (*LEDGER_COLUMNS, "closed_in", "adjustments")
 # Dates through to_char, so the text does not depend on the session's DateStyle; NULL when there is nothing.
 # Each cell starts with a digit or "corrects" and is never '': as csv_cell would write it, on either path.
-BOOKED_CELLS = (
-    """(SELECT string_agg(DISTINCT to_char(e.corrects_date, 'YYYY-MM-DD'), ';') FROM book_entries e
-        WHERE e.merchant_id = l.merchant_id AND e.order_id = l.order_id AND e.kind = 'close'
-          AND e.folded_by IS NULL)""",
-    """(SELECT string_agg(format('corrects %s on %s %s net %s', to_char(e.corrects_date, 'YYYY-MM-DD'),
-                                 to_char(e.booked_on, 'YYYY-MM-DD'), e.reason, e.gross + e.tips - e.refunds - e.fees),
-                          ';' ORDER BY e.entry_no)
-        FROM book_entries e
-        WHERE e.merchant_id = l.merchant_id AND e.order_id = l.order_id AND e.kind = 'adjustment'
-          AND e.folded_by IS NULL)""",
-)
-BOOKED_SELECT = "".join(f",\n       {cell}" for cell in BOOKED_CELLS)
+# Both cells come from one probe of book_entries per ledger row (a LATERAL join, which keeps the ledger's index
+# order): two scalar subqueries probed it twice, and on books closed for every row that was about a fifth of
+# a 1M-row export (docs/BENCHMARKS.md, 2026-12-01). Join it with BOOKED_JOIN, select it with BOOKED_SELECT.
+BOOKED_JOIN = """
+LEFT JOIN LATERAL (
+    SELECT string_agg(DISTINCT to_char(e.corrects_date, 'YYYY-MM-DD'), ';') FILTER (WHERE e.kind = 'close')
+               AS closed_in,
+           string_agg(format('corrects %s on %s %s net %s', to_char(e.corrects_date, 'YYYY-MM-DD'),
+                             to_char(e.booked_on, 'YYYY-MM-DD'), e.reason, e.gross + e.tips - e.refunds - e.fees),
+                      ';' ORDER BY e.entry_no) FILTER (WHERE e.kind = 'adjustment') AS adjustments
+    FROM book_entries e
+    WHERE e.merchant_id = l.merchant_id AND e.order_id = l.order_id AND e.folded_by IS NULL
+) booked ON true"""
+BOOKED_SELECT = ",\n       booked.closed_in, booked.adjustments"
 EXPORT_LEDGER = f"""{LEDGER_SELECT}{BOOKED_SELECT}
-FROM ledger l WHERE {_FILTER}
+FROM ledger l{BOOKED_JOIN}
+WHERE {_FILTER}
 ORDER BY l.business_date, l.merchant_id, l.order_id
 """
 
@@ -125,7 +128,8 @@ def _ledger_cell(column: str) -> str:
 # "corrects", never with a formula prefix.
 EXPORT_LEDGER_CSV = f"""
 SELECT {", ".join(_ledger_cell(column) for column in LEDGER_COLUMNS)}{BOOKED_SELECT}
-FROM ledger l WHERE {_FILTER}
+FROM ledger l{BOOKED_JOIN}
+WHERE {_FILTER}
 ORDER BY l.business_date, l.merchant_id, l.order_id
 """
 
