@@ -12,6 +12,8 @@ from bench.support import table
 # as it was exported before issue 13 (write_csv: a server-side cursor, each row rendered by csv.writer).
 EXPORTS = ("ledger", "summary", "mismatches")
 LEDGER_BEFORE = "ledger-cursor"
+# The ledger exported again once every date is closed (bench.recon_generate.CLOSE_EVERY_DATE): context, not a target.
+LEDGER_CLOSED = "ledger-closed"
 # Issue 13's targets, for 1M orders; a smaller largest size is held to its share (N / 1M of the seconds).
 TARGET_RECONCILE_S_PER_M = 60.0
 TARGET_EXPORT_S_PER_M = 10.0
@@ -56,6 +58,9 @@ def summary(results: Sequence[SizeResult], settings: dict[str, str], maintained:
         if first.baseline and last.baseline:
             steps.append(("reconcile, before", first.baseline.reconcile_s, last.baseline.reconcile_s))
         steps += [(f"export {w}", first.exports[w].export_s, last.exports[w].export_s) for w in EXPORTS]
+        if LEDGER_CLOSED in first.exports and LEDGER_CLOSED in last.exports:
+            at = first.exports[LEDGER_CLOSED].export_s, last.exports[LEDGER_CLOSED].export_s
+            steps.append(("export ledger, every date closed", *at))
         if LEDGER_BEFORE in first.exports and LEDGER_BEFORE in last.exports:
             at = first.exports[LEDGER_BEFORE].export_s, last.exports[LEDGER_BEFORE].export_s
             steps.append(("export ledger, before", *at))
@@ -67,6 +72,15 @@ def summary(results: Sequence[SizeResult], settings: dict[str, str], maintained:
             f"seconds per 100k orders, {first.orders:,} -> {last.orders:,} (x1.00 = linear):",
             table(["step", f"at {first.orders:,}", f"at {last.orders:,}", "ratio"], growth),
         ]
+    for r in measured:
+        closed = r.exports.get(LEDGER_CLOSED)
+        if closed is not None:
+            plain = r.exports["ledger"]
+            lines.append(
+                f"N={r.orders:,} export ledger with every date closed (a close entry per row): "
+                f"{closed.export_s:.1f} s ({closed.peak_rss_mb:.0f} MB), "
+                f"x{closed.export_s / plain.export_s:.2f} the open books' {plain.export_s:.1f} s"
+            )
     for r in measured:
         if len(r.runs_s) > 1:
             each = ", ".join(f"{s:.1f}" for s in r.runs_s)

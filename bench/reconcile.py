@@ -26,8 +26,8 @@ import asyncpg
 
 from bench.databases import ThrowawayDatabases
 from bench.recon_export import export_in_child
-from bench.recon_generate import GENERATE
-from bench.recon_report import EXPORTS, LEDGER_BEFORE, summary, targets
+from bench.recon_generate import CLOSE_EVERY_DATE, GENERATE
+from bench.recon_report import EXPORTS, LEDGER_BEFORE, LEDGER_CLOSED, summary, targets
 from bench.recon_results import SizeResult
 from bench.report import targets_table
 from bench.support import (
@@ -102,6 +102,8 @@ def run(
             databases.drop(generated)
             for what in (*EXPORTS, LEDGER_BEFORE) if baseline else EXPORTS:
                 result.exports[what] = export_in_child(url, what)
+            asyncio.run(_run_statements(url, CLOSE_EVERY_DATE))
+            result.exports[LEDGER_CLOSED] = export_in_child(url, "ledger")
             databases.drop(url)
             results.append(result)
     return results, settings
@@ -132,6 +134,15 @@ async def _server_settings(url: str) -> dict[str, str]:
     finally:
         await conn.close()
     return {r["name"]: r["value"] for r in rows}
+
+
+async def _run_statements(url: str, statements: Sequence[str]) -> None:
+    conn = await asyncpg.connect(url)
+    try:
+        for sql in statements:
+            await conn.execute(sql)
+    finally:
+        await conn.close()
 
 
 async def _generate(url: str, size: int, result: SizeResult, maintain: bool) -> None:
