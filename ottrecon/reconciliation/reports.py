@@ -75,8 +75,8 @@ LEDGER_EXPORT_COLUMNS = (*LEDGER_COLUMNS, "closed_in", "adjustments")
 # Dates through to_char, so the text does not depend on the session's DateStyle; NULL when there is nothing.
 # Each cell starts with a digit or "corrects" and is never '': as csv_cell would write it, on either path.
 # Both cells come from one probe of book_entries per ledger row (a LATERAL join, which keeps the ledger's index
-# order): two scalar subqueries probed it twice, and on books closed for every row that was about a fifth of
-# a 1M-row export (docs/BENCHMARKS.md, 2026-12-01). Join it with BOOKED_JOIN, select it with BOOKED_SELECT.
+# order): two scalar subqueries probed it twice, and with every date closed the export took 1/0.70 as long
+# (bench/export_booked.py; the same with open books). Join it with BOOKED_JOIN, select it with BOOKED_SELECT.
 BOOKED_JOIN = """
 LEFT JOIN LATERAL (
     SELECT string_agg(DISTINCT to_char(e.corrects_date, 'YYYY-MM-DD'), ';') FILTER (WHERE e.kind = 'close')
