@@ -1,9 +1,10 @@
 """The ledger export's booked cells: book_entries read once per row (now) against twice (before), in one run.
 
 `python -m bench.export_booked [--orders 200000] [--rounds 3]`. Generates N orders of evidence in a throwaway
-database (bench.recon_generate), reconciles it, VACUUMs it, then takes turns exporting the ledger with COPY to
-nothing: the current EXPORT_LEDGER_CSV and the statement before (bench/baseline/), first with open books, then
-with every date closed (CLOSE_EVERY_DATE: a close entry per row). Every round checks both wrote the same bytes.
+database (bench.recon_generate), reconciles it, VACUUMs it, then takes turns exporting the ledger through the
+service's COPY path (csv_writer.copy_csv) to nothing: the current EXPORT_LEDGER_CSV and the statement before
+(bench/baseline/), first with open books, then with every date closed (CLOSE_EVERY_DATE: a close entry per row).
+Every round checks both wrote the same bytes.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import hashlib
+import io
 import statistics
 import sys
 import time
@@ -22,40 +24,41 @@ import asyncpg
 
 from bench.databases import ThrowawayDatabases
 from bench.errors import BenchError
-from bench.recon_generate import CLOSE_EVERY_DATE, GENERATE
+from bench.recon_generate import close_every_date, generate
 from bench.report import table
 from bench.support import positive_int, server_url
+from ottrecon.reconciliation.csv_writer import copy_csv
 from ottrecon.reconciliation.reconcile import reconcile_pending
-from ottrecon.reconciliation.reports import EXPORT_LEDGER_CSV
+from ottrecon.reconciliation.reports import EXPORT_LEDGER_CSV, LEDGER_EXPORT_COLUMNS
 
 BEFORE = (Path(__file__).parent / "baseline" / "export_ledger_csv_before_one_probe.sql").read_text("utf-8")
 EVERYTHING = (date.min, date.max, None)
 
 
-class _Digest:
-    """COPY's output, hashed and counted, never kept."""
+class _Digest(io.StringIO):
+    """An export's output, hashed, never kept."""
 
     def __init__(self) -> None:
+        super().__init__()
         self.sha = hashlib.sha256()
-        self.size = 0
 
-    async def __call__(self, chunk: bytes) -> None:
-        self.sha.update(chunk)
-        self.size += len(chunk)
+    def write(self, text: str) -> int:
+        self.sha.update(text.encode("utf-8"))
+        return len(text)
 
 
-async def _export(conn: asyncpg.Connection, sql: str) -> tuple[float, str]:
+async def _export(pool: asyncpg.Pool, sql: str) -> tuple[float, str]:
+    """One ledger export through the service's COPY path (copy_csv), timed; its digest."""
     sink = _Digest()
     started = time.perf_counter()
-    await conn.copy_from_query(sql, *EVERYTHING, output=sink, format="csv")
+    await copy_csv(pool, sink, LEDGER_EXPORT_COLUMNS, sql, EVERYTHING)
     return time.perf_counter() - started, sink.sha.hexdigest()
 
 
 async def _prepare(url: str, orders: int) -> None:
     conn = await asyncpg.connect(url)
     try:
-        for _, sql in GENERATE:
-            await conn.execute(sql, *([orders] if "$1" in sql else []))
+        await generate(conn, orders)
     finally:
         await conn.close()
     async with asyncpg.create_pool(url, min_size=2, max_size=2) as pool:
@@ -65,25 +68,22 @@ async def _prepare(url: str, orders: int) -> None:
 async def _measure(url: str, rounds: int) -> dict[str, list[float]]:
     """Seconds per (books, code), rounds taking turns (which code goes first alternates)."""
     times: dict[str, list[float]] = {}
-    conn = await asyncpg.connect(url)
-    try:
+    async with asyncpg.create_pool(url, min_size=1, max_size=1) as pool:
         for books in ("open", "closed"):
-            if books == "closed":
-                for sql in CLOSE_EVERY_DATE:
-                    await conn.execute(sql)
-            await conn.execute("VACUUM ANALYZE")  # hint bits set once, before any timed read
+            async with pool.acquire() as conn:
+                if books == "closed":
+                    await close_every_date(conn)
+                await conn.execute("VACUUM ANALYZE")  # hint bits set once, before any timed read
             for n in range(rounds):
                 order = [("before", BEFORE), ("now", EXPORT_LEDGER_CSV)]
                 digests = set()
                 for code, sql in order if n % 2 == 0 else order[::-1]:
-                    seconds, digest = await _export(conn, sql)
+                    seconds, digest = await _export(pool, sql)
                     times.setdefault(f"{books} books, {code}", []).append(seconds)
                     digests.add(digest)
                     print(f"  {books} books, round {n + 1}, {code}: {seconds:.2f} s", file=sys.stderr, flush=True)
                 if len(digests) != 1:
                     raise BenchError(f"{books} books, round {n + 1}: the two statements wrote different bytes")
-    finally:
-        await conn.close()
     return times
 
 

@@ -49,7 +49,7 @@ def export_in_child(url: str, what: str, merchant_id: str | None = None) -> Expo
 
 
 def child_export(what: str, merchant_id: str | None) -> int:
-    """The child side of _export_in_child: export to /dev/null, print rows and seconds as JSON."""
+    """The child side of export_in_child: export to /dev/null, print rows, seconds and peak RSS as JSON."""
 
     async def export(out: TextIO) -> int:
         async with asyncpg.create_pool(os.environ["DATABASE_URL"], min_size=1, max_size=1) as pool:

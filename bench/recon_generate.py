@@ -1,6 +1,10 @@
-"""Set-based generation of N orders of reconciliation evidence for bench/reconcile.py."""
+"""Set-based generation of N orders of reconciliation evidence for bench/reconcile.py and bench/export_booked.py."""
 
 from __future__ import annotations
+
+import time
+
+from ottrecon import db
 
 # Evidence generation, set-based: each step is one INSERT … SELECT, so the statement-level
 # triggers fill recon_dirty exactly as they do for the service's batch writes. $1 is N.
@@ -199,3 +203,19 @@ CLOSE_EVERY_DATE = (
     "ANALYZE book_closes",
     "ANALYZE book_entries",
 )
+
+
+async def generate(conn: db.Connection, orders: int) -> dict[str, float]:
+    """Run every GENERATE step for N orders; the seconds each took, by step."""
+    seconds = {}
+    for label, sql in GENERATE:
+        started = time.perf_counter()
+        await conn.execute(sql, *([orders] if "$1" in sql else []))
+        seconds[label] = time.perf_counter() - started
+    return seconds
+
+
+async def close_every_date(conn: db.Connection) -> None:
+    """CLOSE_EVERY_DATE, on a reconciled database."""
+    for sql in CLOSE_EVERY_DATE:
+        await conn.execute(sql)

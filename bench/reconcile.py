@@ -26,7 +26,7 @@ import asyncpg
 
 from bench.databases import ThrowawayDatabases
 from bench.recon_export import export_in_child
-from bench.recon_generate import CLOSE_EVERY_DATE, GENERATE
+from bench.recon_generate import close_every_date, generate
 from bench.recon_report import EXPORTS, LEDGER_BEFORE, LEDGER_CLOSED, summary, targets
 from bench.recon_results import SizeResult
 from bench.report import targets_table
@@ -102,7 +102,7 @@ def run(
             databases.drop(generated)
             for what in (*EXPORTS, LEDGER_BEFORE) if baseline else EXPORTS:
                 result.exports[what] = export_in_child(url, what)
-            asyncio.run(_run_statements(url, CLOSE_EVERY_DATE))
+            asyncio.run(_close_every_date(url))
             result.exports[LEDGER_CLOSED] = export_in_child(url, "ledger")
             databases.drop(url)
             results.append(result)
@@ -136,11 +136,10 @@ async def _server_settings(url: str) -> dict[str, str]:
     return {r["name"]: r["value"] for r in rows}
 
 
-async def _run_statements(url: str, statements: Sequence[str]) -> None:
+async def _close_every_date(url: str) -> None:
     conn = await asyncpg.connect(url)
     try:
-        for sql in statements:
-            await conn.execute(sql)
+        await close_every_date(conn)
     finally:
         await conn.close()
 
@@ -148,10 +147,7 @@ async def _run_statements(url: str, statements: Sequence[str]) -> None:
 async def _generate(url: str, size: int, result: SizeResult, maintain: bool) -> None:
     conn = await asyncpg.connect(url)
     try:
-        for label, sql in GENERATE:
-            started = time.perf_counter()
-            await conn.execute(sql, *([size] if "$1" in sql else []))
-            result.generate_s[label] = time.perf_counter() - started
+        result.generate_s.update(await generate(conn, size))
         if maintain:
             started = time.perf_counter()
             await conn.execute("VACUUM ANALYZE")
