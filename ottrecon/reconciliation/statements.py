@@ -12,7 +12,7 @@ from zoneinfo import ZoneInfo
 
 import asyncpg
 
-from ottrecon.db import translate_errors
+from ottrecon.db import Connection, translate_errors
 from ottrecon.progress import Progress
 from ottrecon.reconciliation.books_lock import hold_books
 from ottrecon.reconciliation.layouts import (
@@ -27,9 +27,12 @@ from ottrecon.reconciliation.layouts import (
 CHUNK_LINES = 5000
 
 # Record the file once: the same bytes again (same SHA-256) insert nothing and return no id.
+# imported_at is the clock when the import got its turn (it runs after hold_books), not the transaction's start
+# (the column's default): an import that waited for another one then shows as imported after it, as its id and
+# its precedence say (docs/RECONCILIATION.md, "Which statement line counts").
 INSERT_IMPORT = """
-INSERT INTO statement_imports (file_name, file_sha256, period_start, period_end, merchant_ids, line_count)
-VALUES ($1, $2, $3, $4, $5, $6)
+INSERT INTO statement_imports (file_name, file_sha256, period_start, period_end, merchant_ids, line_count, imported_at)
+VALUES ($1, $2, $3, $4, $5, $6, clock_timestamp())
 ON CONFLICT ON CONSTRAINT statement_imports_file_key DO NOTHING RETURNING id
 """
 # Store a chunk of lines; every line is kept (a newer statement supersedes an older one's line at
@@ -57,6 +60,7 @@ FROM statement_lines WHERE import_id = $1
 RECENT_IMPORTS = "SELECT * FROM statement_imports ORDER BY id DESC LIMIT 20"
 IMPORT_BY_ID = "SELECT * FROM statement_imports WHERE id = $1"
 IMPORT_BY_SHA = "SELECT id FROM statement_imports WHERE file_sha256 = $1"
+EARLIER_IMPORT = "SELECT id, file_name, period_start, period_end FROM statement_imports WHERE file_sha256 = $1"
 
 
 async def import_statement(
@@ -102,6 +106,7 @@ async def import_statement(
         await hold_books(conn)
         args = (path.name, digest.hexdigest(), start, end, report.merchant_ids, read)
         if (import_id := await conn.fetchval(INSERT_IMPORT, *args)) is None:
+            await _refuse_another_period(conn, digest.hexdigest(), start, end)
             return report
         unchanged, chunk = 0, list[StatementLine]()
         progress.stage(f"storing {path.name}", unit="lines", total=read)
@@ -118,6 +123,26 @@ async def import_statement(
             raise StatementError(["the file changed while it was being imported"], "statement rejected:")
         repeated = await conn.fetchval(REPEATED_PAYMENTS, import_id)
     return ImportReport(import_id, False, read, read, unchanged, repeated, start, end, report.merchant_ids)
+
+
+async def _refuse_another_period(conn: Connection, sha256: str, start: date, end: date) -> None:
+    """The same bytes again are "already imported" only for the period they were stored for.
+
+    A file's identity is its bytes, so they cannot stand for a second period (one given with --from/--to, or
+    dates read in another business time zone). Reporting "already imported" then would tell finance the
+    second period has a statement when none covers it; a clear refusal says what to do instead.
+    """
+    earlier = await conn.fetchrow(EARLIER_IMPORT, sha256)
+    if earlier is None or (earlier["period_start"], earlier["period_end"]) == (start, end):
+        return
+    raise StatementError(
+        [
+            f"import {earlier['id']} ({earlier['file_name']}) stored these very bytes for "
+            f"{earlier['period_start']} to {earlier['period_end']}; this import is for {start} to {end}",
+            "a file is imported once, for one period: nothing was stored",
+        ],
+        "already imported for another period:",
+    )
 
 
 def _utf8_lines(path: Path, hash_update: Callable[[bytes], object]) -> Iterator[str]:

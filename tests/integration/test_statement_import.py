@@ -249,3 +249,24 @@ async def test_simulator_statement_bad_query_lists_every_problem(merchants: Merc
 
 def _order_ids(header: str) -> list[str]:
     return [key.split("/", 1)[1] for key in header.split(",") if key]
+
+
+async def test_import_statement_same_bytes_for_another_period_is_refused_not_already_imported(
+    pool: asyncpg.Pool, db: asyncpg.Connection, tmp_path: Path
+) -> None:
+    # Lines without a time: the period given is what dates them, so these bytes mean May 1 here.
+    path = write(tmp_path, "undated.csv", HEADER + "QC1,A1,AL1,1000,0,20,0,\n")
+    may_1 = (date(2024, 5, 1), date(2024, 5, 1))
+    first = await import_statement(pool, path, StatementLayout(), period=may_1)
+
+    with pytest.raises(StatementError) as refused:
+        await import_statement(pool, path, StatementLayout(), period=(date(2024, 5, 2), date(2024, 5, 2)))
+
+    # Before: reported "already imported", as if May 2 had a statement; no import covers May 2.
+    assert str(refused.value).startswith("already imported for another period:")
+    assert f"import {first.import_id} (undated.csv)" in refused.value.problems[0]
+    assert "2024-05-01 to 2024-05-01" in refused.value.problems[0]
+    assert await db.fetchval("SELECT count(*) FROM statement_imports") == 1
+    # The same bytes for the same period stay what they were: already imported, nothing stored.
+    again = await import_statement(pool, path, StatementLayout(), period=may_1)
+    assert (again.already_imported, again.lines_stored) == (True, 0)

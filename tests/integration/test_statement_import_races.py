@@ -154,3 +154,23 @@ async def test_two_imports_at_once_leave_no_superseded_line_current(
     await reconciling
     row = await drained_row_of_a(pool, db)
     assert (row["statement_status"], row["statement_line_ids"]) == (None, []), row
+
+
+async def test_an_import_that_waited_for_the_books_shows_as_imported_when_it_got_its_turn(
+    pool: asyncpg.Pool, db: asyncpg.Connection, database_url: str, tmp_path: Path
+) -> None:
+    # Precedence goes by id, taken once the import holds the books; imported_at must tell the same order.
+    other = await asyncpg.connect(database_url)
+    try:
+        await other.execute("SELECT pg_advisory_lock($1, $2)", *BOOKS_LOCK)  # another import or a close, say
+        importing = start_import(pool, statement(tmp_path, "waited.csv", "A", date.today() - timedelta(days=1)))
+        await until(db, [BOOKS_LOCK], importing)
+        await asyncio.sleep(0.2)
+        released_at = await other.fetchval("SELECT clock_timestamp()")
+        await other.execute("SELECT pg_advisory_unlock($1, $2)", *BOOKS_LOCK)
+        await importing
+    finally:
+        await other.close()
+    imported_at = await db.fetchval("SELECT imported_at FROM statement_imports")
+    # Before: the transaction's start, taken before the wait (0.2 s and more earlier).
+    assert imported_at >= released_at, (imported_at, released_at)

@@ -75,7 +75,7 @@ from ottrecon.db import Connection, fetch_one
 from ottrecon.payments import store as payments_store
 from ottrecon.payments.submission import Transition
 from ottrecon.reconciliation.books_lock import BOOKS_LOCK
-from ottrecon.reconciliation.layouts import ImportReport, StatementLayout
+from ottrecon.reconciliation.layouts import ImportReport, StatementError, StatementLayout
 from ottrecon.reconciliation.reconcile import reconcile_pending
 from ottrecon.reconciliation.statements import import_statement
 from tests.conftest import MERCHANT, OTHER_MERCHANT
@@ -224,6 +224,7 @@ class ImportJob:
     path: Path
     delay: float
     report: ImportReport | None = None
+    refusal: StatementError | None = None  # what the import raised instead of a report
     began: float = 0.0  # time.monotonic() when import_statement was called, and when it returned
     ended: float = 0.0
 
@@ -523,6 +524,7 @@ class Stats:
     rounds: int = 0
     imports: int = 0
     refused_as_imported: int = 0
+    refused_other_period: int = 0  # of those: the same bytes for another period, refused with an error
     writes_committed: int = 0
     writes_rolled_back: int = 0
     reconcile_runs: int = 0
@@ -642,11 +644,16 @@ class Round:
         await asyncio.sleep(job.delay)
         self.log(f"import {job.path.name} starts")
         job.began = time.monotonic()
-        job.report = await import_statement(
-            self.pools["import"], job.path, StatementLayout(), business_tz=TZ, period=job.file.given
-        )
+        try:
+            job.report = await import_statement(
+                self.pools["import"], job.path, StatementLayout(), business_tz=TZ, period=job.file.given
+            )
+        except StatementError as exc:
+            job.refusal = exc
+            self.log(f"import {job.path.name} refused: {str(exc).splitlines()[0]}")
+        else:
+            self.log(f"import {job.path.name} ended: id {job.report.import_id}, already {job.report.already_imported}")
         job.ended = time.monotonic()
-        self.log(f"import {job.path.name} ended: id {job.report.import_id}, already {job.report.already_imported}")
 
     async def key_writer(self, plan: KeyPlan, rng: random.Random) -> None:
         await asyncio.sleep(rng.uniform(0, 0.4))
@@ -783,15 +790,16 @@ class Round:
             by_sha[job.file.sha].append(job)
         imported: dict[int, StatementFile] = {}
         for same in by_sha.values():
+            if unfinished := [job.path.name for job in same if job.report is None and job.refusal is None]:
+                raise self.fail(f"imports that neither reported nor were refused: {unfinished}")
             reports = [job.report for job in same]
-            assert all(r is not None for r in reports)
             stored = [r for r in reports if r is not None and r.import_id is not None]
-            refused = [r for r in reports if r is not None and r.import_id is None]
+            refused = [job for job in same if job.report is None or job.report.import_id is None]
             if len(stored) != 1:
                 raise self.fail(f"{len(stored)} imports stored one file: {reports}")
             report = stored[0]
             # Only the bytes make a file the same (STATEMENTS.md): two header-only files given different periods
-            # are one file, stored with the period of whichever import came first.
+            # are one file, stored with the period of whichever import came first; the other period is refused.
             statement = next(job.file for job in same if job.report is report)
             start, end = statement.period
             merchants = tuple(sorted(statement.merchants))
@@ -802,14 +810,19 @@ class Round:
             if got != want:
                 raise self.fail(f"import report {report}, expected (already, read, stored, repeated, period,"
                                 f" merchants) {want}")  # fmt: skip
-            for r in refused:
-                if not (r.already_imported and r.lines_stored == 0):
-                    raise self.fail(f"an import of an imported file reported {r}")
+            for job in refused:
+                r = job.report
+                if job.file.period == statement.period:
+                    if r is None or not (r.already_imported and r.lines_stored == 0):
+                        raise self.fail(f"an import of an imported file reported {r or job.refusal}")
+                elif job.refusal is None or not str(job.refusal).startswith("already imported for another period:"):
+                    raise self.fail(f"the same bytes for another period {job.file.period} gave {r or job.refusal}")
             assert report.import_id is not None
             imported[report.import_id] = statement
             self.reports[report.import_id] = report
             self.stats.imports += 1
             self.stats.refused_as_imported += len(refused)
+            self.stats.refused_other_period += sum(job.refusal is not None for job in refused)
         # "Imported later" is a larger id: an import that returned before another was called has the smaller id.
         storing = [job for job in jobs if job.report is not None and job.report.import_id is not None]
         for a in storing:
