@@ -82,10 +82,12 @@ class StatementImport:
     period_start: date
     period_end: date
     lines: tuple[StatementLine, ...]
+    declared: frozenset[str] = frozenset()  # the merchants the import was given (--merchant), if any
 
     @property
     def merchants(self) -> frozenset[str]:
-        return frozenset(line.merchant_id for line in self.lines)
+        # The merchants given, else those the lines name (STATEMENTS.md; a file without lines must be given some).
+        return self.declared or frozenset(line.merchant_id for line in self.lines)
 
     def covers(self, merchant_id: str, day: date) -> bool:
         return merchant_id in self.merchants and self.period_start <= day <= self.period_end

@@ -39,6 +39,15 @@ def register(command: Callable[[str, Any, str], argparse.ArgumentParser]) -> Non
     statement.add_argument("--amounts", choices=["cents", "decimal"], default="cents")
     statement.add_argument("--from", dest="date_from", type=iso_date, help="period start, YYYY-MM-DD")
     statement.add_argument("--to", dest="date_to", type=iso_date, help="period end, YYYY-MM-DD")
+    statement.add_argument(
+        "--merchant",
+        dest="merchants",
+        action="append",
+        default=[],
+        metavar="MID",
+        help="whose statement this is (repeat for several); every line must name one. Needed for a file "
+        "without lines: it then says nothing was settled for them (default: the lines' merchants)",
+    )
     alerts = command("alerts", _alerts, "list, acknowledge or resolve alerts")
     alerts.add_argument("action", choices=["list", "ack", "resolve"])
     alerts.add_argument("alert_id", nargs="?", type=int)
@@ -170,7 +179,13 @@ def _import_statement(args: argparse.Namespace, env: Mapping[str, str]) -> int:
 
         async def run(pool: asyncpg.Pool) -> Any:
             return await import_statement(
-                pool, args.file, layout, business_tz=business_tz(env), period=period, progress=shown
+                pool,
+                args.file,
+                layout,
+                business_tz=business_tz(env),
+                period=period,
+                merchants=args.merchants,
+                progress=shown,
             )
 
         with shown:

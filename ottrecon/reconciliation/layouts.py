@@ -130,12 +130,18 @@ def parse_amount(raw: str, amounts: str) -> int:
 
 
 def parse_statement(
-    lines: Iterable[str], layout: StatementLayout, *, business_tz: tzinfo, period: tuple[date, date] | None = None
+    lines: Iterable[str],
+    layout: StatementLayout,
+    *,
+    business_tz: tzinfo,
+    period: tuple[date, date] | None = None,
+    merchants: frozenset[str] | None = None,
 ) -> Iterator[StatementLine]:
     """Yield every valid line (blank lines skipped); at the end raise StatementError if any line was bad.
 
     lines are text lines with their line ends (an open file). Problems name line numbers (the
-    header is line 1) and are collected up to MAX_PROBLEMS. Lines outside a given period are bad.
+    header is line 1) and are collected up to MAX_PROBLEMS. Lines outside a given period, or of a
+    merchant not among the given merchants, are bad.
     """
     reader, problems = csv.reader(lines), list[str]()
     try:
@@ -144,7 +150,9 @@ def parse_statement(
         index = _header_index(header, layout)
         for row in reader:
             if any(cell.strip() for cell in row):
-                parsed = _parse_row(reader.line_num, row, len(header), index, layout.amounts, business_tz, period)
+                parsed = _parse_row(
+                    reader.line_num, row, len(header), index, layout.amounts, business_tz, period, merchants
+                )
                 if isinstance(parsed, StatementLine):
                     yield parsed
                 else:
@@ -181,6 +189,7 @@ def _parse_row(
     amounts: str,
     tz: tzinfo,
     period: tuple[date, date] | None,
+    merchants: frozenset[str] | None,
 ) -> StatementLine | list[str]:
     if len(row) != width:
         return [f"{len(row)} cells, but the header has {width}"]
@@ -201,6 +210,8 @@ def _parse_row(
             problems.append(f"txn_time {raw_time[:30]!r} is not a date-time like 2024-05-01 13:45:00")
     if period and day and not period[0] <= day <= period[1]:
         problems.append(f"business date {day} is outside the period {period[0]}..{period[1]}")
+    if merchants is not None and cells["merchant_id"] and cells["merchant_id"] not in merchants:
+        problems.append(f"merchant_id {cells['merchant_id'][:30]!r} is not one of {', '.join(sorted(merchants))}")
     if problems:
         return problems
     merchant_id, order_id, bizpay_order_id = cells["merchant_id"], cells["order_id"], cells["bizpay_order_id"] or None

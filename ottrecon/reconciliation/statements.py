@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import codecs
 import hashlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from datetime import date, tzinfo
 from pathlib import Path
 from typing import Any
@@ -12,7 +12,8 @@ from zoneinfo import ZoneInfo
 
 import asyncpg
 
-from ottrecon.db import Connection, translate_errors
+from ottpay.strict_json import has_unstorable
+from ottrecon.db import translate_errors
 from ottrecon.progress import Progress
 from ottrecon.reconciliation.books_lock import hold_books
 from ottrecon.reconciliation.layouts import (
@@ -26,7 +27,8 @@ from ottrecon.reconciliation.layouts import (
 # Lines stored per statement: bounds memory while keeping round trips few.
 CHUNK_LINES = 5000
 
-# Record the file once: the same bytes again (same SHA-256) insert nothing and return no id.
+# Record the import once: the same bytes (same SHA-256) for the same period and merchants insert nothing and return
+# no id. The same bytes for another period or other merchants are an import of their own (decision 0050).
 # imported_at is the clock when the import got its turn (it runs after hold_books), not the transaction's start
 # (the column's default): an import that waited for another one then shows as imported after it, as its id and
 # its precedence say (docs/RECONCILIATION.md, "Which statement line counts").
@@ -59,8 +61,10 @@ FROM statement_lines WHERE import_id = $1
 """
 RECENT_IMPORTS = "SELECT * FROM statement_imports ORDER BY id DESC LIMIT 20"
 IMPORT_BY_ID = "SELECT * FROM statement_imports WHERE id = $1"
-IMPORT_BY_SHA = "SELECT id FROM statement_imports WHERE file_sha256 = $1"
-EARLIER_IMPORT = "SELECT id, file_name, period_start, period_end FROM statement_imports WHERE file_sha256 = $1"
+# The import of these bytes for this period and merchants (statement_imports_file_key).
+IMPORT_BY_SPAN = """
+SELECT id FROM statement_imports WHERE file_sha256 = $1 AND period_start = $2 AND period_end = $3 AND merchant_ids = $4
+"""
 
 
 async def import_statement(
@@ -70,35 +74,45 @@ async def import_statement(
     *,
     business_tz: str = "America/Toronto",
     period: tuple[date, date] | None = None,
+    merchants: Sequence[str] = (),
     progress: Progress | None = None,
 ) -> ImportReport:
     """Validate the whole file, then store every line in one transaction; idempotent per file.
 
     period defaults to the lines' first..last business date; lines without a time get the period's
-    start. Raises StatementError (nothing stored) for a bad file or arguments, DatabaseUnavailable
-    when Postgres is away (safe to retry). Reads the file twice; memory is bounded by CHUNK_LINES. progress:
-    the first pass in bytes of the file, the second in lines stored.
+    start. merchants: whose statement this is (every line must name one of them); by default the
+    merchants its lines name. A file without lines needs them (it then says the gateway settled none
+    of their payments in the period). Raises StatementError (nothing
+    stored) for a bad file or arguments, DatabaseUnavailable when Postgres is away (safe to retry). Reads
+    the file twice; memory is bounded by CHUNK_LINES. progress: the first pass in bytes of the file, the
+    second in lines stored.
     """
     progress = progress or Progress.silent()
     tz = _zone(business_tz)
     if period and period[0] > period[1]:
         raise StatementError([f"period start {period[0]} is after its end {period[1]}"], "invalid period:")
+    declared = _merchants(merchants)
     # Pass 1 validates everything before the database is touched, keeping only counts and bounds.
-    read, merchants, first, last, digest = 0, set[str](), date.max, date.min, hashlib.sha256()
+    read, named, first, last, digest = 0, set[str](), date.max, date.min, hashlib.sha256()
     progress.stage(f"checking {path.name}", unit="bytes", total=_size(path))
 
     def checked(raw: bytes) -> None:
         digest.update(raw)
         progress.advance(len(raw))
 
-    for line in parse_statement(_utf8_lines(path, checked), layout, business_tz=tz, period=period):
+    for line in parse_statement(_utf8_lines(path, checked), layout, business_tz=tz, period=period, merchants=declared):
         read, day = read + 1, line.business_date
-        merchants.add(line.merchant_id)
+        named.add(line.merchant_id)
         first, last = (min(first, day), max(last, day)) if day else (first, last)
     if not period and first > last:
         raise StatementError(["no line has a txn_time (or there are no lines): give the period"], "no period:")
+    if not read and declared is None:
+        # It would cover nobody (coverage goes by the merchants named) and so change nothing while listed as a
+        # statement: refused, with what to do instead.
+        problem = "the file has no lines, so it names no merchant: give the merchants whose statement it is"
+        raise StatementError([problem, "(--merchant MID: it then says nothing was settled for them)"], "no merchant:")
     start, end = period or (first, last)
-    report = ImportReport(None, True, read, 0, 0, 0, start, end, tuple(sorted(merchants)))
+    report = ImportReport(None, True, read, 0, 0, 0, start, end, tuple(sorted(declared or named)))
     again = hashlib.sha256()
     async with translate_errors(), pool.acquire() as conn, conn.transaction():
         # Before anything is written: reconciler batches in flight finish first, and later ones (and another
@@ -106,11 +120,12 @@ async def import_statement(
         await hold_books(conn)
         args = (path.name, digest.hexdigest(), start, end, report.merchant_ids, read)
         if (import_id := await conn.fetchval(INSERT_IMPORT, *args)) is None:
-            await _refuse_another_period(conn, digest.hexdigest(), start, end)
             return report
         unchanged, chunk = 0, list[StatementLine]()
         progress.stage(f"storing {path.name}", unit="lines", total=read)
-        for line in parse_statement(_utf8_lines(path, again.update), layout, business_tz=tz, period=period):
+        for line in parse_statement(
+            _utf8_lines(path, again.update), layout, business_tz=tz, period=period, merchants=declared
+        ):
             chunk.append(line)
             if len(chunk) == CHUNK_LINES:
                 unchanged += await conn.fetchval(INSERT_LINES, import_id, *_columns(chunk, start))
@@ -125,24 +140,17 @@ async def import_statement(
     return ImportReport(import_id, False, read, read, unchanged, repeated, start, end, report.merchant_ids)
 
 
-async def _refuse_another_period(conn: Connection, sha256: str, start: date, end: date) -> None:
-    """The same bytes again are "already imported" only for the period they were stored for.
-
-    A file's identity is its bytes, so they cannot stand for a second period (one given with --from/--to, or
-    dates read in another business time zone). Reporting "already imported" then would tell finance the
-    second period has a statement when none covers it; a clear refusal says what to do instead.
-    """
-    earlier = await conn.fetchrow(EARLIER_IMPORT, sha256)
-    if earlier is None or (earlier["period_start"], earlier["period_end"]) == (start, end):
-        return
-    raise StatementError(
-        [
-            f"import {earlier['id']} ({earlier['file_name']}) stored these very bytes for "
-            f"{earlier['period_start']} to {earlier['period_end']}; this import is for {start} to {end}",
-            "a file is imported once, for one period: nothing was stored",
-        ],
-        "already imported for another period:",
-    )
+def _merchants(given: Sequence[str]) -> frozenset[str] | None:
+    """The merchants a statement is declared for (None: those its lines name); blank ids are an error."""
+    if isinstance(given, str):
+        raise TypeError("merchants must be a sequence of merchant ids, not one string")
+    if not given:
+        return None
+    # Stored in merchant_ids (text[]): NUL and lone surrogates would fail the insert instead of being refused here.
+    if bad := [ascii(m)[:40] for m in given if not m.strip() or m != m.strip() or has_unstorable(m)]:
+        problem = f"merchant id {', '.join(bad)} is blank, has spaces around it, or holds a NUL or a lone surrogate"
+        raise StatementError([problem], "invalid merchants:")
+    return frozenset(given)
 
 
 def _utf8_lines(path: Path, hash_update: Callable[[bytes], object]) -> Iterator[str]:

@@ -112,6 +112,24 @@ async def test_statement_with_a_column_mapping_and_decimal_amounts_is_imported(
     assert 'data-order="ZZ1" data-status="not_in_ledger"' in await response.text()
 
 
+async def test_statement_without_lines_is_imported_for_the_merchants_named_in_the_form(
+    client: TestClient[Any, Any], db: asyncpg.Connection
+) -> None:
+    token = await sign_in(client, "fiona")
+    period = {"period_from": "2024-05-01", "period_to": "2024-05-01"}
+
+    refused = await client.post("/console/statements", data=upload(token, HEADER, **period))
+    assert refused.status == 422
+    assert "no merchant:" in await refused.text()
+
+    response = await client.post(
+        "/console/statements", data=upload(token, HEADER, merchants=f" {MERCHANT} ,", **period)
+    )
+
+    assert response.status == 200
+    assert await db.fetchval("SELECT merchant_ids FROM statement_imports") == [MERCHANT]
+
+
 async def test_statement_upload_over_the_size_limit_is_refused(
     client: TestClient[Any, Any], db: asyncpg.Connection, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -94,7 +94,7 @@ def requests_to_send(draw: st.DrawFn) -> tuple[str, str, dict[str, Any]]:
         alert = draw(st.sampled_from(["1", "2"]))
         fields = {"csrf_token": "<csrf>", "note": draw(hostile_text)}
         return "POST", f"/console/alerts/{alert}/{action}", {"data": fields}
-    fields = {name: draw(hostile_text) for name in ("columns", "amounts", "period_from", "period_to")}
+    fields = {name: draw(hostile_text) for name in ("columns", "amounts", "period_from", "period_to", "merchants")}
     content = draw(st.one_of(st.binary(max_size=600), st.just(b"order_id,amount\nO1,100\nO2,\x00\n")))
     files: list[tuple[str, tuple[Any, ...]]] = [("csrf_token", (None, "<csrf>"))]
     files += [(k, (None, v)) for k, v in fields.items()]

@@ -144,3 +144,29 @@ async def test_import_statement_from_the_command_line_is_idempotent(
     code, _, err = await run_cli("import-statement", str(bad), env=env)
     assert code == 2 and "line 2" in err
     assert await db.fetchval("SELECT count(*) FROM statement_lines") == 1
+
+
+async def test_import_statement_of_a_day_without_settlements_names_its_merchants(
+    database_url: str, db: asyncpg.Connection, tmp_path: Path
+) -> None:
+    quiet = tmp_path / "quiet.csv"
+    quiet.write_text("merchant_id,order_id,bizpay_order_id,amount,tip,fee,refund,txn_time\n")
+    env = {"DATABASE_URL": database_url}
+    period = ["--from", "2026-11-20", "--to", "2026-11-20"]
+
+    code, _, err = await run_cli("import-statement", str(quiet), *period, env=env)
+    assert code == 2 and "no merchant:" in err and "--merchant MID" in err
+
+    code, out, err = await run_cli("import-statement", str(quiet), *period, "--merchant", MERCHANT, env=env)
+    assert code == 0, err
+    assert f"imported 0 line(s) (0 unchanged from earlier statements) for {MERCHANT}, 2026-11-20" in out
+    assert await db.fetchval("SELECT merchant_ids FROM statement_imports") == [MERCHANT]
+
+    # The next quiet day's file is the same bytes: an import of its own (for its own period), not "already imported".
+    code, out, err = await run_cli(
+        "import-statement", str(quiet), "--from", "2026-11-21", "--to", "2026-11-21", "--merchant", MERCHANT, env=env
+    )
+    assert code == 0 and f"for {MERCHANT}, 2026-11-21 to 2026-11-21" in out, err
+    code, out, err = await run_cli("import-statement", str(quiet), *period, "--merchant", MERCHANT, env=env)
+    assert code == 0 and "already imported" in out, err
+    assert await db.fetchval("SELECT count(*) FROM statement_imports") == 2

@@ -135,7 +135,9 @@ class LedgerHistories(RuleBasedStateMachine):
         self.payments: dict[model.Key, tuple[int, int, str | None, datetime | None, str]] = {}
         self.seen: set[tuple[str, str]] = set()
         self.bodies: list[tuple[model.Key, dict[str, str], model.Callback, datetime | None]] = []
-        self.files: list[tuple[Path, tuple[date, date] | None]] = []
+        self.files: list[tuple[Path, tuple[date, date] | None, tuple[str, ...]]] = []
+        # Each import stored: the file's bytes with its period and merchants (decision 0050: imported once).
+        self.stored_spans: set[tuple[bytes, date, date, frozenset[str]]] = set()
         self.failed = False
         # Closing the books: the model's books, and each closed (date, scope)'s summary rows as exported at close.
         self.books = books_model.Books()
@@ -422,7 +424,9 @@ class LedgerHistories(RuleBasedStateMachine):
         if not lines and not data.draw(st.booleans()):
             return
         give_period = not lines or data.draw(st.booleans())
-        self.import_file(lines, (start, end) if give_period else None)
+        # A day without settlements is a file without lines, which must say whose day it was.
+        declared = () if lines else data.draw(st.sampled_from([(MERCHANT,), (OTHER_MERCHANT,), MERCHANT_IDS]))
+        self.import_file(lines, (start, end) if give_period else None, declared)
 
     def extra_line(self, data: st.DataObject, start: date, end: date) -> Line:
         """A line for a payment we never saw: an unknown order, one of ours unpaid, or an orphan."""
@@ -444,7 +448,7 @@ class LedgerHistories(RuleBasedStateMachine):
             merchant_id, f"S{n:011d}", f"WX{n:015d}", data.draw(st.integers(1, 9000)), 0, 7, 0, instant, "offset"
         )
 
-    def import_file(self, lines: list[Line], period: tuple[date, date] | None) -> None:
+    def import_file(self, lines: list[Line], period: tuple[date, date] | None, declared: tuple[str, ...]) -> None:
         path = type(self).directory / f"statement-{type(self).examples}-{self.next_id()}.csv"
         with path.open("w", newline="", encoding="utf-8") as out:
             writer = csv.writer(out, lineterminator="\n")
@@ -454,15 +458,20 @@ class LedgerHistories(RuleBasedStateMachine):
             for line in lines:
                 writer.writerow([line.merchant_id, line.order_id, line.channel_id or "", line.amount, line.tip,
                                  line.fee, line.refund, render(line.instant, line.form)])  # fmt: skip
-        report = self.w.run(
-            import_statement(self.w.pool, path, StatementLayout(), business_tz=BUSINESS_TZ, period=period)
-        )
         days = [line.instant.astimezone(TORONTO).date() for line in lines]
         start, end = period or (min(days), max(days))
+        identity = (path.read_bytes(), start, end, frozenset(declared) or frozenset(x.merchant_id for x in lines))
+        report = self.w.run(
+            import_statement(
+                self.w.pool, path, StatementLayout(), business_tz=BUSINESS_TZ, period=period, merchants=declared
+            )
+        )
         assert (report.period_start, report.period_end) == (start, end)
-        if report.already_imported:  # the very same bytes as an earlier file
+        assert report.already_imported == (identity in self.stored_spans), report
+        if report.already_imported:  # the very same bytes as an earlier file, for the same period and merchants
             self.step(f"statement {path.name}: already imported")
             return
+        self.stored_spans.add(identity)
         assert report.import_id is not None and report.lines_stored == len(lines)
         stated = tuple(
             model.StatementLine(
@@ -478,8 +487,8 @@ class LedgerHistories(RuleBasedStateMachine):
             )
             for number, (line, day) in enumerate(zip(lines, days, strict=True), start=2)
         )
-        self.evidence.imports.append(model.StatementImport(report.import_id, start, end, stated))
-        self.files.append((path, period))
+        self.evidence.imports.append(model.StatementImport(report.import_id, start, end, stated, frozenset(declared)))
+        self.files.append((path, period, declared))
         said = [
             f"{x.order_id} {x.channel_id} {x.amount}+{x.tip} r{x.refund} {render(x.instant, x.form)}" for x in lines
         ]
@@ -488,10 +497,12 @@ class LedgerHistories(RuleBasedStateMachine):
     @precondition(lambda self: self.files)
     @rule(data=st.data())
     def statement_imported_again(self, data: st.DataObject) -> None:
-        path, period = data.draw(st.sampled_from(self.files))
+        path, period, declared = data.draw(st.sampled_from(self.files))
         copy = path.with_name(f"again-{self.next_id()}-{path.name}")
         copy.write_bytes(path.read_bytes())
-        imported = import_statement(self.w.pool, copy, StatementLayout(), business_tz=BUSINESS_TZ, period=period)
+        imported = import_statement(
+            self.w.pool, copy, StatementLayout(), business_tz=BUSINESS_TZ, period=period, merchants=declared
+        )
         report = self.w.run(imported)
         assert report.already_imported and report.import_id is None
         self.step(f"statement {path.name} imported again: recognised")

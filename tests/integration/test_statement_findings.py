@@ -12,7 +12,7 @@ from typing import Any
 import asyncpg
 import pytest
 
-from ottrecon.reconciliation.layouts import ImportReport, StatementLayout
+from ottrecon.reconciliation.layouts import ImportReport, StatementError, StatementLayout
 from ottrecon.reconciliation.reconcile import reconcile_pending
 from ottrecon.reconciliation.statements import import_statement
 from tests.conftest import MERCHANT
@@ -150,3 +150,43 @@ async def test_a_later_statement_that_leaves_a_line_out_takes_it_back(
 
     assert await row(db, "GHOST1") is None  # only a superseded line ever knew it
     assert await alerts(db, "GHOST1") == [("not_in_ledger", "resolved", 700)]
+
+
+async def test_a_statement_without_lines_for_its_merchant_finds_the_days_paid_orders_missing(
+    pool: asyncpg.Pool, db: asyncpg.Connection, tmp_path: Path
+) -> None:
+    # Paid on May 1 (our side); the gateway's statement of May 1 for this merchant settled nothing at all.
+    await db.execute(PAID, MERCHANT, "NS1", 1000)
+    path = tmp_path / "quiet-day.csv"
+    path.write_text(HEADER)
+    may_1 = (date(2024, 5, 1), date(2024, 5, 1))
+
+    # Before: a file without lines named no merchant, was stored covering nobody, and NS1 showed no finding.
+    with pytest.raises(StatementError) as refused:
+        await import_statement(pool, path, StatementLayout(), period=may_1)
+    assert str(refused.value).startswith("no merchant:")
+    assert await db.fetchval("SELECT count(*) FROM statement_imports") == 0
+
+    report = await import_statement(pool, path, StatementLayout(), period=may_1, merchants=[MERCHANT])
+    await reconcile_pending(pool, business_tz="America/Toronto")
+
+    assert (report.lines_stored, report.merchant_ids) == (0, (MERCHANT,))
+    found = await row(db, "NS1")
+    assert (found["statement_status"], found["statement_amount_at_risk"]) == ("not_in_statement", 1000)
+    assert ("not_in_statement", "open", 1000) in await alerts(db, "NS1")
+
+
+async def test_a_statement_for_named_merchants_refuses_a_line_of_another(
+    pool: asyncpg.Pool, db: asyncpg.Connection, tmp_path: Path
+) -> None:
+    path = tmp_path / "mixed.csv"
+    path.write_text(HEADER + f"{MERCHANT},M1,ALM1,1000,0,20,0,2024-05-01 12:00:00\nQC9,M2,ALM2,500,0,10,0,\n")
+
+    with pytest.raises(StatementError) as refused:
+        await import_statement(pool, path, StatementLayout(), period=(date(2024, 5, 1), date(2024, 5, 1)),
+                               merchants=[MERCHANT])  # fmt: skip
+
+    assert refused.value.problems == (f"line 3: merchant_id 'QC9' is not one of {MERCHANT}",)
+    assert await db.fetchval("SELECT count(*) FROM statement_imports") == 0
+    with pytest.raises(StatementError, match="invalid merchants"):
+        await import_statement(pool, path, StatementLayout(), merchants=["QC1\x00"])

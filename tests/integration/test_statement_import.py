@@ -251,22 +251,20 @@ def _order_ids(header: str) -> list[str]:
     return [key.split("/", 1)[1] for key in header.split(",") if key]
 
 
-async def test_import_statement_same_bytes_for_another_period_is_refused_not_already_imported(
+async def test_import_statement_same_bytes_for_another_period_or_merchants_is_an_import_of_its_own(
     pool: asyncpg.Pool, db: asyncpg.Connection, tmp_path: Path
 ) -> None:
-    # Lines without a time: the period given is what dates them, so these bytes mean May 1 here.
-    path = write(tmp_path, "undated.csv", HEADER + "QC1,A1,AL1,1000,0,20,0,\n")
-    may_1 = (date(2024, 5, 1), date(2024, 5, 1))
-    first = await import_statement(pool, path, StatementLayout(), period=may_1)
+    # Two quiet days: byte-identical files (a header, no lines), told apart only by the period they are for.
+    path = write(tmp_path, "quiet.csv", HEADER)
+    may_1, may_2 = (date(2024, 5, 1), date(2024, 5, 1)), (date(2024, 5, 2), date(2024, 5, 2))
+    first = await import_statement(pool, path, StatementLayout(), period=may_1, merchants=["QC1"])
 
-    with pytest.raises(StatementError) as refused:
-        await import_statement(pool, path, StatementLayout(), period=(date(2024, 5, 2), date(2024, 5, 2)))
+    # Before: "already imported" (the bytes alone were the key), and no import covered May 2.
+    second = await import_statement(pool, path, StatementLayout(), period=may_2, merchants=["QC1"])
+    other = await import_statement(pool, path, StatementLayout(), period=may_2, merchants=["QC2"])
+    again = await import_statement(pool, path, StatementLayout(), period=may_2, merchants=["QC1"])
 
-    # Before: reported "already imported", as if May 2 had a statement; no import covers May 2.
-    assert str(refused.value).startswith("already imported for another period:")
-    assert f"import {first.import_id} (undated.csv)" in refused.value.problems[0]
-    assert "2024-05-01 to 2024-05-01" in refused.value.problems[0]
-    assert await db.fetchval("SELECT count(*) FROM statement_imports") == 1
-    # The same bytes for the same period stay what they were: already imported, nothing stored.
-    again = await import_statement(pool, path, StatementLayout(), period=may_1)
-    assert (again.already_imported, again.lines_stored) == (True, 0)
+    assert not first.already_imported and not second.already_imported and not other.already_imported
+    assert (again.import_id, again.already_imported) == (None, True)
+    spans = await db.fetch("SELECT period_start, merchant_ids FROM statement_imports ORDER BY id")
+    assert [(r["period_start"].day, r["merchant_ids"]) for r in spans] == [(1, ["QC1"]), (2, ["QC1"]), (2, ["QC2"])]

@@ -168,6 +168,7 @@ class Line:
 class StatementFile:
     lines: tuple[Line, ...]
     given: tuple[date, date] | None  # the period passed to the import (--from/--to); None: from the lines
+    declared: tuple[str, ...] = ()  # the merchants passed to the import (--merchant); none: those the lines name
 
     @property
     def text(self) -> str:
@@ -183,7 +184,8 @@ class StatementFile:
 
     @property
     def merchants(self) -> frozenset[str]:
-        return frozenset(line.merchant_id for line in self.lines)
+        # STATEMENTS.md: the merchants given, else the merchants the lines name (a file without lines must name some).
+        return frozenset(self.declared or (line.merchant_id for line in self.lines))
 
     def covers(self, merchant_id: str, day: date) -> bool:
         start, end = self.period
@@ -492,7 +494,10 @@ def new_file(rng: random.Random, plans: dict[Key, KeyPlan], days: list[date]) ->
     if lines and rng.random() < 0.15:  # OTT Pay settled one payment twice
         twice = rng.choice(lines)
         lines.insert(rng.randint(0, len(lines)), Line(**{**vars(twice), "fee": twice.fee + 1}))
-    return StatementFile(numbered(lines), (start, end) if given else None)
+    # A day without settlements is a file without lines; it must say whose day it was. Some files with lines
+    # say it too.
+    declared = merchants if not lines or rng.random() < 0.1 else ()
+    return StatementFile(numbered(lines), (start, end) if given else None, declared)
 
 
 def correction(rng: random.Random, base: StatementFile, plans: dict[Key, KeyPlan], days: list[date]) -> StatementFile:
@@ -524,7 +529,7 @@ class Stats:
     rounds: int = 0
     imports: int = 0
     refused_as_imported: int = 0
-    refused_other_period: int = 0  # of those: the same bytes for another period, refused with an error
+    same_bytes_other_span: int = 0  # files stored again for another period or other merchants (decision 0050)
     writes_committed: int = 0
     writes_rolled_back: int = 0
     reconcile_runs: int = 0
@@ -646,7 +651,12 @@ class Round:
         job.began = time.monotonic()
         try:
             job.report = await import_statement(
-                self.pools["import"], job.path, StatementLayout(), business_tz=TZ, period=job.file.given
+                self.pools["import"],
+                job.path,
+                StatementLayout(),
+                business_tz=TZ,
+                period=job.file.given,
+                merchants=job.file.declared,
             )
         except StatementError as exc:
             job.refusal = exc
@@ -784,22 +794,23 @@ class Round:
     # ---------------------------------------------------------------------------------------------- checks
 
     def check_reports(self, jobs: list[ImportJob]) -> dict[int, StatementFile]:
-        """1. Each file's bytes are stored by exactly one import; every other import of them says already imported."""
-        by_sha: dict[str, list[ImportJob]] = defaultdict(list)
+        """1. A file's bytes for one period and merchants (decision 0050) are stored by exactly one import; every
+        other import of them says already imported."""
+        by_span: dict[tuple[str, tuple[date, date], frozenset[str]], list[ImportJob]] = defaultdict(list)
         for job in jobs:
-            by_sha[job.file.sha].append(job)
+            by_span[(job.file.sha, job.file.period, job.file.merchants)].append(job)
         imported: dict[int, StatementFile] = {}
-        for same in by_sha.values():
-            if unfinished := [job.path.name for job in same if job.report is None and job.refusal is None]:
-                raise self.fail(f"imports that neither reported nor were refused: {unfinished}")
+        for same in by_span.values():
+            if refusals := [f"{job.path.name}: {job.refusal}" for job in same if job.refusal is not None]:
+                raise self.fail(f"imports of valid files refused: {refusals}")
             reports = [job.report for job in same]
             stored = [r for r in reports if r is not None and r.import_id is not None]
             refused = [job for job in same if job.report is None or job.report.import_id is None]
             if len(stored) != 1:
                 raise self.fail(f"{len(stored)} imports stored one file: {reports}")
             report = stored[0]
-            # Only the bytes make a file the same (STATEMENTS.md): two header-only files given different periods
-            # are one file, stored with the period of whichever import came first; the other period is refused.
+            # The bytes, the period and the merchants make an import the same (decision 0050): two header-only files
+            # given different periods or merchants are two imports.
             statement = next(job.file for job in same if job.report is report)
             start, end = statement.period
             merchants = tuple(sorted(statement.merchants))
@@ -811,18 +822,14 @@ class Round:
                 raise self.fail(f"import report {report}, expected (already, read, stored, repeated, period,"
                                 f" merchants) {want}")  # fmt: skip
             for job in refused:
-                r = job.report
-                if job.file.period == statement.period:
-                    if r is None or not (r.already_imported and r.lines_stored == 0):
-                        raise self.fail(f"an import of an imported file reported {r or job.refusal}")
-                elif job.refusal is None or not str(job.refusal).startswith("already imported for another period:"):
-                    raise self.fail(f"the same bytes for another period {job.file.period} gave {r or job.refusal}")
+                if job.report is None or not (job.report.already_imported and job.report.lines_stored == 0):
+                    raise self.fail(f"an import of an imported file reported {job.report}")
             assert report.import_id is not None
             imported[report.import_id] = statement
             self.reports[report.import_id] = report
             self.stats.imports += 1
             self.stats.refused_as_imported += len(refused)
-            self.stats.refused_other_period += sum(job.refusal is not None for job in refused)
+        self.stats.same_bytes_other_span += len(by_span) - len({sha for sha, _, _ in by_span})
         # "Imported later" is a larger id: an import that returned before another was called has the smaller id.
         storing = [job for job in jobs if job.report is not None and job.report.import_id is not None]
         for a in storing:
