@@ -97,6 +97,16 @@ INSERT INTO submission_attempts (
     started_at, latency_ms, data
 ) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13::jsonb)
 """
+# A payment request about to be sent, committed before it leaves: if the worker dies (or loses Postgres) before its
+# answer is recorded, the order's last attempt says "sent, outcome unknown", so the next step is a query, never a
+# re-send or an expiry (PROTOCOL §5: query before any resubmission). The answer's own row replaces it.
+RECORD_IN_FLIGHT = """
+INSERT INTO submission_attempts (order_ref, action, outcome, error, sent, started_at, latency_ms)
+VALUES ($1, $2, 'unknown', 'no answer recorded: the worker stopped, or lost Postgres, while the request was out',
+        true, $3, 0)
+RETURNING id
+"""
+FORGET_IN_FLIGHT = "DELETE FROM submission_attempts WHERE id = $1"
 # Apply a transition; the status only ever rises in rank, whatever arrived meanwhile (a callback).
 APPLY_TRANSITION = """
 UPDATE orders SET
@@ -258,6 +268,17 @@ async def record_attempt(
         # Verified gateway data (channel id, amounts): evidence for reconciliation; holds no secrets.
         json.dumps(reply.data, ensure_ascii=False) if reply.data else None,
     )
+
+
+async def record_in_flight(conn: db.Connection, order_pk: int, action: str, started_at: datetime) -> int:
+    """Say, before sending, that a payment request for the order is out; returns the marker's attempt id."""
+    attempt_id: int = await conn.fetchval(RECORD_IN_FLIGHT, order_pk, action, started_at)
+    return attempt_id
+
+
+async def forget_in_flight(conn: db.Connection, attempt_id: int) -> None:
+    """Drop the marker once the request's answer (or its certain failure) is recorded in the same transaction."""
+    await conn.execute(FORGET_IN_FLIGHT, attempt_id)
 
 
 async def apply(

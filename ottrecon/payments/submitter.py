@@ -81,6 +81,7 @@ class Submitter:
         order = store.facts(row)
         step = next_step(order, now, self._policy)
         reply: GatewayReply | None = None
+        in_flight: int | None = None
         if step == Step.NOTHING:
             async with self._pool.acquire() as conn:
                 await conn.execute(store.RELEASE_ORDER, order_pk)
@@ -93,10 +94,13 @@ class Submitter:
         elif step == Step.SUBMIT and row["kind"] == "ACTIVEPAY" and not self._callback_url:
             transition = Transition("failed", "OTTRECON_CALLBACK_URL is not configured")
         else:
+            in_flight = await self._mark_in_flight(step, order_pk, row["kind"], now)
             reply = await self._send(step, client, row)
             self._on_reply(reply)
             transition = after_reply(order, reply, now, self._policy, self._rng)
         async with self._pool.acquire() as conn, conn.transaction():
+            if in_flight is not None:
+                await store.forget_in_flight(conn, in_flight)
             if reply is not None:
                 await store.record_attempt(conn, order_pk, reply, now)
             await store.apply(conn, row, transition, _paid_source(reply), counted=reply is not None)
@@ -104,6 +108,18 @@ class Submitter:
                 await store.record_payment(conn, row, transition.paid_amount, _tip(reply, row["tip"]), reply)
         _log(row, step, reply, transition)
         return transition
+
+    async def _mark_in_flight(self, step: Step, order_pk: int, kind: str, now: datetime) -> int | None:
+        """Before a PASSIVEPAY or ACTIVEPAY leaves, commit that it is out; None for a query (asking is harmless).
+
+        Without it a worker killed while the gateway charges the customer left no trace of the request: once its
+        lease lapsed the order looked never sent, and a PASSIVEPAY past its code's lifetime was expired although
+        the customer had paid (found by the independent payment-faults test).
+        """
+        if step != Step.SUBMIT:
+            return None
+        async with self._pool.acquire() as conn:
+            return await store.record_in_flight(conn, order_pk, kind, now)
 
     async def _send(self, step: Step, client: OttPayClient, row: asyncpg.Record) -> GatewayReply:
         if step == Step.QUERY:
