@@ -237,6 +237,7 @@ def facts(row: asyncpg.Record) -> OrderFacts:
         last_sent=row["last_sent"] if row["last_sent"] is not None else True,
         last_not_found=bool(row["last_not_found"]),
         accepted=bool(row["accepted"]),
+        has_code_url=row["kind"] != "ACTIVEPAY" or row["code_url"] is not None,
     )
 
 

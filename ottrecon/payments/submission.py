@@ -67,6 +67,8 @@ class OrderFacts:
     last_not_found: bool = False
     # The gateway once confirmed it has this order (an ACTIVEPAY code, a query that found it).
     accepted: bool = False
+    # An ACTIVEPAY's QR code (code_url) arrived: only the ACTIVEPAY answer carries it, a query never does.
+    has_code_url: bool = True
 
     @property
     def gateway_has_it(self) -> bool:
@@ -86,6 +88,12 @@ class Transition:
     flag_unpaid: bool = False
     # The worker stops following an order that has no final answer (stamps orders.given_up_at).
     given_up: bool = False
+
+
+# Why an ACTIVEPAY the gateway holds has no QR code: its answer was lost and no query can bring the code back
+# (PROTOCOL §2), so no customer can pay it. Said on the order, so the point of sale starts a new payment instead of
+# waiting for a code that never comes; the order is still followed (a payment would still be recorded).
+NO_QR_CODE = "the gateway has this order but its answer with the QR code was lost: create a new payment"
 
 
 def code_expired(order: OrderFacts, now: datetime, policy: Policy) -> bool:
@@ -184,9 +192,11 @@ def _from_gateway_state(
         # The customer may be entering a PIN: look again soon, the cashier is waiting.
         return Transition(order.status, f"gateway order_status {raw_status}", next_check_in_s=min(later, 5.0))
     status = "awaiting_payment" if order.status == "pending" else order.status
+    no_code = None if order.has_code_url else NO_QR_CODE
     if age >= policy.unpaid_deadline_s:
-        return Transition("unpaid", "still unpaid past the deadline", next_check_in_s=later, flag_unpaid=True)
-    return Transition(status, next_check_in_s=max(later, policy.sweep_after_s / 4))
+        reason = "still unpaid past the deadline" + (f" ({no_code})" if no_code else "")
+        return Transition("unpaid", reason, next_check_in_s=later, flag_unpaid=True)
+    return Transition(status, no_code, next_check_in_s=max(later, policy.sweep_after_s / 4))
 
 
 def _past_follow_limit(order: OrderFacts, now: datetime, policy: Policy) -> bool:

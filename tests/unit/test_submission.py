@@ -256,3 +256,22 @@ def test_no_order_is_queried_past_its_follow_up_window(
         assert t.given_up == (t.status in ("unpaid", "review")), t
     elif not resend:
         assert not t.given_up, t
+
+
+@pytest.mark.parametrize(("age_s", "status"), [(400, "awaiting_payment"), (2000, "unpaid")])
+def test_an_activepay_whose_qr_code_was_lost_says_so_and_is_still_followed(age_s: float, status: str) -> None:
+    # The ACTIVEPAY answer (the only one carrying code_url) was lost; a query found the order pending.
+    facts = dataclasses.replace(order("ACTIVEPAY", "pending", age_s=age_s), has_code_url=False)
+    t = after_reply(facts, reply("STATUS_QUERY", Outcome.SUCCESS, order_status="notpay"), NOW, POLICY, random.Random(1))
+    # Before: awaiting_payment with no reason, the point of sale waiting for a QR code that never comes.
+    assert (t.status, t.code_url) == (status, None)
+    assert t.reason is not None and "QR code was lost: create a new payment" in t.reason
+    assert t.next_check_in_s is not None
+    shown = after_reply(
+        order("ACTIVEPAY", "awaiting_payment", age_s=age_s),
+        reply("STATUS_QUERY", Outcome.SUCCESS, order_status="notpay"),
+        NOW,
+        POLICY,
+        random.Random(1),
+    )
+    assert shown.reason is None or "QR code" not in shown.reason
