@@ -98,12 +98,12 @@ soak: $(BIN)/.installed
 		OTTRECON_CONC_EXAMPLES=$$((500 * $(SOAK_SCALE))) OTTRECON_CONC_STEPS=30 \
 		OTTRECON_QUEUE_STRESS_SECONDS=$$((240 * $(SOAK_SCALE))) OTTRECON_QUEUE_STRESS_FUZZ=$$((300 * $(SOAK_SCALE))) \
 		OTTRECON_IMPORT_STRESS_ROUNDS=$$((400 * $(SOAK_SCALE))) \
-		OTTRECON_PAYMENT_FAULTS_ROUNDS=$$((60 * $(SOAK_SCALE))) \
+		OTTRECON_PAYMENT_FAULTS_ROUNDS=$$((60 * $(SOAK_SCALE))) OTTRECON_REFUND_FAULTS_ROUNDS=$$((60 * $(SOAK_SCALE))) \
 		$(BIN)/pytest -s -q --timeout=7200 tests/integration/test_reconciliation_model.py \
 			tests/integration/test_reconciler_race.py tests/integration/test_finish_time_sql.py \
 			tests/integration/test_refund_settlement_race.py tests/integration/test_reconcile_concurrency.py \
 			tests/integration/test_change_queue_stress.py tests/integration/test_statement_import_stress_independent.py \
-			tests/integration/test_payment_submission_faults_independent.py
+			tests/integration/test_payment_submission_faults_independent.py tests/integration/test_refund_faults_independent.py
 
 ## demo: the whole system against the simulator with faults on; prints paid / recovered / unpaid / charged twice
 demo: $(BIN)/.installed

@@ -207,9 +207,7 @@ async def store_refund(
             return existing, False
         if order["status"] not in ("paid", "partially_refunded"):
             raise NotRefundable(f"payment is {order['status']}, only paid payments can be refunded")
-        # Tips are refundable too: the customer paid amount + tip (docs/decisions/0009).
-        paid = (order["paid_amount"] if order["paid_amount"] is not None else order["amount"]) + order["tip"]
-        left = paid - await conn.fetchval(store.REFUNDED_OR_PENDING, order["id"])
+        left = store.refundable(order) - await conn.fetchval(store.REFUNDED_OR_PENDING, order["id"])
         if amount > left:
             raise NotRefundable(f"at most {left} cents can still be refunded")
         storing.sent = True

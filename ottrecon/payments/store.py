@@ -177,7 +177,7 @@ MARK_ORDER_REFUNDED = """
 WITH total AS (
     SELECT coalesce(sum(amount), 0) AS refunded FROM refunds WHERE order_ref = $1 AND status = 'succeeded'
 ), target AS (
-    SELECT CASE WHEN total.refunded >= coalesce(o.paid_amount, o.amount) + o.tip
+    SELECT CASE WHEN total.refunded >= least(o.paid_amount, o.amount) + o.tip  -- refundable(), as in SQL
                 THEN 'refunded' ELSE 'partially_refunded' END
         AS status, o.merchant_id, o.order_id
     FROM orders o, total WHERE o.id = $1
@@ -280,6 +280,17 @@ async def record_in_flight(conn: db.Connection, order_pk: int, action: str, star
 async def forget_in_flight(conn: db.Connection, attempt_id: int) -> None:
     """Drop the marker once the request's answer (or its certain failure) is recorded in the same transaction."""
     await conn.execute(FORGET_IN_FLIGHT, attempt_id)
+
+
+def refundable(order: asyncpg.Record) -> int:
+    """What a paid order's refunds may add up to: the amount paid, never more than the amount ordered, plus the tip.
+
+    A callback is authentic yet may report another amount than the order (the ledger flags amount_mismatch for a
+    person); refunding more than was ordered on its word would only be refused by the gateway after a 201. The
+    tip is refundable too: the customer paid amount + tip (decision 0009). MARK_ORDER_REFUNDED says the same in SQL.
+    """
+    paid = order["paid_amount"] if order["paid_amount"] is not None else order["amount"]
+    return int(min(paid, order["amount"]) + order["tip"])
 
 
 async def apply(
