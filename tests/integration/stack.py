@@ -201,3 +201,15 @@ async def stop_worker(worker: Worker, task: asyncio.Task[None]) -> None:
 async def customer_pays(sim: TestClient[Any, Any], payment_id: str) -> None:
     response = await sim.post(f"/sim/orders/{MERCHANT}/{payment_id}/pay")
     assert response.status == 200, await response.text()
+
+
+@contextlib.asynccontextmanager
+async def second_worker(stack: Stack) -> AsyncIterator[Worker]:
+    """Another worker on the stack's Redis and Postgres, with its settings (polling fast), stopped on exit."""
+    worker = create_worker(dataclasses.replace(stack.settings, poll_delay_s=0.01), handle_signals=False)
+    task = asyncio.create_task(worker.main())
+    await wait_until_started(worker, task)
+    try:
+        yield worker
+    finally:
+        await stop_worker(worker, task)

@@ -60,14 +60,12 @@ The worker now commits an in-flight attempt before it sends (test_submission_cra
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import itertools
 import os
 import random
 import time
 from collections import Counter, defaultdict
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -92,12 +90,10 @@ from tests.integration.stack import (
     OPERATOR,
     Stack,
     running_stack,
+    second_worker,
     sim_settings,
-    stop_worker,
-    wait_until_started,
 )
 from worker.context import JobContext
-from worker.main import create_worker
 from worker.payment_jobs import process_order, retry_failed_submissions, sweep_unpaid_orders
 
 ROUNDS = int(os.environ.get("OTTRECON_PAYMENT_FAULTS_ROUNDS", "2"))
@@ -490,17 +486,6 @@ async def audit_problems(conn: asyncpg.Connection, sim_requests: int) -> tuple[l
 
 
 # --------------------------------------------------------------------------------------------------------------
-
-
-@contextlib.asynccontextmanager
-async def second_worker(stack: Stack) -> AsyncIterator[Worker]:
-    worker = create_worker(dataclasses.replace(stack.settings, poll_delay_s=0.01), handle_signals=False)
-    task = asyncio.create_task(worker.main())
-    await wait_until_started(worker, task)
-    try:
-        yield worker
-    finally:
-        await stop_worker(worker, task)
 
 
 async def run_round(seed: int, database_url: str, redis_url: str, db: asyncpg.Connection) -> str:

@@ -74,7 +74,6 @@ import random
 import re
 import time
 from collections import Counter, defaultdict
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -101,12 +100,10 @@ from tests.integration.stack import (
     OPERATOR,
     Stack,
     running_stack,
+    second_worker,
     sim_settings,
-    stop_worker,
-    wait_until_started,
 )
 from worker.context import JobContext
-from worker.main import create_worker
 from worker.payment_jobs import process_refund, retry_failed_submissions
 
 ROUNDS = int(os.environ.get("OTTRECON_REFUND_FAULTS_ROUNDS", "1"))
@@ -466,17 +463,6 @@ async def audit(db: asyncpg.Connection, sim_requests: int) -> tuple[list[str], C
 
 
 # --------------------------------------------------------------------------------------------------------------
-
-
-@contextlib.asynccontextmanager
-async def second_worker(stack: Stack) -> AsyncIterator[Worker]:
-    worker = create_worker(dataclasses.replace(stack.settings, poll_delay_s=0.01), handle_signals=False)
-    task = asyncio.create_task(worker.main())
-    await wait_until_started(worker, task)
-    try:
-        yield worker
-    finally:
-        await stop_worker(worker, task)
 
 
 async def invalid_and_unpaid(stack: Stack, db: asyncpg.Connection, payment_id: str, round_seed: int) -> list[str]:
