@@ -45,8 +45,8 @@ def register(command: Callable[[str, Any, str], argparse.ArgumentParser]) -> Non
         action="append",
         default=[],
         metavar="MID",
-        help="whose statement this is (repeat for several); every line must name one. Needed for a file "
-        "without lines: it then says nothing was settled for them (default: the lines' merchants)",
+        help="whose statement this is (repeat, or separate by commas, for several); every line must name one. "
+        "Needed for a file without lines: it then says nothing was settled for them (default: the lines' merchants)",
     )
     alerts = command("alerts", _alerts, "list, acknowledge or resolve alerts")
     alerts.add_argument("action", choices=["list", "ack", "resolve"])
@@ -161,7 +161,7 @@ def _reconcile(args: argparse.Namespace, env: Mapping[str, str]) -> int:
 
 def _import_statement(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     from ottrecon.reconciliation.layouts import StatementError, StatementLayout
-    from ottrecon.reconciliation.statements import import_statement
+    from ottrecon.reconciliation.statements import import_statement, split_merchants
 
     if (args.date_from is None) != (args.date_to is None):
         print("ottrecon import-statement: give both --from and --to, or neither", file=sys.stderr)
@@ -184,7 +184,7 @@ def _import_statement(args: argparse.Namespace, env: Mapping[str, str]) -> int:
                 layout,
                 business_tz=business_tz(env),
                 period=period,
-                merchants=args.merchants,
+                merchants=split_merchants(args.merchants),
                 progress=shown,
             )
 

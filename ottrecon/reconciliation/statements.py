@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import codecs
 import hashlib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import date, tzinfo
 from pathlib import Path
 from typing import Any
@@ -33,8 +33,9 @@ CHUNK_LINES = 5000
 # (the column's default): an import that waited for another one then shows as imported after it, as its id and
 # its precedence say (docs/RECONCILIATION.md, "Which statement line counts").
 INSERT_IMPORT = """
-INSERT INTO statement_imports (file_name, file_sha256, period_start, period_end, merchant_ids, line_count, imported_at)
-VALUES ($1, $2, $3, $4, $5, $6, clock_timestamp())
+INSERT INTO statement_imports (
+    file_name, file_sha256, period_start, period_end, merchant_ids, line_count, merchants_sha256, imported_at
+) VALUES ($1, $2, $3, $4, $5, $6, $7, clock_timestamp())
 ON CONFLICT ON CONSTRAINT statement_imports_file_key DO NOTHING RETURNING id
 """
 # Store a chunk of lines; every line is kept (a newer statement supersedes an older one's line at
@@ -63,7 +64,8 @@ RECENT_IMPORTS = "SELECT * FROM statement_imports ORDER BY id DESC LIMIT 20"
 IMPORT_BY_ID = "SELECT * FROM statement_imports WHERE id = $1"
 # The import of these bytes for this period and merchants (statement_imports_file_key).
 IMPORT_BY_SPAN = """
-SELECT id FROM statement_imports WHERE file_sha256 = $1 AND period_start = $2 AND period_end = $3 AND merchant_ids = $4
+SELECT id FROM statement_imports
+WHERE file_sha256 = $1 AND period_start = $2 AND period_end = $3 AND merchants_sha256 = $4
 """
 
 
@@ -118,7 +120,15 @@ async def import_statement(
         # Before anything is written: reconciler batches in flight finish first, and later ones (and another
         # import) wait for this commit, so no key of this period is recomputed without it (decision 0047).
         await hold_books(conn)
-        args = (path.name, digest.hexdigest(), start, end, report.merchant_ids, read)
+        args = (
+            path.name,
+            digest.hexdigest(),
+            start,
+            end,
+            report.merchant_ids,
+            read,
+            merchants_digest(report.merchant_ids),
+        )
         if (import_id := await conn.fetchval(INSERT_IMPORT, *args)) is None:
             return report
         unchanged, chunk = 0, list[StatementLine]()
@@ -138,6 +148,17 @@ async def import_statement(
             raise StatementError(["the file changed while it was being imported"], "statement rejected:")
         repeated = await conn.fetchval(REPEATED_PAYMENTS, import_id)
     return ImportReport(import_id, False, read, read, unchanged, repeated, start, end, report.merchant_ids)
+
+
+def split_merchants(values: Iterable[str]) -> list[str]:
+    """Merchant ids as a person gives them (repeated, or comma-separated, spaces around them): the CLI and the
+    console read them alike. A merchant id holds no comma (OTT Pay's are letters and digits)."""
+    return [m.strip() for value in values for m in value.split(",") if m.strip()]
+
+
+def merchants_digest(merchant_ids: Sequence[str]) -> str:
+    """An import's merchants as they enter its identity (sql/0016): SHA-256 of the sorted ids joined by U+001F."""
+    return hashlib.sha256("\x1f".join(sorted(merchant_ids)).encode("utf-8")).hexdigest()
 
 
 def _merchants(given: Sequence[str]) -> frozenset[str] | None:

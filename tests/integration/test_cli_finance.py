@@ -157,16 +157,21 @@ async def test_import_statement_of_a_day_without_settlements_names_its_merchants
     code, _, err = await run_cli("import-statement", str(quiet), *period, env=env)
     assert code == 2 and "no merchant:" in err and "--merchant MID" in err
 
-    code, out, err = await run_cli("import-statement", str(quiet), *period, "--merchant", MERCHANT, env=env)
+    # Repeated or comma-separated, as the console's field takes them.
+    code, out, err = await run_cli(
+        "import-statement", str(quiet), *period, "--merchant", f"{MERCHANT}, QC9", "--merchant", "QC8", env=env
+    )
     assert code == 0, err
-    assert f"imported 0 line(s) (0 unchanged from earlier statements) for {MERCHANT}, 2026-11-20" in out
-    assert await db.fetchval("SELECT merchant_ids FROM statement_imports") == [MERCHANT]
+    assert f"imported 0 line(s) (0 unchanged from earlier statements) for {MERCHANT}, QC8, QC9, 2026-11-20" in out
+    assert await db.fetchval("SELECT merchant_ids FROM statement_imports") == sorted([MERCHANT, "QC8", "QC9"])
 
     # The next quiet day's file is the same bytes: an import of its own (for its own period), not "already imported".
     code, out, err = await run_cli(
         "import-statement", str(quiet), "--from", "2026-11-21", "--to", "2026-11-21", "--merchant", MERCHANT, env=env
     )
     assert code == 0 and f"for {MERCHANT}, 2026-11-21 to 2026-11-21" in out, err
-    code, out, err = await run_cli("import-statement", str(quiet), *period, "--merchant", MERCHANT, env=env)
+    code, out, err = await run_cli(
+        "import-statement", str(quiet), *period, "--merchant", f"QC8,QC9,{MERCHANT}", env=env
+    )
     assert code == 0 and "already imported" in out, err
     assert await db.fetchval("SELECT count(*) FROM statement_imports") == 2
