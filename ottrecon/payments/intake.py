@@ -207,7 +207,8 @@ async def store_refund(
             return existing, False
         if order["status"] not in ("paid", "partially_refunded"):
             raise NotRefundable(f"payment is {order['status']}, only paid payments can be refunded")
-        left = store.refundable(order) - await conn.fetchval(store.REFUNDED_OR_PENDING, order["id"])
+        paid_tip = await conn.fetchval(store.PAID_TIP, order["merchant_id"], order["order_id"])
+        left = store.refundable(order, paid_tip) - await conn.fetchval(store.REFUNDED_OR_PENDING, order["id"])
         if amount > left:
             raise NotRefundable(f"at most {left} cents can still be refunded")
         storing.sent = True

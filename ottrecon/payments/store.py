@@ -44,6 +44,8 @@ ORDER BY id DESC LIMIT $3
 REFUNDS_OF = "SELECT * FROM refunds WHERE order_ref = $1 ORDER BY id"
 # Lock the order while deciding whether a refund fits, so two refunds cannot both pass the check.
 LOCK_ORDER = "SELECT * FROM orders WHERE order_id = $1 FOR UPDATE"
+# The tip the payment's evidence reported (a PASSIVEPAY answer, a query, a callback); NULL before any.
+PAID_TIP = "SELECT tip FROM payments WHERE merchant_id = $1 AND order_id = $2"
 # Money already refunded or on its way back (failed refunds do not count).
 REFUNDED_OR_PENDING = "SELECT coalesce(sum(amount), 0) FROM refunds WHERE order_ref = $1 AND status <> 'failed'"
 INSERT_REFUND = """
@@ -177,7 +179,9 @@ MARK_ORDER_REFUNDED = """
 WITH total AS (
     SELECT coalesce(sum(amount), 0) AS refunded FROM refunds WHERE order_ref = $1 AND status = 'succeeded'
 ), target AS (
-    SELECT CASE WHEN total.refunded >= least(o.paid_amount, o.amount) + o.tip  -- refundable(), as in SQL
+    SELECT CASE WHEN total.refunded >= least(o.paid_amount, o.amount) + least(
+                    (SELECT p.tip FROM payments p WHERE p.merchant_id = o.merchant_id AND p.order_id = o.order_id),
+                    o.tip)  -- refundable(), in SQL (least() skips a NULL)
                 THEN 'refunded' ELSE 'partially_refunded' END
         AS status, o.merchant_id, o.order_id
     FROM orders o, total WHERE o.id = $1
@@ -282,15 +286,17 @@ async def forget_in_flight(conn: db.Connection, attempt_id: int) -> None:
     await conn.execute(FORGET_IN_FLIGHT, attempt_id)
 
 
-def refundable(order: asyncpg.Record) -> int:
-    """What a paid order's refunds may add up to: the amount paid, never more than the amount ordered, plus the tip.
+def refundable(order: asyncpg.Record, paid_tip: int | None) -> int:
+    """What a paid order's refunds may add up to: the amount and the tip paid, neither more than was ordered.
 
-    A callback is authentic yet may report another amount than the order (the ledger flags amount_mismatch for a
-    person); refunding more than was ordered on its word would only be refused by the gateway after a 201. The
-    tip is refundable too: the customer paid amount + tip (decision 0009). MARK_ORDER_REFUNDED says the same in SQL.
+    A callback is authentic yet may report another amount or tip than the order (the ledger flags amount_mismatch
+    for a person); refunding more than was ordered on its word would only be refused by the gateway after a 201.
+    The tip is refundable too: the customer paid amount + tip (decision 0009). paid_tip: PAID_TIP (None: the
+    ordered tip). MARK_ORDER_REFUNDED says the same in SQL.
     """
     paid = order["paid_amount"] if order["paid_amount"] is not None else order["amount"]
-    return int(min(paid, order["amount"]) + order["tip"])
+    tip = order["tip"] if paid_tip is None else min(paid_tip, order["tip"])
+    return int(min(paid, order["amount"]) + tip)
 
 
 async def apply(

@@ -9,7 +9,8 @@ import asyncpg
 
 from ottpay.keys import MerchantKeys
 from ottrecon.db import fetch_one
-from ottrecon.payments import store
+from ottrecon.payments import intake, store
+from ottrecon.payments.errors import NotRefundable
 from ottrecon.payments.gateway import Gateway
 from ottrecon.payments.refunder import Refunder
 from ottrecon.payments.submission import Policy
@@ -109,3 +110,43 @@ async def test_one_failing_refund_does_not_hold_back_the_other_due_refunds(
     assert claimed == 2
     statuses = {r["id"]: r["status"] for r in await db.fetch("SELECT id, status FROM refunds")}
     assert statuses == {refunds[0]["id"]: "pending", refunds[1]["id"]: "failed"}
+
+
+# An order of 10.00 + 1.00 tip whose authentic callback reported the tip as 0 (the ledger flags amount_mismatch).
+PAID_WITHOUT_ITS_TIP = """
+WITH o AS (
+    INSERT INTO orders (merchant_id, order_id, kind, biz_type, amount, tip, idempotency_key, request_sha256,
+                        status, paid_amount, paid_source, paid_at)
+    VALUES ($1, 'TIP0', 'ACTIVEPAY', 'ALIPAY', 1000, 100, 'tip0', 'sha', 'paid', 1000, 'callback', now())
+    RETURNING id, merchant_id, order_id
+)
+INSERT INTO payments (merchant_id, order_id, status, amount, tip, source)
+SELECT merchant_id, order_id, 'paid', 1000, 0, 'callback' FROM o
+"""
+
+
+async def test_a_tip_the_payment_did_not_carry_is_not_refundable_and_a_full_refund_is_refunded(
+    database_url: str, db: asyncpg.Connection
+) -> None:
+    # Found by an independent review: the refundable bound took the ordered tip whatever the payment reported.
+    await db.execute(PAID_WITHOUT_ITS_TIP, MERCHANT)
+    pool = await asyncpg.create_pool(database_url, min_size=1, max_size=2)
+    try:
+        try:
+            await intake.store_refund(pool, "TIP0", 1100, "r-too-much")
+        except NotRefundable as exc:
+            refused = str(exc)
+        else:
+            refused = ""
+        refund, created = await intake.store_refund(pool, "TIP0", 1000, "r-all")
+        async with pool.acquire() as conn, conn.transaction():
+            await store.lock_order_for_refund(conn, refund["order_ref"])
+            await store.settle_refund(conn, refund["id"], refund["order_ref"], "succeeded", None, None, None)
+    finally:
+        await pool.close()
+
+    # Before: 1100 was accepted (and sent, for the gateway to refuse), and 1000 left the order partially refunded.
+    assert "at most 1000 cents" in refused
+    assert created
+    assert await db.fetchval("SELECT status FROM orders WHERE order_id = 'TIP0'") == "refunded"
+    assert await db.fetchval("SELECT status FROM payments WHERE order_id = 'TIP0'") == "refunded"
