@@ -104,7 +104,7 @@ INSERT INTO submission_attempts (
 # re-send or an expiry (PROTOCOL §5: query before any resubmission). The answer's own row replaces it.
 RECORD_IN_FLIGHT = """
 INSERT INTO submission_attempts (order_ref, action, outcome, error, sent, started_at, latency_ms)
-VALUES ($1, $2, 'unknown', 'no answer recorded: the worker stopped, or lost Postgres, while the request was out',
+VALUES ($1, $2, 'unknown', 'no answer recorded (yet): the request is out, or its worker stopped or lost Postgres',
         true, $3, 0)
 RETURNING id
 """
