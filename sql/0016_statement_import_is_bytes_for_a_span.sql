@@ -4,12 +4,15 @@
 -- covered. The same bytes for the same period and merchants are still one import (the constraint keeps its
 -- name: the import's ON CONFLICT names it). Its index leads with file_sha256, so lookups by the bytes stay cheap.
 -- The merchants enter the key as a digest: a btree entry holds at most 2704 bytes, which the list of a
--- statement naming a couple of hundred merchants exceeds. The import writes the same digest
--- (ottrecon.reconciliation.statements.merchants_digest: SHA-256 of the sorted ids joined by U+001F).
-ALTER TABLE statement_imports ADD COLUMN merchants_sha256 text;
-UPDATE statement_imports
-SET merchants_sha256 = encode(sha256(convert_to(array_to_string(merchant_ids, chr(31)), 'UTF8')), 'hex');
-ALTER TABLE statement_imports ALTER COLUMN merchants_sha256 SET NOT NULL;
+-- statement naming a couple of hundred merchants exceeds. Generated, so every writer gets it right; the same
+-- digest as ottrecon.reconciliation.statements.merchants_digest (SHA-256 of the ids in code point order,
+-- joined by U+001F; "C" orders UTF-8 bytes, which is code point order).
+CREATE FUNCTION statement_merchants_sha256(ids text[]) RETURNS text LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT encode(sha256(convert_to(coalesce(string_agg(m, chr(31) ORDER BY m COLLATE "C"), ''), 'UTF8')), 'hex')
+    FROM unnest(ids) AS m
+$$;
+ALTER TABLE statement_imports
+    ADD COLUMN merchants_sha256 text GENERATED ALWAYS AS (statement_merchants_sha256(merchant_ids)) STORED;
 ALTER TABLE statement_imports DROP CONSTRAINT statement_imports_file_key;
 ALTER TABLE statement_imports
     ADD CONSTRAINT statement_imports_file_key UNIQUE (file_sha256, period_start, period_end, merchants_sha256);

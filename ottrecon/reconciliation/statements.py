@@ -33,9 +33,8 @@ CHUNK_LINES = 5000
 # (the column's default): an import that waited for another one then shows as imported after it, as its id and
 # its precedence say (docs/RECONCILIATION.md, "Which statement line counts").
 INSERT_IMPORT = """
-INSERT INTO statement_imports (
-    file_name, file_sha256, period_start, period_end, merchant_ids, line_count, merchants_sha256, imported_at
-) VALUES ($1, $2, $3, $4, $5, $6, $7, clock_timestamp())
+INSERT INTO statement_imports (file_name, file_sha256, period_start, period_end, merchant_ids, line_count, imported_at)
+VALUES ($1, $2, $3, $4, $5, $6, clock_timestamp())
 ON CONFLICT ON CONSTRAINT statement_imports_file_key DO NOTHING RETURNING id
 """
 # Store a chunk of lines; every line is kept (a newer statement supersedes an older one's line at
@@ -127,7 +126,6 @@ async def import_statement(
             end,
             report.merchant_ids,
             read,
-            merchants_digest(report.merchant_ids),
         )
         if (import_id := await conn.fetchval(INSERT_IMPORT, *args)) is None:
             return report
@@ -157,7 +155,8 @@ def split_merchants(values: Iterable[str]) -> list[str]:
 
 
 def merchants_digest(merchant_ids: Sequence[str]) -> str:
-    """An import's merchants as they enter its identity (sql/0016): SHA-256 of the sorted ids joined by U+001F."""
+    """An import's merchants as they enter its identity: statement_imports.merchants_sha256, which Postgres
+    generates (sql/0016: SHA-256 of the ids in code point order joined by U+001F); for looking an import up."""
     return hashlib.sha256("\x1f".join(sorted(merchant_ids)).encode("utf-8")).hexdigest()
 
 
