@@ -52,6 +52,19 @@ def admin_url() -> str:
     return _server_url("DATABASE_URL")
 
 
+@pytest.fixture
+async def empty_database(admin_url: str) -> AsyncIterator[str]:
+    """A database of its own, with nothing in it (not even the migrations), dropped afterwards."""
+    name = f"ottrecon_m_{uuid.uuid4().hex[:12]}"
+    conn = await asyncpg.connect(admin_url)
+    await conn.execute(f'CREATE DATABASE "{name}"')
+    await conn.close()
+    yield with_database(admin_url, name)
+    conn = await asyncpg.connect(admin_url)
+    await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    await conn.close()
+
+
 @pytest.fixture(scope="session")
 def template_db(admin_url: str) -> Iterator[str]:
     """A database migrated by the real runner, used as the template for every test's database."""

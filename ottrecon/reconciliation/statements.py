@@ -64,7 +64,7 @@ IMPORT_BY_ID = "SELECT * FROM statement_imports WHERE id = $1"
 # The import of these bytes for this period and merchants (statement_imports_file_key).
 IMPORT_BY_SPAN = """
 SELECT id FROM statement_imports
-WHERE file_sha256 = $1 AND period_start = $2 AND period_end = $3 AND merchants_sha256 = $4
+WHERE file_sha256 = $1 AND period_start = $2 AND period_end = $3 AND merchants_sha256 = statement_merchants_sha256($4)
 """
 
 
@@ -152,12 +152,6 @@ def split_merchants(values: Iterable[str]) -> list[str]:
     """Merchant ids as a person gives them (repeated, or comma-separated, spaces around them): the CLI and the
     console read them alike. A merchant id holds no comma (OTT Pay's are letters and digits)."""
     return [m.strip() for value in values for m in value.split(",") if m.strip()]
-
-
-def merchants_digest(merchant_ids: Sequence[str]) -> str:
-    """An import's merchants as they enter its identity: statement_imports.merchants_sha256, which Postgres
-    generates (sql/0016: SHA-256 of the ids in code point order joined by U+001F); for looking an import up."""
-    return hashlib.sha256("\x1f".join(sorted(merchant_ids)).encode("utf-8")).hexdigest()
 
 
 def _merchants(given: Sequence[str]) -> frozenset[str] | None:

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import asyncpg
@@ -12,19 +10,6 @@ import pytest
 
 from ottrecon.errors import MigrationError
 from ottrecon.migrations import check_schema, discover, migrate
-from tests.conftest import with_database
-
-
-@pytest.fixture
-async def empty_database(admin_url: str) -> AsyncIterator[str]:
-    name = f"ottrecon_m_{uuid.uuid4().hex[:12]}"
-    conn = await asyncpg.connect(admin_url)
-    await conn.execute(f'CREATE DATABASE "{name}"')
-    await conn.close()
-    yield with_database(admin_url, name)
-    conn = await asyncpg.connect(admin_url)
-    await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    await conn.close()
 
 
 async def test_migrate_applies_everything_once_even_when_run_concurrently(empty_database: str) -> None:

@@ -54,7 +54,7 @@ async def upload(request: web.Request) -> web.Response:
         except StatementError as exc:
             return await _form_page(request, problems=[str(exc).split("\n")[0], *exc.problems], status=422)
     async with translate_errors(), pool(request).acquire() as conn:
-        span = (report.period_start, report.period_end, statements.merchants_digest(report.merchant_ids))
+        span = (report.period_start, report.period_end, list(report.merchant_ids))
         import_id = report.import_id or await conn.fetchval(statements.IMPORT_BY_SPAN, received.sha256, *span)
     await _reconcile(request)
     done = "already_imported" if report.already_imported else "imported"
