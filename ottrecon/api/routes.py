@@ -18,7 +18,7 @@ from ottrecon.api.views import NOT_HANDED_OVER, STATE_UNREAD, STATUSES, payment_
 from ottrecon.db import translate_errors
 from ottrecon.errors import DatabaseUnavailable
 from ottrecon.payments import intake as service
-from ottrecon.payments import store
+from ottrecon.payments import refund_store, store
 from ottrecon.payments.errors import (
     AuthCodeUsed,
     IdempotencyConflict,
@@ -126,7 +126,7 @@ async def create_refund(request: web.Request) -> web.Response:
     # Stored: from here on every answer carries it, as for payments.
     handed_over = await kick(request.app[REDIS], PROCESS_REFUND_JOB, refund["id"]) if created else True
     try:
-        current = await service.wait_for(pool, store.REFUND_BY_ID, refund["id"], REFUND_DONE, settings.wait_s)
+        current = await service.wait_for(pool, refund_store.REFUND_BY_ID, refund["id"], REFUND_DONE, settings.wait_s)
     except Exception as exc:
         _log_unread("refund", refund["refund_order_id"], exc)
         return _stored(refund_view(refund, payment_id), STATE_UNREAD, payment_id)
@@ -198,7 +198,7 @@ async def _order(pool: asyncpg.Pool, payment_id: str) -> asyncpg.Record:
 
 async def _refunds(pool: asyncpg.Pool, order: asyncpg.Record) -> list[asyncpg.Record]:
     async with translate_errors(), pool.acquire() as conn:
-        return list(await conn.fetch(store.REFUNDS_OF, order["id"]))
+        return list(await conn.fetch(refund_store.REFUNDS_OF, order["id"]))
 
 
 async def _json(request: web.Request) -> Any:

@@ -17,7 +17,7 @@ from ottrecon.api.views import STATE_UNREAD, payment_view, refund_view
 from ottrecon.config import EnvReader
 from ottrecon.errors import ConfigError, DatabaseUnavailable
 from ottrecon.payments import intake as service
-from ottrecon.payments import store
+from ottrecon.payments import refund_store, store
 from ottrecon.payments.errors import InvalidRequest
 from ottrecon.payments.statuses import REFUND_DONE, SETTLED
 from ottrecon.queue import KICK_TIMEOUT_S, connect
@@ -97,7 +97,8 @@ async def refund(args: argparse.Namespace, env: Mapping[str, str]) -> int:
         view = refund_view(row, args.payment_id)
         try:
             view = refund_view(
-                await service.wait_for(pool, store.REFUND_BY_ID, row["id"], REFUND_DONE, args.wait), args.payment_id
+                await service.wait_for(pool, refund_store.REFUND_BY_ID, row["id"], REFUND_DONE, args.wait),
+                args.payment_id,
             )
         except DatabaseUnavailable:
             view["notice"] = STATE_UNREAD.format(payment_id=args.payment_id)

@@ -18,7 +18,7 @@ import asyncpg
 from arq import ArqRedis
 
 from ottrecon.db import TRANSIENT_ERRORS, fetch_one, translate_errors
-from ottrecon.payments import store
+from ottrecon.payments import refund_store, store
 from ottrecon.payments.errors import (
     AuthCodeUsed,
     IdempotencyConflict,
@@ -197,24 +197,26 @@ async def store_refund(
     """
     digest = _sha256([order_id, amount])
     async with _storing() as storing, pool.acquire() as conn, conn.transaction():
-        order = await conn.fetchrow(store.LOCK_ORDER, order_id)
+        order = await conn.fetchrow(refund_store.LOCK_ORDER, order_id)
         if order is None:
             raise NotFound()
-        existing = await conn.fetchrow(store.REFUND_BY_KEY, order["id"], idempotency_key)
+        existing = await conn.fetchrow(refund_store.REFUND_BY_KEY, order["id"], idempotency_key)
         if existing is not None:
             if existing["request_sha256"] != digest:
                 raise IdempotencyConflict()
             return existing, False
         if order["status"] not in ("paid", "partially_refunded"):
             raise NotRefundable(f"payment is {order['status']}, only paid payments can be refunded")
-        paid_tip = await conn.fetchval(store.PAID_TIP, order["merchant_id"], order["order_id"])
-        left = store.refundable(order, paid_tip) - await conn.fetchval(store.REFUNDED_OR_PENDING, order["id"])
+        paid_tip = await conn.fetchval(refund_store.PAID_TIP, order["merchant_id"], order["order_id"])
+        left = refund_store.refundable(order, paid_tip) - await conn.fetchval(
+            refund_store.REFUNDED_OR_PENDING, order["id"]
+        )
         if amount > left:
             raise NotRefundable(f"at most {left} cents can still be refunded")
         storing.sent = True
         row = await fetch_one(
             conn,
-            store.INSERT_REFUND,
+            refund_store.INSERT_REFUND,
             order["id"],
             order["merchant_id"],
             new_order_id("R"),

@@ -13,7 +13,7 @@ from ottpay.codes import GatewayReply, Outcome
 from ottpay.finish_time import parse_finish_time
 from ottpay.messages import parse_cents
 from ottrecon import db
-from ottrecon.payments import store
+from ottrecon.payments import refund_store, store
 from ottrecon.payments.gateway import Gateway
 from ottrecon.payments.submission import Policy
 from ottrecon.payments.submitter import OnReply, ignore_reply
@@ -46,7 +46,7 @@ class Refunder:
     async def process(self, refund_pk: int) -> RefundResult | None:
         async with db.translate_errors():
             async with self._pool.acquire() as conn:
-                if await conn.fetchval(store.CLAIM_REFUND, refund_pk, self._lease_s) is None:
+                if await conn.fetchval(refund_store.CLAIM_REFUND, refund_pk, self._lease_s) is None:
                     return None
             return await self._handle(refund_pk)
 
@@ -55,7 +55,7 @@ class Refunder:
         failure is logged; its lease brings it back), as in Submitter.process_due."""
         async with db.translate_errors():
             async with self._pool.acquire() as conn:
-                refund_pks = [r["id"] for r in await conn.fetch(store.CLAIM_DUE_REFUNDS, limit, self._lease_s)]
+                refund_pks = [r["id"] for r in await conn.fetch(refund_store.CLAIM_DUE_REFUNDS, limit, self._lease_s)]
             for refund_pk in refund_pks:
                 # One after another: refunds of one order each recompute its refunded total.
                 try:
@@ -69,7 +69,7 @@ class Refunder:
 
     async def _handle(self, refund_pk: int) -> RefundResult:
         async with self._pool.acquire() as conn:
-            row = await db.fetch_one(conn, store.LOAD_REFUND, refund_pk)
+            row = await db.fetch_one(conn, refund_store.LOAD_REFUND, refund_pk)
         started = datetime.now(UTC)
         client = self._gateway.client_for(row["merchant_id"])
         replies: list[GatewayReply] = []
@@ -91,12 +91,12 @@ class Refunder:
                 self._on_reply(confirm)
         async with self._pool.acquire() as conn, conn.transaction():
             # First of all: refunds of one order settle one at a time, each seeing the others' (finding 08).
-            await store.lock_order_for_refund(conn, row["order_ref"])
+            await refund_store.lock_order_for_refund(conn, row["order_ref"])
             if confirm is not None:
                 result = await self._confirm(conn, row, confirm)
             for reply in replies:
                 await store.record_attempt(conn, row["order_ref"], reply, started, refund_pk)
-            await store.settle_refund(
+            await refund_store.settle_refund(
                 conn,
                 refund_pk,
                 row["order_ref"],
@@ -134,7 +134,7 @@ class Refunder:
             refunded = parse_cents(query.data.get("refund_amount", ""))
         except ValueError:
             return RefundResult("pending", "refund id already used; gateway refund total unknown", later)
-        already = await conn.fetchval(store.SUCCEEDED_TOTAL, row["order_ref"])
+        already = await conn.fetchval(refund_store.SUCCEEDED_TOTAL, row["order_ref"])
         if refunded >= already + row["amount"]:
             return RefundResult("succeeded", "confirmed by status query after ORDER_USED", None)
         return RefundResult("pending", f"refund id used but gateway refunded total is {refunded}", later)

@@ -67,6 +67,7 @@ from ottrecon.callbacks import store as callback_store
 from ottrecon.callbacks.verdicts import VerifiedCallback
 from ottrecon.callbacks.verify import judge
 from ottrecon.db import fetch_one
+from ottrecon.payments import refund_store
 from ottrecon.payments import store as payments_store
 from ottrecon.payments.submission import Transition
 from ottrecon.reconciliation.reconcile import BOOK_REFUNDS, CLAIM_CHANGES, LOCK_KEYS, reconcile_pending
@@ -259,16 +260,16 @@ class Writes:
         order_pk = await conn.fetchval("SELECT id FROM orders WHERE merchant_id = $1 AND order_id = $2", *key)
         if order_pk is None:
             return None
-        await payments_store.lock_order_for_refund(conn, order_pk)
+        await refund_store.lock_order_for_refund(conn, order_pk)
         view = await fetch_one(conn, ORDER_VIEW, *key)
         if view["status"] not in PAID_STATUSES or view["left"] <= 0:
             return None
         n, amount = self.next(), max(1, view["left"] // 2)
         row = await fetch_one(
-            conn, payments_store.INSERT_REFUND, order_pk, key[0], f"R{n:019d}", amount, f"rf-{n}", "sha"
+            conn, refund_store.INSERT_REFUND, order_pk, key[0], f"R{n:019d}", amount, f"rf-{n}", "sha"
         )
-        await conn.execute(payments_store.UPDATE_REFUND, row["id"], "succeeded", None, None, NOW)
-        await conn.execute(payments_store.MARK_ORDER_REFUNDED, order_pk)
+        await conn.execute(refund_store.UPDATE_REFUND, row["id"], "succeeded", None, None, NOW)
+        await conn.execute(refund_store.MARK_ORDER_REFUNDED, order_pk)
         return f"refund {amount}"
 
     async def statement(

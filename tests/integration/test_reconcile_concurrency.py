@@ -36,8 +36,9 @@ from ottrecon.callbacks.verdicts import VerifiedCallback
 from ottrecon.callbacks.verify import judge
 from ottrecon.db import fetch_one
 from ottrecon.errors import DatabaseUnavailable
+from ottrecon.payments import refund_store
 from ottrecon.payments import store as payments_store
-from ottrecon.payments.store import MARK_ORDER_REFUNDED, UPDATE_REFUND
+from ottrecon.payments.refund_store import MARK_ORDER_REFUNDED, UPDATE_REFUND
 from ottrecon.payments.submission import Transition
 from ottrecon.reconciliation import closing
 from ottrecon.reconciliation.reconcile import KEY_LOCK_SPACE, reconcile_pending
@@ -234,7 +235,7 @@ class ConcurrentReconciles(RuleBasedStateMachine):
             n = self.next()
             async with conn.transaction():
                 row = await fetch_one(
-                    conn, payments_store.INSERT_REFUND, view["id"], merchant_id, f"R{n:019d}",
+                    conn, refund_store.INSERT_REFUND, view["id"], merchant_id, f"R{n:019d}",
                     max(1, view["left"] // 2), f"refund-{n}", "sha",
                 )  # fmt: skip
                 await conn.execute(UPDATE_REFUND, row["id"], "succeeded", None, None, self.w.now)

@@ -31,9 +31,10 @@ from ottrecon.callbacks import store as callback_store
 from ottrecon.callbacks.verdicts import VerifiedCallback
 from ottrecon.callbacks.verify import judge
 from ottrecon.db import fetch_one
+from ottrecon.payments import refund_store
 from ottrecon.payments import store as orders_db
 from ottrecon.payments import store as payments_store
-from ottrecon.payments.store import MARK_ORDER_REFUNDED, UPDATE_REFUND
+from ottrecon.payments.refund_store import MARK_ORDER_REFUNDED, UPDATE_REFUND
 from ottrecon.payments.submission import Transition
 from ottrecon.reconciliation.reconcile import reconcile_pending
 from tests.conftest import MERCHANT
@@ -179,7 +180,7 @@ class Interleavings(RuleBasedStateMachine):
         """What create_refund stores and what the refunder writes when the gateway said SUCCESS."""
         n = self.next()
         row = await fetch_one(
-            conn, payments_store.INSERT_REFUND, order_pk, MERCHANT, f"R{n:019d}", amount, f"refund-{n}", "sha"
+            conn, refund_store.INSERT_REFUND, order_pk, MERCHANT, f"R{n:019d}", amount, f"refund-{n}", "sha"
         )
         await conn.execute(UPDATE_REFUND, row["id"], "succeeded", None, None, self.w.now)
         await conn.execute(MARK_ORDER_REFUNDED, order_pk)

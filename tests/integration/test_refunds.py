@@ -9,7 +9,7 @@ import asyncpg
 
 from ottpay.keys import MerchantKeys
 from ottrecon.db import fetch_one
-from ottrecon.payments import intake, store
+from ottrecon.payments import intake, refund_store, store
 from ottrecon.payments.errors import NotRefundable
 from ottrecon.payments.gateway import Gateway
 from ottrecon.payments.refunder import Refunder
@@ -85,7 +85,9 @@ async def test_one_failing_refund_does_not_hold_back_the_other_due_refunds(
     order = (MERCHANT, "P0000000000000000001", "PASSIVEPAY", "ALIPAY", 1000, 0, None, "123456", "k", "s")
     order_pk = (await fetch_one(db, store.INSERT_ORDER, *order))["id"]
     refunds = [
-        await fetch_one(db, store.INSERT_REFUND, order_pk, MERCHANT, f"R000000000000000000{n}", 100, f"r{n}", "s")
+        await fetch_one(
+            db, refund_store.INSERT_REFUND, order_pk, MERCHANT, f"R000000000000000000{n}", 100, f"r{n}", "s"
+        )
         for n in (1, 2)
     ]
     # A real fault in Postgres: the first refund's UPDATE fails (as a lost connection or a bug would).
@@ -140,8 +142,8 @@ async def test_a_tip_the_payment_did_not_carry_is_not_refundable_and_a_full_refu
             refused = ""
         refund, created = await intake.store_refund(pool, "TIP0", 1000, "r-all")
         async with pool.acquire() as conn, conn.transaction():
-            await store.lock_order_for_refund(conn, refund["order_ref"])
-            await store.settle_refund(conn, refund["id"], refund["order_ref"], "succeeded", None, None, None)
+            await refund_store.lock_order_for_refund(conn, refund["order_ref"])
+            await refund_store.settle_refund(conn, refund["id"], refund["order_ref"], "succeeded", None, None, None)
     finally:
         await pool.close()
 

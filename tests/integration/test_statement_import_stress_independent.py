@@ -72,6 +72,7 @@ from ottrecon.callbacks import store as callback_store
 from ottrecon.callbacks.verdicts import VerifiedCallback
 from ottrecon.callbacks.verify import judge
 from ottrecon.db import Connection, fetch_one
+from ottrecon.payments import refund_store
 from ottrecon.payments import store as payments_store
 from ottrecon.payments.submission import Transition
 from ottrecon.reconciliation.books_lock import BOOKS_LOCK
@@ -785,11 +786,11 @@ class Round:
         assert plan.refund is not None
         amount, when = plan.refund
         order_pk = await conn.fetchval("SELECT id FROM orders WHERE merchant_id = $1 AND order_id = $2", *plan.key)
-        await payments_store.lock_order_for_refund(conn, order_pk)
+        await refund_store.lock_order_for_refund(conn, order_pk)
         refund_id = f"R{plan.key[1]}"
-        row = await fetch_one(conn, payments_store.INSERT_REFUND, order_pk, plan.key[0], refund_id, amount, refund_id,
+        row = await fetch_one(conn, refund_store.INSERT_REFUND, order_pk, plan.key[0], refund_id, amount, refund_id,
                               "sha")  # fmt: skip
-        await payments_store.settle_refund(conn, row["id"], order_pk, "succeeded", None, None, when)
+        await refund_store.settle_refund(conn, row["id"], order_pk, "succeeded", None, None, when)
 
     # ---------------------------------------------------------------------------------------------- checks
 

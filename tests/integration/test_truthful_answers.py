@@ -22,7 +22,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from ottrecon.api.app import create_app
 from ottrecon.api.openapi import openapi_spec
 from ottrecon.api.settings import ApiSettings, parse_tokens
-from ottrecon.payments import store
+from ottrecon.payments import refund_store, store
 from tests.chaos.cluster import ephemeral_port
 from tests.conftest import MERCHANT
 from tests.integration.stack import API_TOKEN, FAST_POLICY, running_simulator, running_stack
@@ -143,7 +143,7 @@ async def refund_after_postgres_went_away(
     async with TestClient(TestServer(create_app(api_settings(through(proxy, database_url), 30.0)))) as api:
         path = f"/api/payments/{payment['id']}/refunds"
         answer = asyncio.create_task(post(api, path, "r-lost-1", {"amount": 1000}))
-        await until(reading_back(db, store.REFUND_BY_ID))
+        await until(reading_back(db, refund_store.REFUND_BY_ID))
         await proxy.cut()
         status, body = await answer
     stored = await db.fetchrow("SELECT refund_order_id FROM refunds")
